@@ -1,0 +1,3 @@
+//! Query-side network interfaces.
+
+pub mod http;

@@ -1,0 +1,165 @@
+//! Configuration: defaults, overridden by a TOML file, overridden by environment variables and
+//! flags (flags win over their environment variable). Every default lives here.
+//!
+//! ```toml
+//! data_dir = "./data"
+//! http_listen = "0.0.0.0:3200"
+//! multitenancy = false
+//!
+//! [ingester]
+//! trace_idle = "5s"
+//! max_block_age = "30s"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Default Tempo-compatible HTTP API port.
+pub const DEFAULT_HTTP_PORT: u16 = 3200;
+/// Default OTLP/gRPC port.
+pub const DEFAULT_OTLP_GRPC_PORT: u16 = 4317;
+/// Default OTLP/HTTP port.
+pub const DEFAULT_OTLP_HTTP_PORT: u16 = 4318;
+
+/// The whole configuration of a spanlake process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Root of local state: the WAL lives in `{data_dir}/wal`, blocks default to
+    /// `{data_dir}/blocks`.
+    pub data_dir: PathBuf,
+    /// Where blocks are stored: `file://PATH` or an object-store URL. Default: `{data_dir}/blocks`.
+    pub storage_url: Option<String>,
+    /// Tempo HTTP API, `/ready` and SQL over HTTP.
+    pub http_listen: SocketAddr,
+    /// OTLP/gRPC receiver.
+    pub otlp_grpc_listen: SocketAddr,
+    /// OTLP/HTTP receiver.
+    pub otlp_http_listen: SocketAddr,
+    /// When on, every request must name its tenant in `X-Scope-OrgID`.
+    pub multitenancy: bool,
+    /// Largest accepted OTLP request body, after decompression.
+    pub max_request_bytes: usize,
+    /// Memory all queries together may use.
+    pub query_memory_limit: usize,
+    pub ingester: IngesterSettings,
+}
+
+/// When traces are complete and blocks are cut.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngesterSettings {
+    /// A trace with no new span for this long is complete.
+    #[serde(with = "humantime_serde")]
+    pub trace_idle: Duration,
+    /// Complete traces are flushed at the latest this long after completing.
+    #[serde(with = "humantime_serde")]
+    pub max_block_age: Duration,
+    /// Complete traces are flushed once they hold this many bytes.
+    pub max_block_bytes: usize,
+    /// How often the flusher checks whether a block is due.
+    #[serde(with = "humantime_serde")]
+    pub flush_check: Duration,
+    /// How long flushed rows stay readable live for queries planned before the flush.
+    #[serde(with = "humantime_serde")]
+    pub flushed_grace: Duration,
+    /// Number of shards; a trace's shard is a hash of its id.
+    pub shards: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            storage_url: None,
+            http_listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_HTTP_PORT)),
+            otlp_grpc_listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_OTLP_GRPC_PORT)),
+            otlp_http_listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_OTLP_HTTP_PORT)),
+            multitenancy: false,
+            max_request_bytes: 16 << 20,
+            query_memory_limit: 2 << 30,
+            ingester: IngesterSettings::default(),
+        }
+    }
+}
+
+impl Default for IngesterSettings {
+    fn default() -> Self {
+        Self {
+            trace_idle: Duration::from_secs(5),
+            max_block_age: Duration::from_secs(30),
+            max_block_bytes: 128 << 20,
+            flush_check: Duration::from_secs(1),
+            flushed_grace: Duration::from_secs(120),
+            shards: 1,
+        }
+    }
+}
+
+/// Why the configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source })
+    }
+
+    /// The storage URL in effect.
+    pub fn storage_url(&self) -> String {
+        self.storage_url
+            .clone()
+            .unwrap_or_else(|| format!("file://{}", self.data_dir.join("blocks").display()))
+    }
+
+    /// The WAL directory.
+    pub fn wal_dir(&self) -> PathBuf {
+        self.data_dir.join("wal")
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.ingester.shards == 0 {
+            return Err(ConfigError::Invalid("ingester.shards must be at least 1".into()));
+        }
+        if self.ingester.flush_check.is_zero() {
+            return Err(ConfigError::Invalid("ingester.flush_check must be above zero".into()));
+        }
+        if self.max_request_bytes == 0 {
+            return Err(ConfigError::Invalid("max_request_bytes must be above zero".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_file_keeps_the_other_defaults() {
+        let config: Config = toml::from_str("multitenancy = true\n[ingester]\ntrace_idle = \"2s\"\n").unwrap();
+        assert!(config.multitenancy);
+        assert_eq!(config.ingester.trace_idle, Duration::from_secs(2));
+        assert_eq!(config.ingester.max_block_age, IngesterSettings::default().max_block_age);
+        assert_eq!(config.http_listen.port(), DEFAULT_HTTP_PORT);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<Config>("http_port = 1").is_err());
+    }
+}

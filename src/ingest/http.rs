@@ -1,0 +1,130 @@
+//! OTLP/HTTP: `POST /v1/traces` with protobuf or JSON bodies, optionally gzip-compressed.
+
+use std::io::Read;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+
+use super::{IngestError, Receiver};
+use crate::tenant::{ORG_ID_HEADER, TenantError};
+
+/// The OTLP/HTTP traces path.
+pub const TRACES_PATH: &str = "/v1/traces";
+const PROTOBUF: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Format {
+    Protobuf,
+    Json,
+}
+
+/// `google.rpc.Status`, the body of OTLP/HTTP error responses.
+#[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+/// Routes of the OTLP/HTTP receiver.
+pub fn router(receiver: Receiver) -> Router {
+    Router::new()
+        .route(TRACES_PATH, post(export))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(receiver)
+}
+
+fn format_of(headers: &HeaderMap) -> Result<Format, IngestError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match essence.as_str() {
+        PROTOBUF | "application/protobuf" => Ok(Format::Protobuf),
+        JSON => Ok(Format::Json),
+        _ => Err(IngestError::ContentType(content_type.to_string())),
+    }
+}
+
+async fn export(State(receiver): State<Receiver>, headers: HeaderMap, body: Body) -> Response {
+    let format = format_of(&headers).unwrap_or(Format::Protobuf);
+    match handle(&receiver, &headers, body).await {
+        Ok(()) => encode(format, StatusCode::OK, &ExportTraceServiceResponse { partial_success: None }),
+        Err(e) => {
+            let body = RpcStatus { code: e.grpc_code() as i32, message: e.to_string() };
+            let status = status_of(&e);
+            match format {
+                Format::Protobuf => {
+                    (status, [(header::CONTENT_TYPE, PROTOBUF)], body.encode_to_vec()).into_response()
+                }
+                Format::Json => (status, axum::Json(body)).into_response(),
+            }
+        }
+    }
+}
+
+fn status_of(e: &IngestError) -> StatusCode {
+    match e {
+        IngestError::Decode(_) | IngestError::Invalid(_) => StatusCode::BAD_REQUEST,
+        IngestError::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        IngestError::Tenant(TenantError::Missing) => StatusCode::UNAUTHORIZED,
+        IngestError::Tenant(TenantError::Invalid(_)) => StatusCode::BAD_REQUEST,
+        IngestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+fn encode(format: Format, status: StatusCode, response: &ExportTraceServiceResponse) -> Response {
+    match format {
+        Format::Protobuf => {
+            (status, [(header::CONTENT_TYPE, PROTOBUF)], response.encode_to_vec()).into_response()
+        }
+        Format::Json => (status, axum::Json(response)).into_response(),
+    }
+}
+
+async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body) -> Result<(), IngestError> {
+    let format = format_of(headers)?;
+    let limit = receiver.max_request_bytes;
+    let raw = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| IngestError::TooLarge { limit })?;
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    let bytes = if gzip { gunzip(&raw, limit)? } else { raw };
+    let request = match format {
+        Format::Protobuf => ExportTraceServiceRequest::decode(bytes)
+            .map_err(|e| IngestError::Decode(format!("protobuf: {e}")))?,
+        Format::Json => serde_json::from_slice(&bytes)
+            .map_err(|e| IngestError::Decode(format!("JSON: {e}")))?,
+    };
+    let org_id = headers.get(ORG_ID_HEADER).and_then(|v| v.to_str().ok());
+    receiver.export(org_id, &request).await?;
+    Ok(())
+}
+
+/// Decompresses at most `limit` bytes, so a small compressed body cannot expand without bound.
+fn gunzip(raw: &[u8], limit: usize) -> Result<Bytes, IngestError> {
+    let mut out = Vec::new();
+    let mut decoder = flate2::read::GzDecoder::new(raw).take(limit as u64 + 1);
+    decoder
+        .read_to_end(&mut out)
+        .map_err(|e| IngestError::Decode(format!("gzip: {e}")))?;
+    if out.len() > limit {
+        return Err(IngestError::TooLarge { limit });
+    }
+    Ok(Bytes::from(out))
+}

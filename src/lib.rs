@@ -1,0 +1,17 @@
+//! spanlake: an analytical query service for OpenTelemetry traces on Apache DataFusion.
+//!
+//! Spans arrive over OTLP ([`ingest`]), are made durable and held live by the [`ingester`],
+//! flushed as Parquet blocks to [`storage`], and read as DataFusion [`tables`] through the
+//! [`query`] engine. [`server`] wires the pieces into one process.
+
+pub mod ingester;
+pub mod query;
+pub mod schema;
+pub mod storage;
+pub mod tables;
+pub mod api;
+pub mod config;
+pub mod generator;
+pub mod ingest;
+pub mod server;
+pub mod tenant;

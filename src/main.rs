@@ -1,0 +1,362 @@
+//! The `spanlake` command line: `serve`, `sql`, `gen`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use arrow::array::RecordBatch;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use prost::Message;
+use spanlake::config::Config;
+use spanlake::generator::Generator;
+use spanlake::server::{self, Server};
+use spanlake::tenant::{ORG_ID_HEADER, SINGLE_TENANT};
+
+#[derive(Parser)]
+#[command(name = "spanlake", version, about = "Analytical query service for OpenTelemetry traces")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every role in one process: OTLP receivers, ingester, HTTP API.
+    Serve(ServeArgs),
+    /// Run one SQL query against a data directory or a running server and print the result.
+    Sql(SqlArgs),
+    /// Send deterministic synthetic traces to an OTLP endpoint.
+    Gen(GenArgs),
+}
+
+/// Settings shared by `serve` and `sql`. Each flag overrides its environment variable, which
+/// overrides the config file, which overrides the defaults.
+#[derive(Args)]
+struct ConfigArgs {
+    /// TOML config file.
+    #[arg(long, env = "SPANLAKE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Local state directory (WAL, and blocks unless --storage-url says otherwise).
+    #[arg(long, env = "SPANLAKE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Block storage: file://PATH or an object-store URL.
+    #[arg(long, env = "SPANLAKE_STORAGE_URL")]
+    storage_url: Option<String>,
+    /// Require X-Scope-OrgID on every request.
+    #[arg(long, env = "SPANLAKE_MULTITENANCY")]
+    multitenancy: Option<bool>,
+    /// Number of shards traces are spread over.
+    #[arg(long, env = "SPANLAKE_SHARDS")]
+    shards: Option<u32>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Tempo HTTP API and SQL-over-HTTP address.
+    #[arg(long, env = "SPANLAKE_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
+    /// OTLP/gRPC receiver address.
+    #[arg(long, env = "SPANLAKE_OTLP_GRPC_LISTEN")]
+    otlp_grpc_listen: Option<SocketAddr>,
+    /// OTLP/HTTP receiver address.
+    #[arg(long, env = "SPANLAKE_OTLP_HTTP_LISTEN")]
+    otlp_http_listen: Option<SocketAddr>,
+    /// Largest accepted OTLP request, in bytes after decompression.
+    #[arg(long, env = "SPANLAKE_MAX_REQUEST_BYTES")]
+    max_request_bytes: Option<usize>,
+    /// A trace with no new span for this long is complete (e.g. 5s).
+    #[arg(long, env = "SPANLAKE_TRACE_IDLE", value_parser = humantime::parse_duration)]
+    trace_idle: Option<Duration>,
+    /// Flush complete traces at the latest this long after they complete.
+    #[arg(long, env = "SPANLAKE_MAX_BLOCK_AGE", value_parser = humantime::parse_duration)]
+    max_block_age: Option<Duration>,
+    /// Flush complete traces once they hold this many bytes.
+    #[arg(long, env = "SPANLAKE_MAX_BLOCK_BYTES")]
+    max_block_bytes: Option<usize>,
+    /// How often the flusher checks for due blocks.
+    #[arg(long, env = "SPANLAKE_FLUSH_CHECK", value_parser = humantime::parse_duration)]
+    flush_check: Option<Duration>,
+    /// Memory all queries together may use, in bytes.
+    #[arg(long, env = "SPANLAKE_QUERY_MEMORY_LIMIT")]
+    query_memory_limit: Option<usize>,
+    /// Also generate realistic synthetic traffic continuously.
+    #[arg(long)]
+    demo: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Args)]
+struct SqlArgs {
+    /// The query, e.g. "SELECT service_name, count(*) FROM spans GROUP BY 1".
+    query: String,
+    /// Query a running server (its HTTP address, e.g. http://127.0.0.1:3200) instead of
+    /// reading the data directory.
+    #[arg(long, env = "SPANLAKE_SERVER")]
+    server: Option<String>,
+    /// Tenant to query (X-Scope-OrgID).
+    #[arg(long, env = "SPANLAKE_TENANT")]
+    tenant: Option<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Protocol {
+    Grpc,
+    Http,
+}
+
+#[derive(Args)]
+struct GenArgs {
+    /// OTLP endpoint: http://HOST:4317 for gRPC, http://HOST:4318 for HTTP.
+    #[arg(long, default_value = "http://127.0.0.1:4317")]
+    endpoint: String,
+    #[arg(long, value_enum, default_value = "grpc")]
+    protocol: Protocol,
+    /// Seed of the generator; the same seed sends the same traces.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Number of traces to send.
+    #[arg(long, default_value_t = 100)]
+    traces: u64,
+    /// Traces per second; 0 sends as fast as the server acknowledges.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Start time of the first trace, Unix nanoseconds (default: now). Traces are spaced
+    /// 10 ms apart from there.
+    #[arg(long)]
+    start_ns: Option<i64>,
+    /// Tenant to send as (X-Scope-OrgID).
+    #[arg(long)]
+    tenant: Option<String>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = &self.data_dir {
+            config.data_dir = v.clone();
+        }
+        if let Some(v) = &self.storage_url {
+            config.storage_url = Some(v.clone());
+        }
+        if let Some(v) = self.multitenancy {
+            config.multitenancy = v;
+        }
+        if let Some(v) = self.shards {
+            config.ingester.shards = v;
+        }
+        Ok(config)
+    }
+}
+
+impl ServeArgs {
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut config = self.config.load()?;
+        let i = &mut config.ingester;
+        macro_rules! set {
+            ($($flag:expr => $field:expr),* $(,)?) => { $(if let Some(v) = $flag { $field = v; })* };
+        }
+        set! {
+            self.trace_idle => i.trace_idle,
+            self.max_block_age => i.max_block_age,
+            self.max_block_bytes => i.max_block_bytes,
+            self.flush_check => i.flush_check,
+            self.http_listen => config.http_listen,
+            self.otlp_grpc_listen => config.otlp_grpc_listen,
+            self.otlp_http_listen => config.otlp_http_listen,
+            self.max_request_bytes => config.max_request_bytes,
+            self.query_memory_limit => config.query_memory_limit,
+        }
+        Ok(config)
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Sql(args) => sql(args).await,
+            Command::Gen(args) => generate(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.load()?;
+    let server = Server::start(config, args.demo).await?;
+    // Parsable by scripts and tests that start the server on port 0.
+    println!("http={} otlp_grpc={} otlp_http={}", server.http_addr, server.otlp_grpc_addr, server.otlp_http_addr);
+    shutdown_signal().await;
+    tracing::info!("shutting down: flushing live traces");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn sql(args: SqlArgs) -> anyhow::Result<()> {
+    let batches = match &args.server {
+        Some(server) => remote_sql(server, args.tenant.as_deref(), &args.query).await?,
+        None => {
+            let config = args.config.load()?;
+            let opened = server::open(&config, true).await?;
+            let tenant = args.tenant.clone().unwrap_or_else(|| SINGLE_TENANT.to_string());
+            opened.engine.sql(&tenant, &args.query).await?.1
+        }
+    };
+    let batches = spanlake::schema::display::hex_ids(&batches)?;
+    let mut out = Vec::new();
+    match args.format {
+        Format::Table => {
+            out.extend(arrow::util::pretty::pretty_format_batches(&batches)?.to_string().bytes());
+            out.push(b'\n');
+        }
+        Format::Json => {
+            let mut writer = arrow::json::ArrayWriter::new(&mut out);
+            for batch in &batches {
+                writer.write(batch)?;
+            }
+            writer.finish()?;
+            out.push(b'\n');
+        }
+        Format::Csv => {
+            let mut writer = arrow::csv::Writer::new(&mut out);
+            for batch in &batches {
+                writer.write(batch)?;
+            }
+        }
+    }
+    use std::io::Write;
+    std::io::stdout().write_all(&out)?;
+    Ok(())
+}
+
+async fn remote_sql(server: &str, tenant: Option<&str>, query: &str) -> anyhow::Result<Vec<RecordBatch>> {
+    let url = format!("{}{}", server.trim_end_matches('/'), spanlake::api::http::SQL_PATH);
+    let mut request = reqwest::Client::new().post(&url).body(query.to_string());
+    if let Some(tenant) = tenant {
+        request = request.header(ORG_ID_HEADER, tenant);
+    }
+    let response = request.send().await.with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let body = response.bytes().await?;
+    if !status.is_success() {
+        bail!("{status}: {}", String::from_utf8_lossy(&body));
+    }
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)?;
+    Ok(reader.collect::<Result<Vec<_>, _>>()?)
+}
+
+async fn generate(args: GenArgs) -> anyhow::Result<()> {
+    let mut generator = Generator::new(args.seed);
+    let start = args
+        .start_ns
+        .unwrap_or_else(|| chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
+    let began = Instant::now();
+    let mut grpc = None;
+    let http = reqwest::Client::new();
+    let mut spans = 0usize;
+    for n in 0..args.traces {
+        if args.rate > 0.0 {
+            let due = began + Duration::from_secs_f64(n as f64 / args.rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let request = generator.trace_at(start + n as i64 * 10_000_000);
+        spans += request.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum::<usize>();
+        match args.protocol {
+            Protocol::Grpc => {
+                if grpc.is_none() {
+                    grpc = Some(
+                        TraceServiceClient::connect(args.endpoint.clone())
+                            .await
+                            .with_context(|| format!("cannot connect to {}", args.endpoint))?,
+                    );
+                }
+                let client = grpc.as_mut().context("gRPC client")?;
+                let mut request = tonic::Request::new(request);
+                if let Some(t) = &args.tenant {
+                    request.metadata_mut().insert(ORG_ID_HEADER, t.parse()?);
+                }
+                client.export(request).await?;
+            }
+            Protocol::Http => {
+                let url = format!("{}/v1/traces", args.endpoint.trim_end_matches('/'));
+                let mut call = http
+                    .post(&url)
+                    .header("content-type", "application/x-protobuf")
+                    .body(request.encode_to_vec());
+                if let Some(t) = &args.tenant {
+                    call = call.header(ORG_ID_HEADER, t);
+                }
+                let response = call.send().await?;
+                if !response.status().is_success() {
+                    bail!("{}: {}", response.status(), response.text().await.unwrap_or_default());
+                }
+            }
+        }
+    }
+    let elapsed = began.elapsed().as_secs_f64();
+    eprintln!(
+        "sent {} traces ({spans} spans) in {elapsed:.2}s: {:.0} spans/s",
+        args.traces,
+        spans as f64 / elapsed.max(1e-9)
+    );
+    Ok(())
+}

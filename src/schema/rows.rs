@@ -1,0 +1,129 @@
+//! The in-memory span: what an OTLP span becomes after validation.
+
+use serde::{Deserialize, Serialize};
+
+/// A 16-byte trace id.
+pub type TraceId = [u8; 16];
+/// An 8-byte span id.
+pub type SpanId = [u8; 8];
+
+/// An attribute value with its OTLP type kept: TraceQL and SQL compare `500` and `"500"`
+/// differently, so the type must survive storage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AttrValue {
+    Str(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    /// Arrays, key-value lists and bytes, encoded as JSON text.
+    Json(String),
+}
+
+/// One span, flattened with its resource and scope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpanRow {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    pub parent_span_id: Option<SpanId>,
+    pub trace_state: String,
+    pub name: String,
+    /// OTLP `SpanKind` number.
+    pub kind: i32,
+    /// OTLP `Status.code` number.
+    pub status_code: i32,
+    pub status_message: String,
+    pub start_time_unix_nano: i64,
+    pub end_time_unix_nano: i64,
+    pub service_name: String,
+    pub scope_name: String,
+    pub scope_version: String,
+    pub span_attrs: Vec<(String, AttrValue)>,
+    pub resource_attrs: Vec<(String, AttrValue)>,
+    pub events: Vec<EventRow>,
+    pub links: Vec<LinkRow>,
+}
+
+/// A span event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRow {
+    pub time_unix_nano: i64,
+    pub name: String,
+    pub attrs: Vec<(String, AttrValue)>,
+}
+
+/// A span link.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinkRow {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    pub trace_state: String,
+    pub attrs: Vec<(String, AttrValue)>,
+}
+
+impl SpanRow {
+    /// Span duration in nanoseconds; a span that ends before it starts counts as zero.
+    pub fn duration_ns(&self) -> i64 {
+        (self.end_time_unix_nano - self.start_time_unix_nano).max(0)
+    }
+
+    /// True when the span's status is ERROR.
+    pub fn is_error(&self) -> bool {
+        self.status_code == STATUS_CODE_ERROR
+    }
+
+    /// A rough size of the span in memory, used to cut blocks by size.
+    pub fn approx_bytes(&self) -> usize {
+        fn attrs(a: &[(String, AttrValue)]) -> usize {
+            a.iter()
+                .map(|(k, v)| {
+                    k.len()
+                        + 16
+                        + match v {
+                            AttrValue::Str(s) | AttrValue::Json(s) => s.len(),
+                            _ => 8,
+                        }
+                })
+                .sum()
+        }
+        128 + self.name.len()
+            + self.status_message.len()
+            + self.service_name.len()
+            + self.trace_state.len()
+            + attrs(&self.span_attrs)
+            + attrs(&self.resource_attrs)
+            + self
+                .events
+                .iter()
+                .map(|e| 32 + e.name.len() + attrs(&e.attrs))
+                .sum::<usize>()
+            + self
+                .links
+                .iter()
+                .map(|l| 48 + attrs(&l.attrs))
+                .sum::<usize>()
+    }
+}
+
+/// OTLP `Status.code` for errors.
+pub const STATUS_CODE_ERROR: i32 = 2;
+
+/// Lowercase name of an OTLP span kind, as stored in the `kind` column.
+pub fn kind_name(kind: i32) -> &'static str {
+    match kind {
+        1 => "internal",
+        2 => "server",
+        3 => "client",
+        4 => "producer",
+        5 => "consumer",
+        _ => "unspecified",
+    }
+}
+
+/// Lowercase name of an OTLP status code, as stored in the `status_code` column.
+pub fn status_name(code: i32) -> &'static str {
+    match code {
+        1 => "ok",
+        STATUS_CODE_ERROR => "error",
+        _ => "unset",
+    }
+}

@@ -1,0 +1,192 @@
+//! One spanlake process: storage, ingester, query engine and every listener, started together
+//! and stopped together (stopping flushes every live trace to a block).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api;
+use crate::config::Config;
+use crate::generator::Generator;
+use crate::ingest::{self, Receiver};
+use crate::ingester::{CutPolicy, Ingester, IngesterConfig};
+use crate::query::QueryEngine;
+use crate::storage::{Catalog, Storage, remove_uncommitted};
+use crate::tables::LiveSource;
+
+/// Errors while starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    #[error(transparent)]
+    Ingester(#[from] crate::ingester::IngesterError),
+    #[error(transparent)]
+    Query(#[from] crate::query::QueryError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// The storage side of a process: what both `serve` and offline `sql` open.
+pub struct Opened {
+    pub storage: Storage,
+    pub catalog: Arc<Catalog>,
+    pub ingester: Arc<Ingester>,
+    pub engine: QueryEngine,
+}
+
+/// Opens storage, the catalog and the ingester (replaying the WAL) for `config`.
+/// `read_only` opens without a WAL writer and without cleaning up, to inspect a data directory.
+pub async fn open(config: &Config, read_only: bool) -> Result<Opened, StartError> {
+    config.validate()?;
+    let storage = Storage::open(&config.storage_url())?;
+    if !read_only {
+        let removed = remove_uncommitted(&storage).await?;
+        if removed > 0 {
+            tracing::warn!(removed, "removed half-written blocks left by an earlier crash");
+        }
+    }
+    let catalog = Arc::new(Catalog::load(&storage).await?);
+    let settings = &config.ingester;
+    let ingester = Arc::new(Ingester::open(
+        IngesterConfig {
+            wal_dir: config.wal_dir(),
+            policy: CutPolicy {
+                trace_idle: settings.trace_idle,
+                max_block_bytes: settings.max_block_bytes,
+                max_block_age: settings.max_block_age,
+                shards: settings.shards,
+            },
+            flushed_grace: settings.flushed_grace,
+            flush_check: settings.flush_check,
+        },
+        storage.clone(),
+        catalog.clone(),
+        read_only,
+    )?);
+    let live: Arc<dyn LiveSource> = ingester.clone();
+    let engine = QueryEngine::new(&storage, catalog.clone(), live, config.query_memory_limit)?;
+    Ok(Opened { storage, catalog, ingester, engine })
+}
+
+/// A running server.
+pub struct Server {
+    pub http_addr: SocketAddr,
+    pub otlp_grpc_addr: SocketAddr,
+    pub otlp_http_addr: SocketAddr,
+    pub ingester: Arc<Ingester>,
+    pub engine: QueryEngine,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    flusher: JoinHandle<()>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+}
+
+fn stopped(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+impl Server {
+    /// Starts every component; with `demo`, also generates synthetic traffic continuously.
+    pub async fn start(config: Config, demo: bool) -> Result<Server, StartError> {
+        let opened = open(&config, false).await?;
+        let (stop, stop_rx) = watch::channel(false);
+        let receiver = Receiver {
+            ingester: opened.ingester.clone(),
+            multitenancy: config.multitenancy,
+            max_request_bytes: config.max_request_bytes,
+        };
+
+        let http = bind(config.http_listen).await?;
+        let otlp_http = bind(config.otlp_http_listen).await?;
+        let otlp_grpc = bind(config.otlp_grpc_listen).await?;
+        let addr = |l: &TcpListener| l.local_addr().map_err(|source| StartError::Bind { addr: config.http_listen, source });
+        let (http_addr, otlp_http_addr, otlp_grpc_addr) = (addr(&http)?, addr(&otlp_http)?, addr(&otlp_grpc)?);
+
+        let mut tasks = Vec::new();
+        let api = api::http::router(api::http::ApiState {
+            engine: opened.engine.clone(),
+            multitenancy: config.multitenancy,
+        });
+        tasks.push(serve_http(http, api, stopped(stop_rx.clone())));
+        tasks.push(serve_http(otlp_http, ingest::http::router(receiver.clone()), stopped(stop_rx.clone())));
+        let grpc_stop = stopped(stop_rx.clone());
+        let grpc_service = ingest::grpc::service(receiver.clone());
+        tasks.push(tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(otlp_grpc);
+            let result = tonic::transport::Server::builder()
+                .add_service(grpc_service)
+                .serve_with_incoming_shutdown(incoming, grpc_stop)
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "OTLP gRPC server failed");
+            }
+        }));
+        if demo {
+            tasks.push(tokio::spawn(run_demo(receiver, stopped(stop_rx.clone()))));
+        }
+        let flusher = tokio::spawn(opened.ingester.clone().run_flusher(stopped(stop_rx)));
+        tracing::info!(%http_addr, %otlp_grpc_addr, %otlp_http_addr, storage = %opened.storage.url(), "spanlake is serving");
+        Ok(Server {
+            http_addr,
+            otlp_grpc_addr,
+            otlp_http_addr,
+            ingester: opened.ingester,
+            engine: opened.engine,
+            stop,
+            tasks,
+            flusher,
+        })
+    }
+
+    /// Stops listening, then flushes every live trace to a block.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let _ = self.flusher.await;
+    }
+}
+
+fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    })
+}
+
+/// Demo traffic: a few traces a second, timestamped now, through the receiver's own path.
+async fn run_demo(receiver: Receiver, stop: impl std::future::Future<Output = ()>) {
+    let mut generator = Generator::new(0x5eed);
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tick.tick() => {
+                let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+                let request = generator.trace_at(now);
+                if let Err(e) = receiver.export(Some("demo"), &request).await {
+                    tracing::warn!(error = %e, "demo traffic refused");
+                }
+            }
+        }
+    }
+}

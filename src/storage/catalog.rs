@@ -1,0 +1,110 @@
+//! The catalog of committed blocks, per tenant.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use parking_lot::RwLock;
+
+use super::{BlockMeta, META_FILE, Storage, StorageError};
+
+/// Committed blocks by tenant. Loaded from the store at startup and kept current by the
+/// flusher; readers take a snapshot per query.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    blocks: RwLock<BTreeMap<String, Vec<Arc<BlockMeta>>>>,
+}
+
+impl Catalog {
+    /// Lists committed blocks in `storage`.
+    pub async fn load(storage: &Storage) -> Result<Self, StorageError> {
+        let catalog = Catalog::default();
+        for meta in list_metas(storage).await? {
+            catalog.add(meta);
+        }
+        Ok(catalog)
+    }
+
+    /// Records a newly committed block.
+    pub fn add(&self, meta: BlockMeta) {
+        let mut blocks = self.blocks.write();
+        let list = blocks.entry(meta.tenant.clone()).or_default();
+        if !list.iter().any(|b| b.block_id == meta.block_id) {
+            list.push(Arc::new(meta));
+        }
+    }
+
+    /// The committed blocks of one tenant.
+    pub fn blocks(&self, tenant: &str) -> Vec<Arc<BlockMeta>> {
+        self.blocks.read().get(tenant).cloned().unwrap_or_default()
+    }
+
+    /// Tenants that have at least one block.
+    pub fn tenants(&self) -> Vec<String> {
+        self.blocks.read().keys().cloned().collect()
+    }
+
+    /// The highest WAL segment any block of `tenant`/`shard` covers.
+    pub fn wal_through(&self, tenant: &str, shard: u32) -> Option<u64> {
+        self.blocks
+            .read()
+            .get(tenant)?
+            .iter()
+            .filter(|b| b.shard == shard)
+            .map(|b| b.wal_through)
+            .max()
+    }
+
+    /// The highest WAL segment any block covers.
+    pub fn max_wal_through(&self) -> u64 {
+        self.blocks
+            .read()
+            .values()
+            .flatten()
+            .map(|b| b.wal_through)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+async fn list_metas(storage: &Storage) -> Result<Vec<BlockMeta>, StorageError> {
+    let store = storage.store();
+    let objects: Vec<_> = store.list(None).try_collect().await?;
+    let mut metas = Vec::new();
+    for object in objects.iter().filter(|o| o.location.filename() == Some(META_FILE)) {
+        let bytes = store.get(&object.location).await?.bytes().await?;
+        let meta = serde_json::from_slice(&bytes).map_err(|source| StorageError::Meta {
+            path: object.location.to_string(),
+            source,
+        })?;
+        metas.push(meta);
+    }
+    Ok(metas)
+}
+
+/// Deletes the files of blocks that were never committed (no `meta.json`): what a crash
+/// during a flush leaves behind. Returns how many block directories were removed.
+pub async fn remove_uncommitted(storage: &Storage) -> Result<usize, StorageError> {
+    let store = storage.store();
+    let objects: Vec<_> = store.list(None).try_collect().await?;
+    let parent = |p: &Path| -> String {
+        let s = p.to_string();
+        s.rsplit_once('/').map(|(dir, _)| dir.to_string()).unwrap_or_default()
+    };
+    let committed: HashSet<String> = objects
+        .iter()
+        .filter(|o| o.location.filename() == Some(META_FILE))
+        .map(|o| parent(&o.location))
+        .collect();
+    let mut removed = HashSet::new();
+    for object in &objects {
+        let dir = parent(&object.location);
+        if !committed.contains(&dir) {
+            store.delete(&object.location).await?;
+            removed.insert(dir);
+        }
+    }
+    Ok(removed.len())
+}

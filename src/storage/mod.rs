@@ -1,0 +1,108 @@
+//! Durable storage of flushed data: Parquet blocks in an object store, each committed by its
+//! `meta.json`, and the in-memory catalog of committed blocks.
+//!
+//! Layout under the storage root (`file://./data/blocks` by default):
+//! `{tenant}/traces/shard-{n}/{block_id}/{data.parquet, traces.parquet, meta.json}`.
+//! `data.parquet` holds `spans` rows sorted by trace id then start time; `traces.parquet` holds
+//! the per-trace rows. A block exists for readers only once its `meta.json` is written; a
+//! directory without one is a half-written block and is removed at startup.
+
+mod block;
+mod catalog;
+
+use std::sync::Arc;
+
+use datafusion::execution::object_store::ObjectStoreUrl;
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+
+pub use block::{BlockData, BlockMeta};
+pub use catalog::{Catalog, remove_uncommitted};
+
+/// The signal directory of trace blocks.
+pub const TRACES_SIGNAL: &str = "traces";
+/// File name of the spans data in a block.
+pub const SPANS_FILE: &str = "data.parquet";
+/// File name of the per-trace rows in a block.
+pub const TRACES_FILE: &str = "traces.parquet";
+/// File name of a block's meta, its commit point.
+pub const META_FILE: &str = "meta.json";
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage url {url:?} is not valid: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("block meta {path}: {source}")]
+    Meta {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The object store holding blocks, and how DataFusion reaches it.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    store: Arc<dyn ObjectStore>,
+    url: String,
+}
+
+/// The URL under which the block store is registered with DataFusion.
+pub const OBJECT_STORE_URL: &str = "spanlake://blocks";
+
+impl Storage {
+    /// Opens the store at `url`: `file://PATH` (relative paths allowed), a plain path, or an
+    /// object-store URL such as `s3://bucket/prefix`. Local directories are created.
+    pub fn open(url: &str) -> Result<Self, StorageError> {
+        let bad = |reason: String| StorageError::BadUrl { url: url.to_string(), reason };
+        let local = url.strip_prefix("file://").or_else(|| (!url.contains("://")).then_some(url));
+        let store: Arc<dyn ObjectStore> = match local {
+            Some(path) => {
+                std::fs::create_dir_all(path)?;
+                Arc::new(LocalFileSystem::new_with_prefix(path).map_err(|e| bad(e.to_string()))?)
+            }
+            None => {
+                let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+                let (store, prefix) =
+                    object_store::parse_url(&parsed).map_err(|e| bad(e.to_string()))?;
+                Arc::new(PrefixStore::new(store, prefix))
+            }
+        };
+        Ok(Self { store, url: url.to_string() })
+    }
+
+    /// The store itself, rooted at the storage root.
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    /// The URL the store was opened from.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The URL DataFusion resolves block paths against.
+    pub fn object_store_url() -> ObjectStoreUrl {
+        ObjectStoreUrl::parse(OBJECT_STORE_URL).expect("constant URL is valid")
+    }
+
+    /// The directory of one block.
+    pub fn block_dir(tenant: &str, shard: u32, block_id: &str) -> Path {
+        Path::from_iter([
+            tenant,
+            TRACES_SIGNAL,
+            &format!("shard-{shard}"),
+            block_id,
+        ])
+    }
+}
