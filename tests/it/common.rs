@@ -1,0 +1,111 @@
+//! Shared helpers: a real server on 127.0.0.1:0 with its data in a temp dir, and clients.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::Int64Type;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use spanlake::config::Config;
+use spanlake::server::Server;
+use tempfile::TempDir;
+
+/// A config for tests: loopback ports chosen by the OS, data in `dir`, fast flushes.
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let mut config = Config {
+        data_dir: dir.to_path_buf(),
+        ..Config::default()
+    };
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.http_listen = any;
+    config.otlp_grpc_listen = any;
+    config.otlp_http_listen = any;
+    config.ingester.flush_check = Duration::from_millis(50);
+    config.ingester.trace_idle = Duration::from_millis(100);
+    config.ingester.max_block_age = Duration::from_millis(100);
+    config
+}
+
+/// A running in-process server and the directory holding its data.
+pub struct TestServer {
+    pub server: Server,
+    pub dir: TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path());
+        tweak(&mut config);
+        let server = Server::start(config, false).await.unwrap();
+        Self { server, dir }
+    }
+
+    pub fn otlp_http_url(&self) -> String {
+        format!("http://{}/v1/traces", self.server.otlp_http_addr)
+    }
+
+    pub fn otlp_grpc_url(&self) -> String {
+        format!("http://{}", self.server.otlp_grpc_addr)
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.server.http_addr)
+    }
+
+    pub async fn grpc_client(&self) -> TraceServiceClient<tonic::transport::Channel> {
+        TraceServiceClient::connect(self.otlp_grpc_url()).await.unwrap()
+    }
+
+    /// Runs SQL in-process for the single tenant.
+    pub async fn sql(&self, query: &str) -> Vec<RecordBatch> {
+        self.server.engine.sql(spanlake::tenant::SINGLE_TENANT, query).await.unwrap().1
+    }
+
+    /// Runs a `SELECT count(*) …` and returns the count.
+    pub async fn count(&self, query: &str) -> i64 {
+        single_i64(&self.sql(query).await)
+    }
+}
+
+/// The only value of a one-row, one-column Int64 result.
+pub fn single_i64(batches: &[RecordBatch]) -> i64 {
+    let rows: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect();
+    assert_eq!(rows.len(), 1, "expected one row, got {rows:?}");
+    rows[0]
+}
+
+/// Number of spans in an export request.
+pub fn span_count(request: &ExportTraceServiceRequest) -> usize {
+    request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum()
+}
+
+/// Runs SQL against a server's HTTP API and decodes the Arrow IPC answer.
+pub async fn http_sql(base: &str, query: &str) -> Result<Vec<RecordBatch>, (u16, String)> {
+    let response = reqwest::Client::new()
+        .post(format!("{base}{}", spanlake::api::http::SQL_PATH))
+        .body(query.to_string())
+        .send()
+        .await
+        .map_err(|e| (0, e.to_string()))?;
+    let status = response.status().as_u16();
+    let body = response.bytes().await.map_err(|e| (status, e.to_string()))?;
+    if status != 200 {
+        return Err((status, String::from_utf8_lossy(&body).into_owned()));
+    }
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None).unwrap();
+    Ok(reader.collect::<Result<Vec<_>, _>>().unwrap())
+}

@@ -1,0 +1,93 @@
+//! End to end with a client spanlake did not write: the OpenTelemetry Python SDK's OTLP
+//! exporters (gRPC and HTTP) send to a real server, and `spanlake sql` sees exactly those
+//! spans with their attribute types intact.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::common::TestServer;
+
+/// The Python with the OpenTelemetry SDK: `SPANLAKE_TEST_PYTHON`, else the project's `.venv`
+/// that `scripts/test` sets up.
+fn python() -> PathBuf {
+    if let Ok(path) = std::env::var("SPANLAKE_TEST_PYTHON") {
+        return PathBuf::from(path);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "{} is missing: run scripts/test (it creates the venv with the OpenTelemetry SDK) or set SPANLAKE_TEST_PYTHON",
+        venv.display()
+    );
+    venv
+}
+
+fn spanlake_sql(server: &TestServer, query: &str) -> serde_json::Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_spanlake"))
+        .args(["sql", "--format", "json", "--server", &server.http_url(), query])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "spanlake sql failed: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+async fn exported_spans_arrive_with_types(protocol: &'static str) {
+    let server = TestServer::start().await;
+    let endpoint = match protocol {
+        "grpc" => server.otlp_grpc_url(),
+        _ => format!("http://{}", server.server.otlp_http_addr),
+    };
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/export_spans.py");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python()).arg(script).arg(protocol).arg(endpoint).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "exporter failed: {}", String::from_utf8_lossy(&output.stderr));
+    let ids: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let trace_id = ids["trace_id"].as_str().unwrap();
+
+    let rows = spanlake_sql(
+        &server,
+        &format!(
+            "SELECT span_id, parent_span_id, name, kind, status_code, status_message, service_name, scope_name, \
+             span_attrs_int['http.response.status_code'] AS status_int, span_attrs_str['code.as_string'] AS status_str, \
+             span_attrs_float['ratio'] AS ratio, span_attrs_bool['cached'] AS cached, span_attrs_json['tags'] AS tags, \
+             http_method, http_status_code, db_system, deployment_environment, cardinality(events) AS events \
+             FROM spans WHERE trace_id = to_trace_id('{trace_id}') ORDER BY name"
+        ),
+    );
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let (parent, child) = (&rows[0], &rows[1]);
+    assert_eq!(parent["span_id"], ids["parent"]);
+    assert_eq!(parent["name"], "GET /orders");
+    assert_eq!(parent["kind"], "server");
+    assert_eq!(parent["service_name"], format!("py-{protocol}"));
+    assert_eq!(parent["scope_name"], "spanlake-e2e");
+    assert_eq!(parent["status_int"], 500);
+    assert_eq!(parent["status_str"], "500");
+    assert_eq!(parent["ratio"], 0.25);
+    assert_eq!(parent["cached"], true);
+    assert_eq!(parent["tags"], r#"["a","b"]"#);
+    assert_eq!(parent["http_method"], "GET");
+    assert_eq!(parent["http_status_code"], 500);
+    assert_eq!(parent["deployment_environment"], "test");
+    assert_eq!(child["span_id"], ids["child"]);
+    assert_eq!(child["parent_span_id"], ids["parent"]);
+    assert_eq!(child["kind"], "client");
+    assert_eq!(child["status_code"], "error");
+    assert_eq!(child["status_message"], "timeout");
+    assert_eq!(child["db_system"], "postgresql");
+    assert_eq!(child["events"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_grpc_exporter_spans_arrive_with_types() {
+    exported_spans_arrive_with_types("grpc").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_http_exporter_spans_arrive_with_types() {
+    exported_spans_arrive_with_types("http").await;
+}

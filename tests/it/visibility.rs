@@ -1,0 +1,87 @@
+//! Exactly-once visibility: while spans stream in and blocks flush, `count(*)` never counts a
+//! span twice and never misses an acknowledged one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use spanlake::generator::Generator;
+
+use crate::common::{TestServer, span_count};
+
+fn committed_blocks(server: &TestServer) -> usize {
+    let dir = server.dir.path().join("blocks/single-tenant/traces/shard-0");
+    std::fs::read_dir(dir)
+        .map(|entries| entries.filter(|e| e.as_ref().is_ok_and(|e| e.path().join("meta.json").exists())).count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_during_concurrent_ingest_and_flush_is_exact() {
+    let server = TestServer::start_with(|c| {
+        c.ingester.trace_idle = Duration::from_millis(20);
+        c.ingester.max_block_age = Duration::ZERO;
+        c.ingester.flush_check = Duration::from_millis(10);
+    })
+    .await;
+    let started = Arc::new(AtomicI64::new(0));
+    let acked = Arc::new(AtomicI64::new(0));
+    let mut client = server.grpc_client().await;
+    let sender = {
+        let (started, acked) = (started.clone(), acked.clone());
+        tokio::spawn(async move {
+            let mut generator = Generator::new(99);
+            for n in 0..400 {
+                let request = generator.trace_at(n * 1_000_000);
+                let spans = span_count(&request) as i64;
+                started.fetch_add(spans, Ordering::SeqCst);
+                client.export(request).await.unwrap();
+                acked.fetch_add(spans, Ordering::SeqCst);
+                if n % 40 == 0 {
+                    // Let a few flushes happen between bursts.
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                }
+            }
+        })
+    };
+    let mut polls = 0;
+    while !sender.is_finished() {
+        let lower = acked.load(Ordering::SeqCst);
+        let count = server.count("SELECT count(*) FROM spans").await;
+        let upper = started.load(Ordering::SeqCst);
+        assert!(lower <= count && count <= upper, "count {count} outside [{lower}, {upper}]");
+        polls += 1;
+    }
+    sender.await.unwrap();
+    let total = acked.load(Ordering::SeqCst);
+    assert_eq!(server.count("SELECT count(*) FROM spans").await, total);
+    server.server.ingester.flush(true).await.unwrap();
+    assert_eq!(server.count("SELECT count(*) FROM spans").await, total);
+    assert_eq!(server.count("SELECT count(DISTINCT span_id) FROM spans").await, total);
+    assert!(polls > 5, "only {polls} polls ran during ingest");
+    assert!(committed_blocks(&server) > 3, "only {} blocks were flushed", committed_blocks(&server));
+}
+
+#[tokio::test]
+async fn after_restart_flushed_and_replayed_data_read_as_one_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::common::test_config(dir.path());
+    config.ingester.trace_idle = Duration::from_secs(3600);
+    let mut generator = Generator::new(5);
+    let opened = spanlake::server::open(&config, false).await.unwrap();
+    let mut sent = 0;
+    for n in 0..20 {
+        let spans = spanlake::schema::otlp::spans_from_request(&generator.trace_at(n)).unwrap();
+        sent += spans.len() as i64;
+        opened.ingester.push("single-tenant", spans).await.unwrap();
+        if n == 9 {
+            opened.ingester.flush(true).await.unwrap();
+        }
+    }
+    drop(opened);
+    let reopened = spanlake::server::open(&config, false).await.unwrap();
+    let report = reopened.ingester.replay_report();
+    assert!(report.spans_replayed > 0 && report.spans_replayed < sent as usize, "{report:?}");
+    let batches = reopened.engine.sql("single-tenant", "SELECT count(*) FROM spans").await.unwrap().1;
+    assert_eq!(crate::common::single_i64(&batches), sent);
+}
