@@ -103,9 +103,15 @@ impl Default for IngesterSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
@@ -113,9 +119,14 @@ pub enum ConfigError {
 impl Config {
     /// Reads a TOML file over the defaults.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// The storage URL in effect.
@@ -133,13 +144,19 @@ impl Config {
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.ingester.shards == 0 {
-            return Err(ConfigError::Invalid("ingester.shards must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "ingester.shards must be at least 1".into(),
+            ));
         }
         if self.ingester.flush_check.is_zero() {
-            return Err(ConfigError::Invalid("ingester.flush_check must be above zero".into()));
+            return Err(ConfigError::Invalid(
+                "ingester.flush_check must be above zero".into(),
+            ));
         }
         if self.max_request_bytes == 0 {
-            return Err(ConfigError::Invalid("max_request_bytes must be above zero".into()));
+            return Err(ConfigError::Invalid(
+                "max_request_bytes must be above zero".into(),
+            ));
         }
         Ok(())
     }
@@ -151,10 +168,14 @@ mod tests {
 
     #[test]
     fn a_partial_file_keeps_the_other_defaults() {
-        let config: Config = toml::from_str("multitenancy = true\n[ingester]\ntrace_idle = \"2s\"\n").unwrap();
+        let config: Config =
+            toml::from_str("multitenancy = true\n[ingester]\ntrace_idle = \"2s\"\n").unwrap();
         assert!(config.multitenancy);
         assert_eq!(config.ingester.trace_idle, Duration::from_secs(2));
-        assert_eq!(config.ingester.max_block_age, IngesterSettings::default().max_block_age);
+        assert_eq!(
+            config.ingester.max_block_age,
+            IngesterSettings::default().max_block_age
+        );
         assert_eq!(config.http_listen.port(), DEFAULT_HTTP_PORT);
     }
 

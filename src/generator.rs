@@ -50,7 +50,13 @@ pub struct Generator {
 }
 
 const ROUTES: &[&str] = &["/", "/cart", "/checkout", "/product/{id}", "/search"];
-const PRODUCTS: &[&str] = &["OLJCESPC7Z", "66VCHSJNUP", "1YMWWN1N4O", "L9ECAV7KIM", "2ZYFJ3GM2N"];
+const PRODUCTS: &[&str] = &[
+    "OLJCESPC7Z",
+    "66VCHSJNUP",
+    "1YMWWN1N4O",
+    "L9ECAV7KIM",
+    "2ZYFJ3GM2N",
+];
 
 struct Call<'a> {
     service: &'static str,
@@ -66,7 +72,11 @@ struct Call<'a> {
 }
 
 fn kv(key: &str, value: Value) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
 }
 fn s(key: &str, v: &str) -> KeyValue {
     kv(key, Value::StringValue(v.into()))
@@ -84,7 +94,10 @@ fn b(key: &str, v: bool) -> KeyValue {
 impl Generator {
     /// A generator whose output is determined by `seed`.
     pub fn new(seed: u64) -> Self {
-        Self { rng: Rng(seed), last_producer: None }
+        Self {
+            rng: Rng(seed),
+            last_producer: None,
+        }
     }
 
     fn id(&mut self, bytes: usize) -> Vec<u8> {
@@ -109,7 +122,10 @@ impl Generator {
                 s("db.system.name", "postgresql"),
                 s("db.namespace", "shop"),
                 s("db.operation.name", op),
-                s("db.query.text", &format!("{op} * FROM {table} WHERE id = $1")),
+                s(
+                    "db.query.text",
+                    &format!("{op} * FROM {table} WHERE id = $1"),
+                ),
                 i("server.port", 5432),
             ],
             children: vec![],
@@ -120,10 +136,25 @@ impl Generator {
         }
     }
 
-    fn rpc(&mut self, client: &'static str, server: &'static str, rpc_service: &str, method: &str, mut children: Vec<Call<'static>>, error: Option<&'static str>) -> Call<'static> {
-        let attrs = vec![s("rpc.system", "grpc"), s("rpc.service", rpc_service), s("rpc.method", method)];
+    fn rpc(
+        &mut self,
+        client: &'static str,
+        server: &'static str,
+        rpc_service: &str,
+        method: &str,
+        mut children: Vec<Call<'static>>,
+        error: Option<&'static str>,
+    ) -> Call<'static> {
+        let attrs = vec![
+            s("rpc.system", "grpc"),
+            s("rpc.service", rpc_service),
+            s("rpc.method", method),
+        ];
         let mut server_attrs = attrs.clone();
-        server_attrs.push(i("rpc.grpc.status_code", if error.is_some() { 13 } else { 0 }));
+        server_attrs.push(i(
+            "rpc.grpc.status_code",
+            if error.is_some() { 13 } else { 0 },
+        ));
         let server_span = Call {
             service: server,
             name: format!("{rpc_service}/{method}"),
@@ -156,21 +187,45 @@ impl Generator {
         match route {
             "/cart" => {
                 let db = self.db("cart", "carts");
-                children.push(self.rpc("frontend", "cart", "CartService", "GetCart", vec![db], None));
+                children.push(self.rpc(
+                    "frontend",
+                    "cart",
+                    "CartService",
+                    "GetCart",
+                    vec![db],
+                    None,
+                ));
             }
             "/checkout" => {
                 let payment_fails = self.rng.chance(8);
                 let payment_error = payment_fails.then_some("card declined");
-                let charge = self.rpc("checkout", "payment", "PaymentService", "Charge", vec![], payment_error);
+                let charge = self.rpc(
+                    "checkout",
+                    "payment",
+                    "PaymentService",
+                    "Charge",
+                    vec![],
+                    payment_error,
+                );
                 let reserve_db = self.db("inventory", "stock");
-                let reserve = self.rpc("checkout", "inventory", "InventoryService", "Reserve", vec![reserve_db], None);
+                let reserve = self.rpc(
+                    "checkout",
+                    "inventory",
+                    "InventoryService",
+                    "Reserve",
+                    vec![reserve_db],
+                    None,
+                );
                 let mut checkout_children = vec![reserve, charge];
                 if !payment_fails {
                     checkout_children.push(Call {
                         service: "checkout",
                         name: "orders publish".into(),
                         kind: SpanKind::Producer,
-                        attrs: vec![s("messaging.system", "kafka"), s("messaging.destination.name", "orders")],
+                        attrs: vec![
+                            s("messaging.system", "kafka"),
+                            s("messaging.destination.name", "orders"),
+                        ],
                         children: vec![],
                         self_us: 150,
                         error: None,
@@ -182,19 +237,44 @@ impl Generator {
                     status = 500;
                     error = Some("checkout failed: card declined");
                 }
-                children.push(self.rpc("frontend", "checkout", "CheckoutService", "PlaceOrder", checkout_children, error));
+                children.push(self.rpc(
+                    "frontend",
+                    "checkout",
+                    "CheckoutService",
+                    "PlaceOrder",
+                    checkout_children,
+                    error,
+                ));
             }
             "/product/{id}" | "/search" => {
                 let db = self.db("product-catalog", "products");
-                let method = if route == "/search" { "SearchProducts" } else { "GetProduct" };
-                children.push(self.rpc("frontend", "product-catalog", "ProductCatalogService", method, vec![db], None));
+                let method = if route == "/search" {
+                    "SearchProducts"
+                } else {
+                    "GetProduct"
+                };
+                children.push(self.rpc(
+                    "frontend",
+                    "product-catalog",
+                    "ProductCatalogService",
+                    method,
+                    vec![db],
+                    None,
+                ));
                 if route == "/search" && self.rng.chance(5) {
                     status = 404;
                 }
             }
             _ => {
                 let db = self.db("product-catalog", "products");
-                children.push(self.rpc("frontend", "product-catalog", "ProductCatalogService", "ListProducts", vec![db], None));
+                children.push(self.rpc(
+                    "frontend",
+                    "product-catalog",
+                    "ProductCatalogService",
+                    "ListProducts",
+                    vec![db],
+                    None,
+                ));
             }
         }
         let product = *self.rng.pick(PRODUCTS);
@@ -206,14 +286,27 @@ impl Generator {
             s("url.full", &format!("https://shop.example.com{path}")),
             i("http.response.status_code", status),
             b("app.user.premium", self.rng.chance(20)),
-            f("app.request.size_kb", (self.rng.below(5_000) as f64) / 100.0),
-            kv("app.tags", Value::ArrayValue(ArrayValue { values: vec![AnyValue { value: Some(Value::StringValue("web".into())) }] })),
+            f(
+                "app.request.size_kb",
+                (self.rng.below(5_000) as f64) / 100.0,
+            ),
+            kv(
+                "app.tags",
+                Value::ArrayValue(ArrayValue {
+                    values: vec![AnyValue {
+                        value: Some(Value::StringValue("web".into())),
+                    }],
+                }),
+            ),
         ];
         if route == "/cart" || route == "/checkout" {
             attrs.push(i("app.cart.items", 1 + self.rng.below(8) as i64));
         }
         if route == "/checkout" {
-            attrs.push(f("app.order.total", (500 + self.rng.below(50_000)) as f64 / 100.0));
+            attrs.push(f(
+                "app.order.total",
+                (500 + self.rng.below(50_000)) as f64 / 100.0,
+            ));
         }
         let root = Call {
             service: "frontend",
@@ -233,7 +326,10 @@ impl Generator {
                 service: "email",
                 name: "orders process".into(),
                 kind: SpanKind::Consumer,
-                attrs: vec![s("messaging.system", "kafka"), s("messaging.destination.name", "orders")],
+                attrs: vec![
+                    s("messaging.system", "kafka"),
+                    s("messaging.destination.name", "orders"),
+                ],
                 children: vec![db],
                 self_us: 1_000 + self.rng.below(2_000),
                 error: None,
@@ -250,7 +346,13 @@ impl Generator {
         let tree = self.request_tree();
         let trace_id = self.id(16);
         let mut by_service: BTreeMap<&'static str, Vec<Span>> = BTreeMap::new();
-        self.emit(&tree, &trace_id, None, start_ns.max(0) as u64, &mut by_service);
+        self.emit(
+            &tree,
+            &trace_id,
+            None,
+            start_ns.max(0) as u64,
+            &mut by_service,
+        );
         let resource_spans = by_service
             .into_iter()
             .map(|(service, spans)| {
@@ -284,7 +386,14 @@ impl Generator {
     }
 
     /// Emits `call` and its subtree; returns the end time.
-    fn emit(&mut self, call: &Call<'_>, trace_id: &[u8], parent: Option<&[u8]>, start: u64, out: &mut BTreeMap<&'static str, Vec<Span>>) -> u64 {
+    fn emit(
+        &mut self,
+        call: &Call<'_>,
+        trace_id: &[u8],
+        parent: Option<&[u8]>,
+        start: u64,
+        out: &mut BTreeMap<&'static str, Vec<Span>>,
+    ) -> u64 {
         let span_id = self.id(8);
         let mut at = start + call.self_us * 1_000 / 2;
         for child in &call.children {
@@ -296,13 +405,23 @@ impl Generator {
             events.push(Event {
                 time_unix_nano: end.saturating_sub(10_000),
                 name: "exception".into(),
-                attributes: vec![s("exception.type", "PaymentError"), s("exception.message", message)],
+                attributes: vec![
+                    s("exception.type", "PaymentError"),
+                    s("exception.message", message),
+                ],
                 ..Default::default()
             });
         }
         let mut links = Vec::new();
-        if call.link_to_producer && let Some((t, sp)) = &self.last_producer {
-            links.push(Link { trace_id: t.clone(), span_id: sp.clone(), attributes: vec![s("link.kind", "follows_from")], ..Default::default() });
+        if call.link_to_producer
+            && let Some((t, sp)) = &self.last_producer
+        {
+            links.push(Link {
+                trace_id: t.clone(),
+                span_id: sp.clone(),
+                attributes: vec![s("link.kind", "follows_from")],
+                ..Default::default()
+            });
         }
         if call.producer {
             self.last_producer = Some((trace_id.to_vec(), span_id.clone()));
@@ -319,7 +438,11 @@ impl Generator {
             events,
             links,
             status: Some(Status {
-                code: if call.error.is_some() { StatusCode::Error as i32 } else { StatusCode::Unset as i32 },
+                code: if call.error.is_some() {
+                    StatusCode::Error as i32
+                } else {
+                    StatusCode::Unset as i32
+                },
                 message: call.error.unwrap_or_default().to_string(),
             }),
             ..Default::default()
@@ -344,7 +467,10 @@ mod tests {
         let mut generator = Generator::new(1);
         for n in 0..50 {
             let spans = crate::schema::otlp::spans_from_request(&generator.trace_at(n)).unwrap();
-            assert_eq!(spans.iter().filter(|s| s.parent_span_id.is_none()).count(), 1);
+            assert_eq!(
+                spans.iter().filter(|s| s.parent_span_id.is_none()).count(),
+                1
+            );
         }
     }
 }

@@ -4,14 +4,14 @@
 //! flushed as Parquet blocks to [`storage`], and read as DataFusion [`tables`] through the
 //! [`query`] engine. [`server`] wires the pieces into one process.
 
-pub mod ingester;
-pub mod query;
-pub mod schema;
-pub mod storage;
-pub mod tables;
 pub mod api;
 pub mod config;
 pub mod generator;
 pub mod ingest;
+pub mod ingester;
+pub mod query;
+pub mod schema;
 pub mod server;
+pub mod storage;
+pub mod tables;
 pub mod tenant;

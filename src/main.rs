@@ -16,7 +16,11 @@ use spanlake::server::{self, Server};
 use spanlake::tenant::{ORG_ID_HEADER, SINGLE_TENANT};
 
 #[derive(Parser)]
-#[command(name = "spanlake", version, about = "Analytical query service for OpenTelemetry traces")]
+#[command(
+    name = "spanlake",
+    version,
+    about = "Analytical query service for OpenTelemetry traces"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -191,8 +195,7 @@ impl ServeArgs {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -224,7 +227,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.load()?;
     let server = Server::start(config, args.demo).await?;
     // Parsable by scripts and tests that start the server on port 0.
-    println!("http={} otlp_grpc={} otlp_http={}", server.http_addr, server.otlp_grpc_addr, server.otlp_http_addr);
+    println!(
+        "http={} otlp_grpc={} otlp_http={}",
+        server.http_addr, server.otlp_grpc_addr, server.otlp_http_addr
+    );
     shutdown_signal().await;
     tracing::info!("shutting down: flushing live traces");
     server.shutdown().await;
@@ -235,13 +241,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -257,7 +264,10 @@ async fn sql(args: SqlArgs) -> anyhow::Result<()> {
         None => {
             let config = args.config.load()?;
             let opened = server::open(&config, true).await?;
-            let tenant = args.tenant.clone().unwrap_or_else(|| SINGLE_TENANT.to_string());
+            let tenant = args
+                .tenant
+                .clone()
+                .unwrap_or_else(|| SINGLE_TENANT.to_string());
             opened.engine.sql(&tenant, &args.query).await?.1
         }
     };
@@ -265,7 +275,11 @@ async fn sql(args: SqlArgs) -> anyhow::Result<()> {
     let mut out = Vec::new();
     match args.format {
         Format::Table => {
-            out.extend(arrow::util::pretty::pretty_format_batches(&batches)?.to_string().bytes());
+            out.extend(
+                arrow::util::pretty::pretty_format_batches(&batches)?
+                    .to_string()
+                    .bytes(),
+            );
             out.push(b'\n');
         }
         Format::Json => {
@@ -288,13 +302,24 @@ async fn sql(args: SqlArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn remote_sql(server: &str, tenant: Option<&str>, query: &str) -> anyhow::Result<Vec<RecordBatch>> {
-    let url = format!("{}{}", server.trim_end_matches('/'), spanlake::api::http::SQL_PATH);
+async fn remote_sql(
+    server: &str,
+    tenant: Option<&str>,
+    query: &str,
+) -> anyhow::Result<Vec<RecordBatch>> {
+    let url = format!(
+        "{}{}",
+        server.trim_end_matches('/'),
+        spanlake::api::http::SQL_PATH
+    );
     let mut request = reqwest::Client::new().post(&url).body(query.to_string());
     if let Some(tenant) = tenant {
         request = request.header(ORG_ID_HEADER, tenant);
     }
-    let response = request.send().await.with_context(|| format!("cannot reach {url}"))?;
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
     let status = response.status();
     let body = response.bytes().await?;
     if !status.is_success() {
@@ -319,7 +344,12 @@ async fn generate(args: GenArgs) -> anyhow::Result<()> {
             tokio::time::sleep_until(due.into()).await;
         }
         let request = generator.trace_at(start + n as i64 * 10_000_000);
-        spans += request.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum::<usize>();
+        spans += request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum::<usize>();
         match args.protocol {
             Protocol::Grpc => {
                 if grpc.is_none() {
@@ -347,7 +377,11 @@ async fn generate(args: GenArgs) -> anyhow::Result<()> {
                 }
                 let response = call.send().await?;
                 if !response.status().is_success() {
-                    bail!("{}: {}", response.status(), response.text().await.unwrap_or_default());
+                    bail!(
+                        "{}: {}",
+                        response.status(),
+                        response.text().await.unwrap_or_default()
+                    );
                 }
             }
         }

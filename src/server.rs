@@ -30,7 +30,10 @@ pub enum StartError {
     #[error(transparent)]
     Query(#[from] crate::query::QueryError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// The storage side of a process: what both `serve` and offline `sql` open.
@@ -49,7 +52,10 @@ pub async fn open(config: &Config, read_only: bool) -> Result<Opened, StartError
     if !read_only {
         let removed = remove_uncommitted(&storage).await?;
         if removed > 0 {
-            tracing::warn!(removed, "removed half-written blocks left by an earlier crash");
+            tracing::warn!(
+                removed,
+                "removed half-written blocks left by an earlier crash"
+            );
         }
     }
     let catalog = Arc::new(Catalog::load(&storage).await?);
@@ -72,7 +78,12 @@ pub async fn open(config: &Config, read_only: bool) -> Result<Opened, StartError
     )?);
     let live: Arc<dyn LiveSource> = ingester.clone();
     let engine = QueryEngine::new(&storage, catalog.clone(), live, config.query_memory_limit)?;
-    Ok(Opened { storage, catalog, ingester, engine })
+    Ok(Opened {
+        storage,
+        catalog,
+        ingester,
+        engine,
+    })
 }
 
 /// A running server.
@@ -88,13 +99,13 @@ pub struct Server {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
 }
 
-fn stopped(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    }
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 impl Server {
@@ -111,8 +122,14 @@ impl Server {
         let http = bind(config.http_listen).await?;
         let otlp_http = bind(config.otlp_http_listen).await?;
         let otlp_grpc = bind(config.otlp_grpc_listen).await?;
-        let addr = |l: &TcpListener| l.local_addr().map_err(|source| StartError::Bind { addr: config.http_listen, source });
-        let (http_addr, otlp_http_addr, otlp_grpc_addr) = (addr(&http)?, addr(&otlp_http)?, addr(&otlp_grpc)?);
+        let addr = |l: &TcpListener| {
+            l.local_addr().map_err(|source| StartError::Bind {
+                addr: config.http_listen,
+                source,
+            })
+        };
+        let (http_addr, otlp_http_addr, otlp_grpc_addr) =
+            (addr(&http)?, addr(&otlp_http)?, addr(&otlp_grpc)?);
 
         let mut tasks = Vec::new();
         let api = api::http::router(api::http::ApiState {
@@ -120,7 +137,11 @@ impl Server {
             multitenancy: config.multitenancy,
         });
         tasks.push(serve_http(http, api, stopped(stop_rx.clone())));
-        tasks.push(serve_http(otlp_http, ingest::http::router(receiver.clone()), stopped(stop_rx.clone())));
+        tasks.push(serve_http(
+            otlp_http,
+            ingest::http::router(receiver.clone()),
+            stopped(stop_rx.clone()),
+        ));
         let grpc_stop = stopped(stop_rx.clone());
         let grpc_service = ingest::grpc::service(receiver.clone());
         tasks.push(tokio::spawn(async move {
@@ -166,7 +187,10 @@ fn serve_http(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(stop)
+            .await
+        {
             tracing::error!(error = %e, "HTTP server failed");
         }
     })

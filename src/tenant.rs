@@ -26,9 +26,13 @@ pub fn resolve(header: Option<&str>, multitenancy: bool) -> Result<String, Tenan
     if !multitenancy {
         return Ok(SINGLE_TENANT.to_string());
     }
-    let id = header.map(str::trim).filter(|h| !h.is_empty()).ok_or(TenantError::Missing)?;
-    let valid_char =
-        |c: char| c.is_ascii_alphanumeric() || matches!(c, '!' | '-' | '_' | '.' | '*' | '\'' | '(' | ')');
+    let id = header
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .ok_or(TenantError::Missing)?;
+    let valid_char = |c: char| {
+        c.is_ascii_alphanumeric() || matches!(c, '!' | '-' | '_' | '.' | '*' | '\'' | '(' | ')')
+    };
     if id.len() > MAX_TENANT_LEN || id == "." || id == ".." || !id.chars().all(valid_char) {
         return Err(TenantError::Invalid(id.to_string()));
     }
@@ -49,7 +53,13 @@ mod tests {
     fn with_multitenancy_the_header_is_required_and_checked() {
         assert_eq!(resolve(Some(""), true), Err(TenantError::Missing));
         assert_eq!(resolve(Some("acme-1"), true).unwrap(), "acme-1");
-        assert!(matches!(resolve(Some("../x"), true), Err(TenantError::Invalid(_))));
-        assert!(matches!(resolve(Some(".."), true), Err(TenantError::Invalid(_))));
+        assert!(matches!(
+            resolve(Some("../x"), true),
+            Err(TenantError::Invalid(_))
+        ));
+        assert!(matches!(
+            resolve(Some(".."), true),
+            Err(TenantError::Invalid(_))
+        ));
     }
 }

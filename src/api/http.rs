@@ -32,7 +32,12 @@ pub fn router(state: ApiState) -> Router {
 }
 
 fn error(status: StatusCode, message: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message,
+    )
+        .into_response()
 }
 
 async fn sql(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -61,7 +66,11 @@ async fn sql(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> 
             }
         }
         Err(e @ QueryError::Invalid(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
-        Err(e @ QueryError::ResourcesExhausted(_)) => error(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
-        Err(e @ QueryError::Execution(_)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e @ QueryError::ResourcesExhausted(_)) => {
+            error(StatusCode::TOO_MANY_REQUESTS, e.to_string())
+        }
+        Err(e @ QueryError::Execution(_)) => {
+            error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
     }
 }

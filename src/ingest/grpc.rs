@@ -32,7 +32,9 @@ impl TraceService for Receiver {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         Receiver::export(self, org_id.as_deref(), request.get_ref()).await?;
-        Ok(Response::new(ExportTraceServiceResponse { partial_success: None }))
+        Ok(Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
     }
 }
 

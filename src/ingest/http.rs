@@ -49,7 +49,12 @@ fn format_of(headers: &HeaderMap) -> Result<Format, IngestError> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match essence.as_str() {
         PROTOBUF | "application/protobuf" => Ok(Format::Protobuf),
         JSON => Ok(Format::Json),
@@ -60,14 +65,26 @@ fn format_of(headers: &HeaderMap) -> Result<Format, IngestError> {
 async fn export(State(receiver): State<Receiver>, headers: HeaderMap, body: Body) -> Response {
     let format = format_of(&headers).unwrap_or(Format::Protobuf);
     match handle(&receiver, &headers, body).await {
-        Ok(()) => encode(format, StatusCode::OK, &ExportTraceServiceResponse { partial_success: None }),
+        Ok(()) => encode(
+            format,
+            StatusCode::OK,
+            &ExportTraceServiceResponse {
+                partial_success: None,
+            },
+        ),
         Err(e) => {
-            let body = RpcStatus { code: e.grpc_code() as i32, message: e.to_string() };
+            let body = RpcStatus {
+                code: e.grpc_code() as i32,
+                message: e.to_string(),
+            };
             let status = status_of(&e);
             match format {
-                Format::Protobuf => {
-                    (status, [(header::CONTENT_TYPE, PROTOBUF)], body.encode_to_vec()).into_response()
-                }
+                Format::Protobuf => (
+                    status,
+                    [(header::CONTENT_TYPE, PROTOBUF)],
+                    body.encode_to_vec(),
+                )
+                    .into_response(),
                 Format::Json => (status, axum::Json(body)).into_response(),
             }
         }
@@ -87,9 +104,12 @@ fn status_of(e: &IngestError) -> StatusCode {
 
 fn encode(format: Format, status: StatusCode, response: &ExportTraceServiceResponse) -> Response {
     match format {
-        Format::Protobuf => {
-            (status, [(header::CONTENT_TYPE, PROTOBUF)], response.encode_to_vec()).into_response()
-        }
+        Format::Protobuf => (
+            status,
+            [(header::CONTENT_TYPE, PROTOBUF)],
+            response.encode_to_vec(),
+        )
+            .into_response(),
         Format::Json => (status, axum::Json(response)).into_response(),
     }
 }
@@ -108,8 +128,9 @@ async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body) -> Result<
     let request = match format {
         Format::Protobuf => ExportTraceServiceRequest::decode(bytes)
             .map_err(|e| IngestError::Decode(format!("protobuf: {e}")))?,
-        Format::Json => serde_json::from_slice(&bytes)
-            .map_err(|e| IngestError::Decode(format!("JSON: {e}")))?,
+        Format::Json => {
+            serde_json::from_slice(&bytes).map_err(|e| IngestError::Decode(format!("JSON: {e}")))?
+        }
     };
     let org_id = headers.get(ORG_ID_HEADER).and_then(|v| v.to_str().ok());
     receiver.export(org_id, &request).await?;

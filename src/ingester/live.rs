@@ -104,7 +104,8 @@ impl Selection {
             return false;
         }
         trace.spans.values().any(|s| {
-            self.start_ns.is_none_or(|start| s.start_time_unix_nano >= start)
+            self.start_ns
+                .is_none_or(|start| s.start_time_unix_nano >= start)
                 && self.end_ns.is_none_or(|end| s.start_time_unix_nano < end)
         })
     }
@@ -161,14 +162,17 @@ impl LiveState {
             let mut relog = Vec::new();
             for (id, trace) in std::mem::take(&mut live.open) {
                 if all || Self::complete(&trace, now, policy) {
-                    by_shard.entry(shard_of(&id, policy.shards)).or_default().push((id, trace));
+                    by_shard
+                        .entry(shard_of(&id, policy.shards))
+                        .or_default()
+                        .push((id, trace));
                 } else {
                     relog.extend(trace.spans.values().map(|s| SpanRow::clone(s)));
                     live.open.insert(id, trace);
                 }
             }
             for (shard, mut traces) in by_shard {
-                traces.sort_by(|a, b| a.0.cmp(&b.0));
+                traces.sort_by_key(|a| a.0);
                 let block = Arc::new(PendingBlock {
                     tenant: tenant.clone(),
                     shard,
@@ -225,9 +229,10 @@ impl LiveState {
         let Some(live) = self.tenants.get(tenant) else {
             return Vec::new();
         };
-        let pending = live.pending.iter().filter(|p| {
-            !(p.committed() && selection.exclude_blocks.contains(&p.block_id))
-        });
+        let pending = live
+            .pending
+            .iter()
+            .filter(|p| !(p.committed() && selection.exclude_blocks.contains(&p.block_id)));
         let traces = live
             .open
             .iter()

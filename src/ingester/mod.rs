@@ -176,7 +176,10 @@ impl Ingester {
             return Ok(0);
         }
         let count = spans.len();
-        let entry = WalEntry { tenant: tenant.to_string(), spans };
+        let entry = WalEntry {
+            tenant: tenant.to_string(),
+            spans,
+        };
         let payload = postcard::to_stdvec(&entry)?;
         let _gate = self.gate.read().await;
         wal.append(payload).await?;
@@ -194,14 +197,24 @@ impl Ingester {
     pub async fn flush(&self, all: bool) -> Result<FlushReport, IngesterError> {
         let wal = self.wal.as_ref().ok_or(IngesterError::ReadOnly)?;
         let _one_at_a_time = self.flush_lock.lock().await;
-        self.live.lock().expire(Instant::now(), self.config.flushed_grace);
-        if !all && !self.live.lock().should_cut(Instant::now(), &self.config.policy) {
+        self.live
+            .lock()
+            .expire(Instant::now(), self.config.flushed_grace);
+        if !all
+            && !self
+                .live
+                .lock()
+                .should_cut(Instant::now(), &self.config.policy)
+        {
             return Ok(FlushReport::default());
         }
         let (closed, cut) = {
             let _gate = self.gate.write().await;
             let closed = wal.rotate().await?;
-            let cut = self.live.lock().cut(Instant::now(), &self.config.policy, all);
+            let cut = self
+                .live
+                .lock()
+                .cut(Instant::now(), &self.config.policy, all);
             (closed, cut)
         };
         for (tenant, spans) in cut.relog {
@@ -235,7 +248,11 @@ impl Ingester {
         }
     }
 
-    async fn commit_block(&self, block: &Arc<PendingBlock>, wal_through: u64) -> Result<usize, IngesterError> {
+    async fn commit_block(
+        &self,
+        block: &Arc<PendingBlock>,
+        wal_through: u64,
+    ) -> Result<usize, IngesterError> {
         let data = {
             let block = block.clone();
             tokio::task::spawn_blocking(move || block_data(&block))
@@ -265,8 +282,14 @@ impl Ingester {
             }
         }
         match self.flush(true).await {
-            Ok(report) => tracing::info!(blocks = report.blocks, spans = report.spans, "flushed on shutdown"),
-            Err(e) => tracing::error!(error = %e, "flush on shutdown failed; the WAL keeps the data"),
+            Ok(report) => tracing::info!(
+                blocks = report.blocks,
+                spans = report.spans,
+                "flushed on shutdown"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "flush on shutdown failed; the WAL keeps the data")
+            }
         }
     }
 }

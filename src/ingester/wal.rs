@@ -101,7 +101,10 @@ fn parse_segment(bytes: &[u8], segment: u64, out: &mut Vec<Record>) -> Parsed {
                 Parsed::Corrupt(format!("checksum mismatch in the record at byte {at}"))
             };
         }
-        out.push(Record { segment, payload: payload.to_vec() });
+        out.push(Record {
+            segment,
+            payload: payload.to_vec(),
+        });
         at = end;
     }
     Parsed::Clean
@@ -154,13 +157,20 @@ pub struct Wal {
 impl Wal {
     /// Starts a writer on a new segment `first_segment` in `dir`.
     pub fn open(dir: &Path, first_segment: u64) -> Result<Self, WalError> {
-        let mut writer = Writer { dir: dir.to_path_buf(), id: first_segment, file: None };
+        let mut writer = Writer {
+            dir: dir.to_path_buf(),
+            id: first_segment,
+            file: None,
+        };
         writer.start_segment()?;
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("spanlake-wal".into())
             .spawn(move || writer.run(rx))
-            .map_err(|source| WalError::Io { path: dir.to_path_buf(), source })?;
+            .map_err(|source| WalError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
         Ok(Self { tx })
     }
 
@@ -198,7 +208,10 @@ struct Writer {
 
 impl Writer {
     fn io(&self, source: io::Error) -> WalError {
-        WalError::Io { path: segment_path(&self.dir, self.id), source }
+        WalError::Io {
+            path: segment_path(&self.dir, self.id),
+            source,
+        }
     }
 
     fn start_segment(&mut self) -> Result<(), WalError> {
@@ -258,7 +271,11 @@ impl Writer {
     }
 
     /// Writes the buffered records with one fsync and answers their appends.
-    fn commit(&mut self, buffer: &mut Vec<u8>, waiting: &mut Vec<oneshot::Sender<Result<u64, WalError>>>) {
+    fn commit(
+        &mut self,
+        buffer: &mut Vec<u8>,
+        waiting: &mut Vec<oneshot::Sender<Result<u64, WalError>>>,
+    ) {
         if waiting.is_empty() {
             return;
         }
@@ -305,7 +322,11 @@ mod tests {
         assert_eq!(wal.rotate().await.unwrap(), 1);
         wal.append(b"two".to_vec()).await.unwrap();
         let replay = replay(dir.path()).unwrap();
-        let payloads: Vec<_> = replay.records.iter().map(|r| (r.segment, r.payload.clone())).collect();
+        let payloads: Vec<_> = replay
+            .records
+            .iter()
+            .map(|r| (r.segment, r.payload.clone()))
+            .collect();
         assert_eq!(payloads, vec![(1, b"one".to_vec()), (2, b"two".to_vec())]);
         assert_eq!(replay.last_segment, 2);
     }

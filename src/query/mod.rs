@@ -10,11 +10,11 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::error::DataFusionError;
+use datafusion::execution::context::SQLOptions;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::parser::ParserError;
-use datafusion::execution::context::SQLOptions;
 
 use crate::storage::{Catalog, Storage};
 use crate::tables::{LiveSource, SpanlakeTable, TableKind};
@@ -44,14 +44,17 @@ impl From<DataFusionError> for QueryError {
             DataFusionError::ResourcesExhausted(_) => {
                 QueryError::ResourcesExhausted(e.strip_backtrace())
             }
-            DataFusionError::ParquetError(_) | DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => {
-                QueryError::Execution(e.strip_backtrace())
-            }
+            DataFusionError::ParquetError(_)
+            | DataFusionError::ObjectStore(_)
+            | DataFusionError::IoError(_) => QueryError::Execution(e.strip_backtrace()),
             _ => {
                 let message = e.strip_backtrace();
                 // Errors raised while evaluating user expressions (a bad id literal, a division
                 // by zero) surface as execution errors but are the query's fault.
-                if matches!(e.find_root(), DataFusionError::Execution(_) | DataFusionError::ArrowError(..)) {
+                if matches!(
+                    e.find_root(),
+                    DataFusionError::Execution(_) | DataFusionError::ArrowError(..)
+                ) {
                     QueryError::Invalid(message)
                 } else {
                     QueryError::Execution(message)
@@ -88,7 +91,11 @@ impl QueryEngine {
             .with_memory_pool(Arc::new(FairSpillPool::new(memory_limit)))
             .build_arc()?;
         runtime.register_object_store(Storage::object_store_url().as_ref(), storage.store());
-        Ok(Self { runtime, catalog, live })
+        Ok(Self {
+            runtime,
+            catalog,
+            live,
+        })
     }
 
     /// A session that sees exactly `tenant`'s tables.
@@ -114,7 +121,11 @@ impl QueryEngine {
     }
 
     /// Runs one SQL query for `tenant` and collects the result.
-    pub async fn sql(&self, tenant: &str, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
+    pub async fn sql(
+        &self,
+        tenant: &str,
+        sql: &str,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
         let ctx = self.session(tenant)?;
         let frame = ctx.sql_with_options(sql, Self::sql_options()).await?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());

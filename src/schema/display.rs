@@ -16,10 +16,21 @@ fn hex_batch(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
     let mut fields = Vec::with_capacity(schema.fields().len());
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     for (field, column) in schema.fields().iter().zip(batch.columns()) {
-        if matches!(field.data_type(), DataType::FixedSizeBinary(_) | DataType::Binary) {
+        if matches!(
+            field.data_type(),
+            DataType::FixedSizeBinary(_) | DataType::Binary
+        ) {
             let binary = arrow::compute::cast(column, &DataType::Binary)?;
-            let hex: StringArray = binary.as_binary::<i32>().iter().map(|v| v.map(hex::encode)).collect();
-            fields.push(Field::new(field.name(), DataType::Utf8, field.is_nullable()));
+            let hex: StringArray = binary
+                .as_binary::<i32>()
+                .iter()
+                .map(|v| v.map(hex::encode))
+                .collect();
+            fields.push(Field::new(
+                field.name(),
+                DataType::Utf8,
+                field.is_nullable(),
+            ));
             columns.push(Arc::new(hex) as ArrayRef);
         } else {
             fields.push(field.as_ref().clone());

@@ -55,14 +55,22 @@ pub fn compute(spans: &[&SpanRow]) -> Vec<NestedSet> {
     // Explicit stack of (span, next child to visit) so deep traces cannot overflow the stack.
     let mut stack: Vec<(usize, usize)> = Vec::new();
     for &root in &roots {
-        result[root] = NestedSet { left: counter, right: 0, parent: -1 };
+        result[root] = NestedSet {
+            left: counter,
+            right: 0,
+            parent: -1,
+        };
         counter += 1;
         stack.push((root, 0));
         while let Some((node, next)) = stack.last_mut() {
             let node = *node;
             if let Some(&child) = children[node].get(*next) {
                 *next += 1;
-                result[child] = NestedSet { left: counter, right: 0, parent: result[node].left };
+                result[child] = NestedSet {
+                    left: counter,
+                    right: 0,
+                    parent: result[node].left,
+                };
                 counter += 1;
                 stack.push((child, 0));
             } else {
@@ -88,10 +96,38 @@ mod tests {
         let a1 = span(4, Some(2), 11);
         let sets = compute(&[&b, &a1, &root, &a]);
         let [b, a1, root, a] = [sets[0], sets[1], sets[2], sets[3]];
-        assert_eq!(root, NestedSet { left: 1, right: 8, parent: -1 });
-        assert_eq!(a, NestedSet { left: 2, right: 5, parent: 1 });
-        assert_eq!(a1, NestedSet { left: 3, right: 4, parent: 2 });
-        assert_eq!(b, NestedSet { left: 6, right: 7, parent: 1 });
+        assert_eq!(
+            root,
+            NestedSet {
+                left: 1,
+                right: 8,
+                parent: -1
+            }
+        );
+        assert_eq!(
+            a,
+            NestedSet {
+                left: 2,
+                right: 5,
+                parent: 1
+            }
+        );
+        assert_eq!(
+            a1,
+            NestedSet {
+                left: 3,
+                right: 4,
+                parent: 2
+            }
+        );
+        assert_eq!(
+            b,
+            NestedSet {
+                left: 6,
+                right: 7,
+                parent: 1
+            }
+        );
     }
 
     #[test]
@@ -100,7 +136,14 @@ mod tests {
         let orphan = span(2, Some(9), 10);
         let under_orphan = span(3, Some(2), 11);
         let sets = compute(&[&root, &orphan, &under_orphan]);
-        assert_eq!(sets[0], NestedSet { left: 1, right: 2, parent: -1 });
+        assert_eq!(
+            sets[0],
+            NestedSet {
+                left: 1,
+                right: 2,
+                parent: -1
+            }
+        );
         assert_eq!(sets[1], NestedSet::default());
         assert_eq!(sets[2], NestedSet::default());
     }
@@ -109,6 +152,10 @@ mod tests {
     fn duplicated_span_ids_make_the_trace_unknown() {
         let root = span(1, None, 0);
         let dup = span(1, None, 5);
-        assert!(compute(&[&root, &dup]).iter().all(|s| *s == NestedSet::default()));
+        assert!(
+            compute(&[&root, &dup])
+                .iter()
+                .all(|s| *s == NestedSet::default())
+        );
     }
 }

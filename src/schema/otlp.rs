@@ -84,19 +84,25 @@ fn convert_span(
     scope_version: &str,
     resource_attrs: &[(String, AttrValue)],
 ) -> Result<SpanRow, OtlpError> {
-    let trace_id: TraceId = span
-        .trace_id
-        .as_slice()
-        .try_into()
-        .map_err(|_| OtlpError::TraceIdLength { at: at(), len: span.trace_id.len() })?;
+    let trace_id: TraceId =
+        span.trace_id
+            .as_slice()
+            .try_into()
+            .map_err(|_| OtlpError::TraceIdLength {
+                at: at(),
+                len: span.trace_id.len(),
+            })?;
     if trace_id == [0; 16] {
         return Err(OtlpError::ZeroTraceId { at: at() });
     }
-    let span_id: SpanId = span
-        .span_id
-        .as_slice()
-        .try_into()
-        .map_err(|_| OtlpError::SpanIdLength { at: at(), len: span.span_id.len() })?;
+    let span_id: SpanId =
+        span.span_id
+            .as_slice()
+            .try_into()
+            .map_err(|_| OtlpError::SpanIdLength {
+                at: at(),
+                len: span.span_id.len(),
+            })?;
     if span_id == [0; 8] {
         return Err(OtlpError::ZeroSpanId { at: at() });
     }
@@ -204,7 +210,12 @@ fn json_of(value: &Value) -> serde_json::Value {
         Value::KvlistValue(kv) => J::Object(
             kv.values
                 .iter()
-                .map(|kv| (kv.key.clone(), kv.value.as_ref().map(any).unwrap_or(J::Null)))
+                .map(|kv| {
+                    (
+                        kv.key.clone(),
+                        kv.value.as_ref().map(any).unwrap_or(J::Null),
+                    )
+                })
                 .collect(),
         ),
         Value::BytesValue(b) => J::String(hex::encode(b)),
@@ -257,7 +268,10 @@ pub(crate) mod tests {
                     attributes: vec![kv(SERVICE_NAME_KEY, Value::StringValue("api".into()))],
                     ..Default::default()
                 }),
-                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
         }
@@ -274,7 +288,9 @@ pub(crate) mod tests {
                 kv(
                     "tags",
                     Value::ArrayValue(ArrayValue {
-                        values: vec![AnyValue { value: Some(Value::IntValue(1)) }],
+                        values: vec![AnyValue {
+                            value: Some(Value::IntValue(1)),
+                        }],
                     }),
                 ),
             ],
@@ -308,7 +324,8 @@ pub(crate) mod tests {
 
     #[test]
     fn zero_span_id_is_refused() {
-        let err = spans_from_request(&request(vec![otlp_span(vec![7; 16], vec![0; 8])])).unwrap_err();
+        let err =
+            spans_from_request(&request(vec![otlp_span(vec![7; 16], vec![0; 8])])).unwrap_err();
         assert!(matches!(err, OtlpError::ZeroSpanId { .. }));
     }
 }

@@ -78,17 +78,72 @@ pub struct DedicatedColumn {
 
 /// The dedicated columns, in column order.
 pub const DEDICATED: &[DedicatedColumn] = &[
-    dedicated("http_method", AttrScope::Span, &["http.request.method", "http.method"], DedicatedType::Str),
-    dedicated("http_status_code", AttrScope::Span, &["http.response.status_code", "http.status_code"], DedicatedType::Int),
-    dedicated("http_route", AttrScope::Span, &["http.route"], DedicatedType::Str),
-    dedicated("http_url", AttrScope::Span, &["url.full", "http.url"], DedicatedType::Str),
-    dedicated("db_system", AttrScope::Span, &["db.system.name", "db.system"], DedicatedType::Str),
-    dedicated("rpc_system", AttrScope::Span, &["rpc.system"], DedicatedType::Str),
-    dedicated("rpc_service", AttrScope::Span, &["rpc.service"], DedicatedType::Str),
-    dedicated("rpc_method", AttrScope::Span, &["rpc.method"], DedicatedType::Str),
-    dedicated("k8s_namespace_name", AttrScope::Resource, &["k8s.namespace.name"], DedicatedType::Str),
-    dedicated("k8s_pod_name", AttrScope::Resource, &["k8s.pod.name"], DedicatedType::Str),
-    dedicated("deployment_environment", AttrScope::Resource, &["deployment.environment.name", "deployment.environment"], DedicatedType::Str),
+    dedicated(
+        "http_method",
+        AttrScope::Span,
+        &["http.request.method", "http.method"],
+        DedicatedType::Str,
+    ),
+    dedicated(
+        "http_status_code",
+        AttrScope::Span,
+        &["http.response.status_code", "http.status_code"],
+        DedicatedType::Int,
+    ),
+    dedicated(
+        "http_route",
+        AttrScope::Span,
+        &["http.route"],
+        DedicatedType::Str,
+    ),
+    dedicated(
+        "http_url",
+        AttrScope::Span,
+        &["url.full", "http.url"],
+        DedicatedType::Str,
+    ),
+    dedicated(
+        "db_system",
+        AttrScope::Span,
+        &["db.system.name", "db.system"],
+        DedicatedType::Str,
+    ),
+    dedicated(
+        "rpc_system",
+        AttrScope::Span,
+        &["rpc.system"],
+        DedicatedType::Str,
+    ),
+    dedicated(
+        "rpc_service",
+        AttrScope::Span,
+        &["rpc.service"],
+        DedicatedType::Str,
+    ),
+    dedicated(
+        "rpc_method",
+        AttrScope::Span,
+        &["rpc.method"],
+        DedicatedType::Str,
+    ),
+    dedicated(
+        "k8s_namespace_name",
+        AttrScope::Resource,
+        &["k8s.namespace.name"],
+        DedicatedType::Str,
+    ),
+    dedicated(
+        "k8s_pod_name",
+        AttrScope::Resource,
+        &["k8s.pod.name"],
+        DedicatedType::Str,
+    ),
+    dedicated(
+        "deployment_environment",
+        AttrScope::Resource,
+        &["deployment.environment.name", "deployment.environment"],
+        DedicatedType::Str,
+    ),
 ];
 
 const fn dedicated(
@@ -97,7 +152,12 @@ const fn dedicated(
     keys: &'static [&'static str],
     ty: DedicatedType,
 ) -> DedicatedColumn {
-    DedicatedColumn { column, scope, keys, ty }
+    DedicatedColumn {
+        column,
+        scope,
+        keys,
+        ty,
+    }
 }
 
 /// The timestamp type of every time column.
@@ -125,7 +185,11 @@ fn link_fields() -> Fields {
 }
 
 fn list_of(fields: Fields) -> DataType {
-    DataType::List(Arc::new(Field::new("item", DataType::Struct(fields), false)))
+    DataType::List(Arc::new(Field::new(
+        "item",
+        DataType::Struct(fields),
+        false,
+    )))
 }
 
 static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
@@ -210,7 +274,15 @@ pub fn to_batch(traces: &[Vec<&SpanRow>]) -> Result<RecordBatch, ArrowError> {
 
     for trace in traces {
         let nested = nested_set::compute(trace);
-        for (span, NestedSet { left: l, right: r, parent: p }) in trace.iter().zip(nested) {
+        for (
+            span,
+            NestedSet {
+                left: l,
+                right: r,
+                parent: p,
+            },
+        ) in trace.iter().zip(nested)
+        {
             trace_id.append_value(span.trace_id)?;
             span_id.append_value(span.span_id)?;
             match &span.parent_span_id {
@@ -354,8 +426,12 @@ impl LinksBuilder {
     }
 
     fn finish(self) -> Result<ArrayRef, ArrowError> {
-        let mut trace_id = self.trace_id.unwrap_or_else(|| FixedSizeBinaryBuilder::new(16));
-        let mut span_id = self.span_id.unwrap_or_else(|| FixedSizeBinaryBuilder::new(8));
+        let mut trace_id = self
+            .trace_id
+            .unwrap_or_else(|| FixedSizeBinaryBuilder::new(16));
+        let mut span_id = self
+            .span_id
+            .unwrap_or_else(|| FixedSizeBinaryBuilder::new(8));
         let mut trace_state = self.trace_state;
         let mut children: Vec<ArrayRef> = vec![
             Arc::new(trace_id.finish()),
@@ -375,5 +451,10 @@ fn list_array(
     let values = StructArray::try_new(fields.clone(), children, None)?;
     let item = Arc::new(Field::new("item", DataType::Struct(fields), false));
     let offsets = OffsetBuffer::<i32>::from_lengths(lengths.iter().copied());
-    Ok(Arc::new(ListArray::try_new(item, offsets, Arc::new(values), None)?))
+    Ok(Arc::new(ListArray::try_new(
+        item,
+        offsets,
+        Arc::new(values),
+        None,
+    )?))
 }

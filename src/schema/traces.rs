@@ -42,7 +42,11 @@ fn service_fields() -> Fields {
 }
 
 fn service_item() -> Arc<Field> {
-    Arc::new(Field::new("item", DataType::Struct(service_fields()), false))
+    Arc::new(Field::new(
+        "item",
+        DataType::Struct(service_fields()),
+        false,
+    ))
 }
 
 static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
@@ -79,8 +83,16 @@ pub fn to_batch(traces: &[Vec<&SpanRow>]) -> Result<RecordBatch, ArrowError> {
     let (mut svc_names, mut svc_spans, mut svc_errors) = (Vec::new(), Vec::new(), Vec::new());
 
     for spans in traces {
-        let first = spans.iter().map(|s| s.start_time_unix_nano).min().unwrap_or_default();
-        let last = spans.iter().map(|s| s.end_time_unix_nano).max().unwrap_or_default();
+        let first = spans
+            .iter()
+            .map(|s| s.start_time_unix_nano)
+            .min()
+            .unwrap_or_default();
+        let last = spans
+            .iter()
+            .map(|s| s.end_time_unix_nano)
+            .max()
+            .unwrap_or_default();
         trace_id.append_value(spans[0].trace_id)?;
         start.append_value(first);
         end.append_value(last);

@@ -63,7 +63,11 @@ impl BlockMeta {
 
     /// Object meta of one of the block's Parquet files, for DataFusion's file scan.
     pub fn file(&self, name: &str) -> ObjectMeta {
-        let size = if name == SPANS_FILE { self.spans_bytes } else { self.traces_bytes };
+        let size = if name == SPANS_FILE {
+            self.spans_bytes
+        } else {
+            self.traces_bytes
+        };
         ObjectMeta {
             location: self.dir().clone().join(name),
             last_modified: chrono::DateTime::from_timestamp_nanos(self.created_at_ns),
@@ -147,7 +151,10 @@ impl Storage {
             .put(&dir.clone().join(SPANS_FILE), PutPayload::from(spans_file))
             .await?;
         store
-            .put(&dir.clone().join(TRACES_FILE), PutPayload::from(traces_file))
+            .put(
+                &dir.clone().join(TRACES_FILE),
+                PutPayload::from(traces_file),
+            )
             .await?;
         let meta_json = serde_json::to_vec_pretty(&meta).map_err(|source| StorageError::Meta {
             path: dir.to_string(),

@@ -73,7 +73,10 @@ async fn list_metas(storage: &Storage) -> Result<Vec<BlockMeta>, StorageError> {
     let store = storage.store();
     let objects: Vec<_> = store.list(None).try_collect().await?;
     let mut metas = Vec::new();
-    for object in objects.iter().filter(|o| o.location.filename() == Some(META_FILE)) {
+    for object in objects
+        .iter()
+        .filter(|o| o.location.filename() == Some(META_FILE))
+    {
         let bytes = store.get(&object.location).await?.bytes().await?;
         let meta = serde_json::from_slice(&bytes).map_err(|source| StorageError::Meta {
             path: object.location.to_string(),
@@ -91,7 +94,9 @@ pub async fn remove_uncommitted(storage: &Storage) -> Result<usize, StorageError
     let objects: Vec<_> = store.list(None).try_collect().await?;
     let parent = |p: &Path| -> String {
         let s = p.to_string();
-        s.rsplit_once('/').map(|(dir, _)| dir.to_string()).unwrap_or_default()
+        s.rsplit_once('/')
+            .map(|(dir, _)| dir.to_string())
+            .unwrap_or_default()
     };
     let committed: HashSet<String> = objects
         .iter()

@@ -64,8 +64,13 @@ impl Storage {
     /// Opens the store at `url`: `file://PATH` (relative paths allowed), a plain path, or an
     /// object-store URL such as `s3://bucket/prefix`. Local directories are created.
     pub fn open(url: &str) -> Result<Self, StorageError> {
-        let bad = |reason: String| StorageError::BadUrl { url: url.to_string(), reason };
-        let local = url.strip_prefix("file://").or_else(|| (!url.contains("://")).then_some(url));
+        let bad = |reason: String| StorageError::BadUrl {
+            url: url.to_string(),
+            reason,
+        };
+        let local = url
+            .strip_prefix("file://")
+            .or_else(|| (!url.contains("://")).then_some(url));
         let store: Arc<dyn ObjectStore> = match local {
             Some(path) => {
                 std::fs::create_dir_all(path)?;
@@ -78,7 +83,10 @@ impl Storage {
                 Arc::new(PrefixStore::new(store, prefix))
             }
         };
-        Ok(Self { store, url: url.to_string() })
+        Ok(Self {
+            store,
+            url: url.to_string(),
+        })
     }
 
     /// The store itself, rooted at the storage root.
@@ -98,11 +106,6 @@ impl Storage {
 
     /// The directory of one block.
     pub fn block_dir(tenant: &str, shard: u32, block_id: &str) -> Path {
-        Path::from_iter([
-            tenant,
-            TRACES_SIGNAL,
-            &format!("shard-{shard}"),
-            block_id,
-        ])
+        Path::from_iter([tenant, TRACES_SIGNAL, &format!("shard-{shard}"), block_id])
     }
 }

@@ -1,8 +1,8 @@
 //! What scan filters say about trace ids and time, for pruning blocks and live rows.
 
 use datafusion::common::ScalarValue;
-use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 use datafusion::logical_expr::expr::InList;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 
 use crate::schema::TraceId;
 use crate::storage::BlockMeta;
@@ -30,7 +30,11 @@ impl ScanBounds {
 
     fn add(&mut self, filter: &Expr, trace_id_column: &str, start_column: &str) {
         match filter {
-            Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
+            Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::And,
+                right,
+            }) => {
                 self.add(left, trace_id_column, start_column);
                 self.add(right, trace_id_column, start_column);
             }
@@ -63,7 +67,11 @@ impl ScanBounds {
                     }
                 }
             }
-            Expr::InList(InList { expr, list, negated: false }) => {
+            Expr::InList(InList {
+                expr,
+                list,
+                negated: false,
+            }) => {
                 if let Expr::Column(c) = expr.as_ref()
                     && c.name == trace_id_column
                 {
@@ -144,7 +152,11 @@ mod tests {
         let bounds = ScanBounds::from_filters(&filters, "trace_id", "start_time");
         assert_eq!(
             bounds,
-            ScanBounds { trace_ids: Some(vec![id]), start_ns: Some(100), end_ns: Some(200) }
+            ScanBounds {
+                trace_ids: Some(vec![id]),
+                start_ns: Some(100),
+                end_ns: Some(200)
+            }
         );
     }
 }

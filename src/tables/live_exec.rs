@@ -44,7 +44,13 @@ impl LiveExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
-        Ok(Self { scan, projection, source, schema, properties })
+        Ok(Self {
+            scan,
+            projection,
+            source,
+            schema,
+            properties,
+        })
     }
 
     /// The live request this plan makes.
@@ -107,8 +113,11 @@ impl ExecutionPlan for LiveExec {
         if partition != 0 {
             return exec_err!("LiveExec has one partition, asked for {partition}");
         }
-        let (source, scan, projection) =
-            (self.source.clone(), self.scan.clone(), self.projection.clone());
+        let (source, scan, projection) = (
+            self.source.clone(),
+            self.scan.clone(),
+            self.projection.clone(),
+        );
         let batches = async move {
             tokio::task::spawn_blocking(move || {
                 let batches = source.scan(&scan)?;
@@ -132,7 +141,10 @@ impl ExecutionPlan for LiveExec {
             };
             futures::stream::iter(items)
         });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream)))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            stream,
+        )))
     }
 }
 
@@ -162,7 +174,11 @@ impl PhysicalExtensionCodec for LiveExecCodec {
         }
         let encoded: EncodedLiveExec =
             serde_json::from_slice(buf).map_err(|e| DataFusionError::External(Box::new(e)))?;
-        Ok(Arc::new(LiveExec::new(encoded.scan, self.source.clone(), encoded.projection)?))
+        Ok(Arc::new(LiveExec::new(
+            encoded.scan,
+            self.source.clone(),
+            encoded.projection,
+        )?))
     }
 
     fn try_encode(
@@ -175,7 +191,10 @@ impl PhysicalExtensionCodec for LiveExecCodec {
         let Some(live) = any.downcast_ref::<LiveExec>() else {
             return exec_err!("LiveExecCodec cannot encode {}", node.name());
         };
-        let encoded = EncodedLiveExec { scan: live.scan.clone(), projection: live.projection.clone() };
+        let encoded = EncodedLiveExec {
+            scan: live.scan.clone(),
+            projection: live.projection.clone(),
+        };
         serde_json::to_writer(buf, &encoded).map_err(|e| DataFusionError::External(Box::new(e)))
     }
 }

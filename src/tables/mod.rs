@@ -20,11 +20,11 @@ use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::{DFSchema, Result};
+use datafusion::datasource::TableProvider;
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
-use datafusion::datasource::TableProvider;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
@@ -100,7 +100,10 @@ impl LiveScan {
     pub fn selection(&self) -> Selection {
         Selection {
             exclude_blocks: self.exclude_blocks.iter().cloned().collect(),
-            trace_ids: self.trace_ids.as_ref().map(|ids| ids.iter().copied().collect()),
+            trace_ids: self
+                .trace_ids
+                .as_ref()
+                .map(|ids| ids.iter().copied().collect()),
             start_ns: self.start_ns,
             end_ns: self.end_ns,
         }
@@ -124,8 +127,18 @@ pub struct SpanlakeTable {
 
 impl SpanlakeTable {
     /// A table of `kind` for `tenant`.
-    pub fn new(kind: TableKind, tenant: &str, catalog: Arc<Catalog>, live: Arc<dyn LiveSource>) -> Self {
-        Self { kind, tenant: tenant.to_string(), catalog, live }
+    pub fn new(
+        kind: TableKind,
+        tenant: &str,
+        catalog: Arc<Catalog>,
+        live: Arc<dyn LiveSource>,
+    ) -> Self {
+        Self {
+            kind,
+            tenant: tenant.to_string(),
+            catalog,
+            live,
+        }
     }
 }
 

@@ -59,12 +59,19 @@ impl TestServer {
     }
 
     pub async fn grpc_client(&self) -> TraceServiceClient<tonic::transport::Channel> {
-        TraceServiceClient::connect(self.otlp_grpc_url()).await.unwrap()
+        TraceServiceClient::connect(self.otlp_grpc_url())
+            .await
+            .unwrap()
     }
 
     /// Runs SQL in-process for the single tenant.
     pub async fn sql(&self, query: &str) -> Vec<RecordBatch> {
-        self.server.engine.sql(spanlake::tenant::SINGLE_TENANT, query).await.unwrap().1
+        self.server
+            .engine
+            .sql(spanlake::tenant::SINGLE_TENANT, query)
+            .await
+            .unwrap()
+            .1
     }
 
     /// Runs a `SELECT count(*) …` and returns the count.
@@ -102,10 +109,14 @@ pub async fn http_sql(base: &str, query: &str) -> Result<Vec<RecordBatch>, (u16,
         .await
         .map_err(|e| (0, e.to_string()))?;
     let status = response.status().as_u16();
-    let body = response.bytes().await.map_err(|e| (status, e.to_string()))?;
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| (status, e.to_string()))?;
     if status != 200 {
         return Err((status, String::from_utf8_lossy(&body).into_owned()));
     }
-    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None).unwrap();
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None).unwrap();
     Ok(reader.collect::<Result<Vec<_>, _>>().unwrap())
 }

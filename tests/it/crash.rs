@@ -26,12 +26,18 @@ fn spawn(data: &Path) -> Process {
         .args(["serve", "--data-dir"])
         .arg(data)
         .args([
-            "--http-listen", "127.0.0.1:0",
-            "--otlp-grpc-listen", "127.0.0.1:0",
-            "--otlp-http-listen", "127.0.0.1:0",
-            "--trace-idle", "30ms",
-            "--max-block-age", "0s",
-            "--flush-check", "20ms",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--otlp-grpc-listen",
+            "127.0.0.1:0",
+            "--otlp-http-listen",
+            "127.0.0.1:0",
+            "--trace-idle",
+            "30ms",
+            "--max-block-age",
+            "0s",
+            "--flush-check",
+            "20ms",
         ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -39,14 +45,20 @@ fn spawn(data: &Path) -> Process {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let addr = |key: &str| {
         line.split_whitespace()
             .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
             .unwrap_or_else(|| panic!("no {key} in {line:?}"))
             .to_string()
     };
-    Process { http: format!("http://{}", addr("http")), otlp_grpc: format!("http://{}", addr("otlp_grpc")), child }
+    Process {
+        http: format!("http://{}", addr("http")),
+        otlp_grpc: format!("http://{}", addr("otlp_grpc")),
+        child,
+    }
 }
 
 fn ids(batches: &[RecordBatch]) -> Vec<(String, String)> {
@@ -67,7 +79,9 @@ async fn kill_9_during_ingest_loses_and_duplicates_nothing_acknowledged() {
     let mut sent_total = 0usize;
     for round in 0..5u64 {
         let mut process = spawn(data.path());
-        let mut client = TraceServiceClient::connect(process.otlp_grpc.clone()).await.unwrap();
+        let mut client = TraceServiceClient::connect(process.otlp_grpc.clone())
+            .await
+            .unwrap();
         let sender = {
             let acked = acked.clone();
             tokio::spawn(async move {
@@ -99,14 +113,22 @@ async fn kill_9_during_ingest_loses_and_duplicates_nothing_acknowledged() {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert!(!sender.is_finished(), "round {round}: the sender stopped before the kill");
+        assert!(
+            !sender.is_finished(),
+            "round {round}: the sender stopped before the kill"
+        );
         process.child.kill().unwrap();
         process.child.wait().unwrap();
         sent_total += sender.await.unwrap();
     }
 
     let process = spawn(data.path());
-    let batches = http_sql(&process.http, "SELECT id_hex(trace_id), id_hex(span_id) FROM spans").await.unwrap();
+    let batches = http_sql(
+        &process.http,
+        "SELECT id_hex(trace_id), id_hex(span_id) FROM spans",
+    )
+    .await
+    .unwrap();
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
     for id in ids(&batches) {
         *seen.entry(id).or_default() += 1;
@@ -114,10 +136,20 @@ async fn kill_9_during_ingest_loses_and_duplicates_nothing_acknowledged() {
     let acked = acked.lock().unwrap();
     let missing = acked.iter().filter(|id| !seen.contains_key(*id)).count();
     let duplicated = seen.values().filter(|n| **n > 1).count();
-    assert_eq!(missing, 0, "{missing} of {} acknowledged spans are missing", acked.len());
-    assert_eq!(duplicated, 0, "{duplicated} spans are stored more than once");
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} acknowledged spans are missing",
+        acked.len()
+    );
+    assert_eq!(
+        duplicated, 0,
+        "{duplicated} spans are stored more than once"
+    );
     assert!(sent_total >= 5, "each round sends until killed");
-    let blocks = std::fs::read_dir(data.path().join("blocks/single-tenant/traces/shard-0")).unwrap().count();
+    let blocks = std::fs::read_dir(data.path().join("blocks/single-tenant/traces/shard-0"))
+        .unwrap()
+        .count();
     assert!(blocks > 0, "blocks were flushed between the kills");
     let mut process = process;
     process.child.kill().unwrap();

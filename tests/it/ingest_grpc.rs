@@ -7,7 +7,9 @@ use crate::common::{TestServer, span_count};
 
 #[tokio::test]
 async fn exported_spans_are_queryable_right_after_the_ack() {
-    let server = TestServer::start_with(|c| c.ingester.trace_idle = std::time::Duration::from_secs(3600)).await;
+    let server =
+        TestServer::start_with(|c| c.ingester.trace_idle = std::time::Duration::from_secs(3600))
+            .await;
     let mut client = server.grpc_client().await;
     let mut generator = Generator::new(3);
     let mut sent = 0;
@@ -24,10 +26,21 @@ async fn exported_spans_are_queryable_right_after_the_ack() {
 async fn an_empty_trace_id_is_invalid_argument() {
     let server = TestServer::start().await;
     let mut request = Generator::new(3).trace_at(0);
-    request.resource_spans[0].scope_spans[0].spans[0].trace_id.clear();
-    let status = server.grpc_client().await.export(request).await.unwrap_err();
+    request.resource_spans[0].scope_spans[0].spans[0]
+        .trace_id
+        .clear();
+    let status = server
+        .grpc_client()
+        .await
+        .export(request)
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().contains("trace_id must be 16 bytes"), "{}", status.message());
+    assert!(
+        status.message().contains("trace_id must be 16 bytes"),
+        "{}",
+        status.message()
+    );
 }
 
 #[tokio::test]

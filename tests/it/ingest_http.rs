@@ -33,7 +33,13 @@ fn sample() -> ExportTraceServiceRequest {
 }
 
 async fn assert_still_serving(server: &TestServer) {
-    let (status, body) = post(server, "application/x-protobuf", sample().encode_to_vec(), false).await;
+    let (status, body) = post(
+        server,
+        "application/x-protobuf",
+        sample().encode_to_vec(),
+        false,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -42,13 +48,28 @@ async fn protobuf_json_and_gzip_bodies_are_accepted() {
     let server = TestServer::start().await;
     let request = sample();
     let spans = span_count(&request) as i64;
-    assert_eq!(post(&server, "application/x-protobuf", request.encode_to_vec(), false).await.0, 200);
+    assert_eq!(
+        post(
+            &server,
+            "application/x-protobuf",
+            request.encode_to_vec(),
+            false
+        )
+        .await
+        .0,
+        200
+    );
     let json = serde_json::to_vec(&Generator::new(12).trace_at(1)).unwrap();
     let json_spans = span_count(&Generator::new(12).trace_at(1)) as i64;
     assert_eq!(post(&server, "application/json", json, false).await.0, 200);
     let zipped = gzip(&Generator::new(13).trace_at(2).encode_to_vec());
     let zipped_spans = span_count(&Generator::new(13).trace_at(2)) as i64;
-    assert_eq!(post(&server, "application/x-protobuf", zipped, true).await.0, 200);
+    assert_eq!(
+        post(&server, "application/x-protobuf", zipped, true)
+            .await
+            .0,
+        200
+    );
     assert_eq!(
         server.count("SELECT count(*) FROM spans").await,
         spans + json_spans + zipped_spans
@@ -93,14 +114,25 @@ async fn a_truncated_protobuf_is_a_400() {
     let server = TestServer::start().await;
     let mut bytes = sample().encode_to_vec();
     bytes.truncate(bytes.len() / 2);
-    assert_eq!(post(&server, "application/x-protobuf", bytes, false).await.0, 400);
+    assert_eq!(
+        post(&server, "application/x-protobuf", bytes, false)
+            .await
+            .0,
+        400
+    );
     assert_still_serving(&server).await;
 }
 
 #[tokio::test]
 async fn invalid_json_is_a_400_naming_json() {
     let server = TestServer::start().await;
-    let (status, body) = post(&server, "application/json", b"{\"resourceSpans\": [".to_vec(), false).await;
+    let (status, body) = post(
+        &server,
+        "application/json",
+        b"{\"resourceSpans\": [".to_vec(),
+        false,
+    )
+    .await;
     assert_eq!(status, 400);
     assert!(body.contains("JSON"), "{body}");
     assert_still_serving(&server).await;
@@ -119,8 +151,16 @@ async fn a_wrong_content_type_is_a_415() {
 async fn an_empty_trace_id_is_a_400_naming_the_span_and_nothing_is_stored() {
     let server = TestServer::start().await;
     let mut request = sample();
-    request.resource_spans[0].scope_spans[0].spans[0].trace_id.clear();
-    let (status, body) = post(&server, "application/json", serde_json::to_vec(&request).unwrap(), false).await;
+    request.resource_spans[0].scope_spans[0].spans[0]
+        .trace_id
+        .clear();
+    let (status, body) = post(
+        &server,
+        "application/json",
+        serde_json::to_vec(&request).unwrap(),
+        false,
+    )
+    .await;
     assert_eq!(status, 400);
     assert!(body.contains("trace_id must be 16 bytes, got 0"), "{body}");
     assert_eq!(server.count("SELECT count(*) FROM spans").await, 0);
@@ -130,11 +170,20 @@ async fn an_empty_trace_id_is_a_400_naming_the_span_and_nothing_is_stored() {
 #[tokio::test]
 async fn a_body_over_the_limit_is_a_413_also_when_it_only_grows_by_gunzip() {
     let server = TestServer::start_with(|c| c.max_request_bytes = 64 * 1024).await;
-    let (status, body) = post(&server, "application/x-protobuf", vec![0; 200 * 1024], false).await;
+    let (status, body) = post(
+        &server,
+        "application/x-protobuf",
+        vec![0; 200 * 1024],
+        false,
+    )
+    .await;
     assert_eq!(status, 413);
     assert!(body.contains("65536"), "{body}");
     let bomb = gzip(&vec![0; 10 << 20]);
     assert!(bomb.len() < 64 * 1024);
-    assert_eq!(post(&server, "application/x-protobuf", bomb, true).await.0, 413);
+    assert_eq!(
+        post(&server, "application/x-protobuf", bomb, true).await.0,
+        413
+    );
     assert_still_serving(&server).await;
 }

@@ -24,10 +24,21 @@ fn python() -> PathBuf {
 
 fn spanlake_sql(server: &TestServer, query: &str) -> serde_json::Value {
     let output = Command::new(env!("CARGO_BIN_EXE_spanlake"))
-        .args(["sql", "--format", "json", "--server", &server.http_url(), query])
+        .args([
+            "sql",
+            "--format",
+            "json",
+            "--server",
+            &server.http_url(),
+            query,
+        ])
         .output()
         .unwrap();
-    assert!(output.status.success(), "spanlake sql failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "spanlake sql failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
@@ -39,11 +50,20 @@ async fn exported_spans_arrive_with_types(protocol: &'static str) {
     };
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/export_spans.py");
     let output = tokio::task::spawn_blocking(move || {
-        Command::new(python()).arg(script).arg(protocol).arg(endpoint).output().unwrap()
+        Command::new(python())
+            .arg(script)
+            .arg(protocol)
+            .arg(endpoint)
+            .output()
+            .unwrap()
     })
     .await
     .unwrap();
-    assert!(output.status.success(), "exporter failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "exporter failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let ids: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let trace_id = ids["trace_id"].as_str().unwrap();
 

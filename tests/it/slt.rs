@@ -34,7 +34,8 @@ impl sqllogictest::AsyncDB for Db {
             .sql("single-tenant", sql)
             .await
             .map_err(|e| SltError(e.to_string()))?;
-        let batches = spanlake::schema::display::hex_ids(&batches).map_err(|e| SltError(e.to_string()))?;
+        let batches =
+            spanlake::schema::display::hex_ids(&batches).map_err(|e| SltError(e.to_string()))?;
         let options = FormatOptions::default().with_null("NULL");
         let mut rows = Vec::new();
         for batch in &batches {
@@ -45,10 +46,18 @@ impl sqllogictest::AsyncDB for Db {
                 .collect::<Result<_, _>>()
                 .map_err(|e| SltError(e.to_string()))?;
             for row in 0..batch.num_rows() {
-                rows.push(formatters.iter().map(|f| f.value(row).to_string()).collect());
+                rows.push(
+                    formatters
+                        .iter()
+                        .map(|f| f.value(row).to_string())
+                        .collect(),
+                );
             }
         }
-        Ok(DBOutput::Rows { types: vec![DefaultColumnType::Any; schema.fields().len()], rows })
+        Ok(DBOutput::Rows {
+            types: vec![DefaultColumnType::Any; schema.fields().len()],
+            rows,
+        })
     }
 
     async fn shutdown(&mut self) {}
@@ -62,7 +71,8 @@ async fn sql_fixtures_pass() {
     let opened = spanlake::server::open(&config, false).await.unwrap();
     let mut generator = Generator::new(42);
     for n in 0..200 {
-        let spans = spans_from_request(&generator.trace_at(FIXTURE_START_NS + n * 1_000_000_000)).unwrap();
+        let spans =
+            spans_from_request(&generator.trace_at(FIXTURE_START_NS + n * 1_000_000_000)).unwrap();
         opened.ingester.push("single-tenant", spans).await.unwrap();
         if n == 99 {
             opened.ingester.flush(true).await.unwrap();

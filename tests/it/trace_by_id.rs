@@ -12,7 +12,10 @@ fn pruning(plan: &Arc<dyn ExecutionPlan>, name: &str) -> (usize, usize) {
     let mut total = (0, 0);
     if let Some(metrics) = plan.metrics() {
         for metric in metrics.iter() {
-            if let MetricValue::PruningMetrics { name: n, pruning_metrics } = metric.value()
+            if let MetricValue::PruningMetrics {
+                name: n,
+                pruning_metrics,
+            } = metric.value()
                 && n.as_ref() == name
             {
                 total.0 += pruning_metrics.matched();
@@ -38,7 +41,9 @@ async fn trace_by_id_reads_at_most_two_row_groups() {
     let mut wanted_spans = 0;
     for block in 0..4 {
         for n in 0..3_000 {
-            let spans = spans_from_request(&generator.trace_at(block * 1_000_000_000_000 + n * 1_000_000)).unwrap();
+            let spans =
+                spans_from_request(&generator.trace_at(block * 1_000_000_000_000 + n * 1_000_000))
+                    .unwrap();
             if block == 2 && n == 1_234 {
                 wanted = Some(spans[0].trace_id);
                 wanted_spans = spans.len();
@@ -51,7 +56,9 @@ async fn trace_by_id_reads_at_most_two_row_groups() {
 
     let ctx = opened.engine.session("single-tenant").unwrap();
     let frame = ctx
-        .sql(&format!("SELECT span_id, name FROM spans WHERE trace_id = to_trace_id('{wanted}')"))
+        .sql(&format!(
+            "SELECT span_id, name FROM spans WHERE trace_id = to_trace_id('{wanted}')"
+        ))
         .await
         .unwrap();
     let plan = frame.create_physical_plan().await.unwrap();
@@ -62,7 +69,10 @@ async fn trace_by_id_reads_at_most_two_row_groups() {
     let (after_stats, pruned_by_stats) = pruning(&plan, "row_groups_pruned_statistics");
     let (after_bloom, pruned_by_bloom) = pruning(&plan, "row_groups_pruned_bloom_filter");
     let total = after_stats + pruned_by_stats;
-    assert!(total >= 8, "the dataset should span many row groups, has {total}");
+    assert!(
+        total >= 8,
+        "the dataset should span many row groups, has {total}"
+    );
     assert!(
         after_bloom <= 2,
         "read {after_bloom} row groups of {total} (statistics pruned {pruned_by_stats}, bloom filter {pruned_by_bloom})"

@@ -10,9 +10,19 @@ use spanlake::generator::Generator;
 use crate::common::{TestServer, span_count};
 
 fn committed_blocks(server: &TestServer) -> usize {
-    let dir = server.dir.path().join("blocks/single-tenant/traces/shard-0");
+    let dir = server
+        .dir
+        .path()
+        .join("blocks/single-tenant/traces/shard-0");
     std::fs::read_dir(dir)
-        .map(|entries| entries.filter(|e| e.as_ref().is_ok_and(|e| e.path().join("meta.json").exists())).count())
+        .map(|entries| {
+            entries
+                .filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.path().join("meta.json").exists())
+                })
+                .count()
+        })
         .unwrap_or(0)
 }
 
@@ -49,7 +59,10 @@ async fn count_during_concurrent_ingest_and_flush_is_exact() {
         let lower = acked.load(Ordering::SeqCst);
         let count = server.count("SELECT count(*) FROM spans").await;
         let upper = started.load(Ordering::SeqCst);
-        assert!(lower <= count && count <= upper, "count {count} outside [{lower}, {upper}]");
+        assert!(
+            lower <= count && count <= upper,
+            "count {count} outside [{lower}, {upper}]"
+        );
         polls += 1;
     }
     sender.await.unwrap();
@@ -57,9 +70,18 @@ async fn count_during_concurrent_ingest_and_flush_is_exact() {
     assert_eq!(server.count("SELECT count(*) FROM spans").await, total);
     server.server.ingester.flush(true).await.unwrap();
     assert_eq!(server.count("SELECT count(*) FROM spans").await, total);
-    assert_eq!(server.count("SELECT count(DISTINCT span_id) FROM spans").await, total);
+    assert_eq!(
+        server
+            .count("SELECT count(DISTINCT span_id) FROM spans")
+            .await,
+        total
+    );
     assert!(polls > 5, "only {polls} polls ran during ingest");
-    assert!(committed_blocks(&server) > 3, "only {} blocks were flushed", committed_blocks(&server));
+    assert!(
+        committed_blocks(&server) > 3,
+        "only {} blocks were flushed",
+        committed_blocks(&server)
+    );
 }
 
 #[tokio::test]
@@ -81,7 +103,15 @@ async fn after_restart_flushed_and_replayed_data_read_as_one_table() {
     drop(opened);
     let reopened = spanlake::server::open(&config, false).await.unwrap();
     let report = reopened.ingester.replay_report();
-    assert!(report.spans_replayed > 0 && report.spans_replayed < sent as usize, "{report:?}");
-    let batches = reopened.engine.sql("single-tenant", "SELECT count(*) FROM spans").await.unwrap().1;
+    assert!(
+        report.spans_replayed > 0 && report.spans_replayed < sent as usize,
+        "{report:?}"
+    );
+    let batches = reopened
+        .engine
+        .sql("single-tenant", "SELECT count(*) FROM spans")
+        .await
+        .unwrap()
+        .1;
     assert_eq!(crate::common::single_i64(&batches), sent);
 }

@@ -54,7 +54,10 @@ impl ToId {
         }
         let padded = format!("{text:0>width$}");
         hex::decode(&padded).or_else(|_| {
-            exec_err!("{}: {text:?} is not an id: expected hex digits 0-9, a-f", self.name)
+            exec_err!(
+                "{}: {text:?} is not an id: expected hex digits 0-9, a-f",
+                self.name
+            )
         })
     }
 }
@@ -82,7 +85,9 @@ impl ScalarUDFImpl for ToId {
                     Some(Some(text)) => Some(self.parse(text)?),
                     _ => None,
                 };
-                Ok(ColumnarValue::Scalar(ScalarValue::FixedSizeBinary(self.bytes, value)))
+                Ok(ColumnarValue::Scalar(ScalarValue::FixedSizeBinary(
+                    self.bytes, value,
+                )))
             }
             ColumnarValue::Array(array) => {
                 let strings = arrow::compute::cast(array, &DataType::Utf8)?;
@@ -108,7 +113,9 @@ pub struct IdHex {
 
 impl Default for IdHex {
     fn default() -> Self {
-        Self { signature: Signature::any(1, Volatility::Immutable) }
+        Self {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
     }
 }
 
@@ -123,9 +130,12 @@ impl ScalarUDFImpl for IdHex {
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
         match arg_types {
-            [DataType::FixedSizeBinary(_) | DataType::Binary | DataType::LargeBinary | DataType::BinaryView] => {
-                Ok(DataType::Utf8)
-            }
+            [
+                DataType::FixedSizeBinary(_)
+                | DataType::Binary
+                | DataType::LargeBinary
+                | DataType::BinaryView,
+            ] => Ok(DataType::Utf8),
             other => plan_err!("id_hex takes a binary id, got {other:?}"),
         }
     }
@@ -159,7 +169,9 @@ mod tests {
         let ctx = SessionContext::new();
         crate::register(&ctx);
         let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-        arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string()
+        arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string()
     }
 
     #[tokio::test]
@@ -172,7 +184,13 @@ mod tests {
     async fn a_malformed_id_is_an_error_naming_it() {
         let ctx = SessionContext::new();
         crate::register(&ctx);
-        let err = ctx.sql("SELECT to_span_id('xyz')").await.unwrap().collect().await.unwrap_err();
+        let err = ctx
+            .sql("SELECT to_span_id('xyz')")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("\"xyz\" is not an id"), "{err}");
     }
 }
