@@ -15,3 +15,9 @@ pub mod server;
 pub mod storage;
 pub mod tables;
 pub mod tenant;
+
+/// Messages generated from `proto/spanlake.proto`.
+pub mod proto {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("spanlake.v1");
+}

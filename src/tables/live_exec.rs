@@ -12,9 +12,10 @@ use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
-use serde::{Deserialize, Serialize};
+use prost::Message;
 
 use super::{LiveScan, LiveSource};
+use crate::proto;
 
 /// Reads live rows for one [`LiveScan`] from a [`LiveSource`], as a single partition.
 #[derive(Debug)]
@@ -148,17 +149,15 @@ impl ExecutionPlan for LiveExec {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct EncodedLiveExec {
-    scan: LiveScan,
-    projection: Option<Vec<usize>>,
-}
-
-/// Encodes [`LiveExec`] nodes for shipping physical plans between nodes; decoding binds them
-/// to the live source of the receiving node.
+/// Encodes [`LiveExec`] nodes (as `spanlake.v1.LiveExecNode`) for shipping physical plans
+/// between nodes; decoding binds them to the live source of the receiving node.
 #[derive(Debug)]
 pub struct LiveExecCodec {
     pub source: Arc<dyn LiveSource>,
+}
+
+fn codec_error(message: String) -> DataFusionError {
+    DataFusionError::Internal(message)
 }
 
 impl PhysicalExtensionCodec for LiveExecCodec {
@@ -172,12 +171,19 @@ impl PhysicalExtensionCodec for LiveExecCodec {
         if !inputs.is_empty() {
             return exec_err!("LiveExec has no inputs, got {}", inputs.len());
         }
-        let encoded: EncodedLiveExec =
-            serde_json::from_slice(buf).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let node = proto::LiveExecNode::decode(buf)
+            .map_err(|e| codec_error(format!("LiveExec node: {e}")))?;
+        let scan = node
+            .scan
+            .ok_or_else(|| codec_error("LiveExec node without a scan".into()))?;
+        let scan = LiveScan::try_from(scan).map_err(codec_error)?;
+        let projection = node
+            .projection
+            .map(|p| p.columns.into_iter().map(|c| c as usize).collect());
         Ok(Arc::new(LiveExec::new(
-            encoded.scan,
+            scan,
             self.source.clone(),
-            encoded.projection,
+            projection,
         )?))
     }
 
@@ -191,10 +197,67 @@ impl PhysicalExtensionCodec for LiveExecCodec {
         let Some(live) = any.downcast_ref::<LiveExec>() else {
             return exec_err!("LiveExecCodec cannot encode {}", node.name());
         };
-        let encoded = EncodedLiveExec {
-            scan: live.scan.clone(),
-            projection: live.projection.clone(),
+        let message = proto::LiveExecNode {
+            scan: Some(proto::LiveScan::from(&live.scan)),
+            projection: live.projection.as_ref().map(|columns| proto::Projection {
+                columns: columns.iter().map(|c| *c as u32).collect(),
+            }),
         };
-        serde_json::to_writer(buf, &encoded).map_err(|e| DataFusionError::External(Box::new(e)))
+        message
+            .encode(buf)
+            .map_err(|e| codec_error(format!("LiveExec node: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tables::TableKind;
+    use datafusion::prelude::SessionContext;
+    use datafusion_proto::physical_plan::DefaultPhysicalProtoConverter;
+
+    #[derive(Debug)]
+    struct NoRows;
+
+    impl LiveSource for NoRows {
+        fn scan(
+            &self,
+            _: &LiveScan,
+        ) -> Result<Vec<arrow::array::RecordBatch>, arrow::error::ArrowError> {
+            Ok(vec![])
+        }
+    }
+
+    #[test]
+    fn live_exec_survives_encoding() {
+        let scan = LiveScan {
+            tenant: "acme".into(),
+            table: TableKind::Traces,
+            exclude_blocks: vec!["b1".into()],
+            trace_ids: Some(vec![[3; 16]]),
+            start_ns: Some(10),
+            end_ns: None,
+        };
+        let source: Arc<dyn LiveSource> = Arc::new(NoRows);
+        let plan: Arc<dyn ExecutionPlan> =
+            Arc::new(LiveExec::new(scan.clone(), source.clone(), Some(vec![0, 2])).unwrap());
+        let codec = LiveExecCodec { source };
+        let mut buf = Vec::new();
+        codec
+            .try_encode(plan, &mut buf, &DefaultPhysicalProtoConverter {})
+            .unwrap();
+        let ctx = SessionContext::new();
+        let decoded = codec
+            .try_decode(
+                &buf,
+                &[],
+                &ctx.task_ctx(),
+                &DefaultPhysicalProtoConverter {},
+            )
+            .unwrap();
+        let any: &dyn std::any::Any = decoded.as_ref();
+        let decoded = any.downcast_ref::<LiveExec>().unwrap();
+        assert_eq!(decoded.live_scan(), &scan);
+        assert_eq!(decoded.schema().fields().len(), 2);
     }
 }

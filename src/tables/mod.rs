@@ -29,7 +29,6 @@ use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
-use serde::{Deserialize, Serialize};
 
 use crate::ingester::Selection;
 use crate::schema::{TraceId, spans, traces};
@@ -38,7 +37,7 @@ pub use filters::ScanBounds;
 pub use live_exec::{LiveExec, LiveExecCodec};
 
 /// Which table a scan reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TableKind {
     Spans,
     Traces,
@@ -84,7 +83,7 @@ impl TableKind {
 }
 
 /// A request for live rows: serialisable, so that it can travel to a remote ingester.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LiveScan {
     pub tenant: String,
     pub table: TableKind,
@@ -107,6 +106,57 @@ impl LiveScan {
             start_ns: self.start_ns,
             end_ns: self.end_ns,
         }
+    }
+}
+
+impl From<&LiveScan> for crate::proto::LiveScan {
+    fn from(scan: &LiveScan) -> Self {
+        let table = match scan.table {
+            TableKind::Spans => crate::proto::Table::Spans,
+            TableKind::Traces => crate::proto::Table::Traces,
+        };
+        Self {
+            tenant: scan.tenant.clone(),
+            table: table as i32,
+            exclude_blocks: scan.exclude_blocks.clone(),
+            trace_ids: scan.trace_ids.as_ref().map(|ids| crate::proto::TraceIds {
+                ids: ids.iter().map(|id| id.to_vec()).collect(),
+            }),
+            start_ns: scan.start_ns,
+            end_ns: scan.end_ns,
+        }
+    }
+}
+
+impl TryFrom<crate::proto::LiveScan> for LiveScan {
+    type Error = String;
+
+    fn try_from(scan: crate::proto::LiveScan) -> Result<Self, String> {
+        let table = match crate::proto::Table::try_from(scan.table) {
+            Ok(crate::proto::Table::Spans) => TableKind::Spans,
+            Ok(crate::proto::Table::Traces) => TableKind::Traces,
+            Err(_) => return Err(format!("unknown live table {}", scan.table)),
+        };
+        let trace_ids = scan
+            .trace_ids
+            .map(|ids| {
+                ids.ids
+                    .iter()
+                    .map(|id| {
+                        TraceId::try_from(id.as_slice())
+                            .map_err(|_| format!("a trace id must be 16 bytes, got {}", id.len()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        Ok(Self {
+            tenant: scan.tenant,
+            table,
+            exclude_blocks: scan.exclude_blocks,
+            trace_ids,
+            start_ns: scan.start_ns,
+            end_ns: scan.end_ns,
+        })
     }
 }
 
