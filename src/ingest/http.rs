@@ -117,9 +117,13 @@ fn encode(format: Format, status: StatusCode, response: &ExportTraceServiceRespo
 async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body) -> Result<(), IngestError> {
     let format = format_of(headers)?;
     let limit = receiver.max_request_bytes;
-    let raw = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| IngestError::TooLarge { limit })?;
+    let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if exceeded_limit(&e) {
+            IngestError::TooLarge { limit }
+        } else {
+            IngestError::Decode(format!("reading the body: {e}"))
+        }
+    })?;
     let gzip = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -135,6 +139,18 @@ async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body) -> Result<
     let org_id = headers.get(ORG_ID_HEADER).and_then(|v| v.to_str().ok());
     receiver.export(org_id, &request).await?;
     Ok(())
+}
+
+/// True when reading a body failed because it was longer than the limit.
+fn exceeded_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Decompresses at most `limit` bytes, so a small compressed body cannot expand without bound.

@@ -147,22 +147,19 @@ impl Storage {
             created_at_ns: chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
         };
         let store = self.store();
-        store
-            .put(&dir.clone().join(SPANS_FILE), PutPayload::from(spans_file))
-            .await?;
-        store
-            .put(
-                &dir.clone().join(TRACES_FILE),
-                PutPayload::from(traces_file),
-            )
-            .await?;
+        for (name, bytes) in [(SPANS_FILE, spans_file), (TRACES_FILE, traces_file)] {
+            let path = dir.clone().join(name);
+            store.put(&path, PutPayload::from(bytes)).await?;
+            self.sync(&path).await?;
+        }
         let meta_json = serde_json::to_vec_pretty(&meta).map_err(|source| StorageError::Meta {
             path: dir.to_string(),
             source,
         })?;
-        store
-            .put(&dir.join(META_FILE), PutPayload::from(meta_json))
-            .await?;
+        // The commit point: only now does the block exist for readers.
+        let meta_path = dir.join(META_FILE);
+        store.put(&meta_path, PutPayload::from(meta_json)).await?;
+        self.sync(&meta_path).await?;
         Ok(meta)
     }
 }

@@ -55,6 +55,9 @@ pub enum StorageError {
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
     url: String,
+    /// Set when the store is the local file system: block files are fsynced there before their
+    /// commit, which the object store API does not do for local files.
+    local: Option<Arc<LocalFileSystem>>,
 }
 
 /// The URL under which the block store is registered with DataFusion.
@@ -71,11 +74,16 @@ impl Storage {
         let local = url
             .strip_prefix("file://")
             .or_else(|| (!url.contains("://")).then_some(url));
-        let store: Arc<dyn ObjectStore> = match local {
+        let local = match local {
             Some(path) => {
                 std::fs::create_dir_all(path)?;
-                Arc::new(LocalFileSystem::new_with_prefix(path).map_err(|e| bad(e.to_string()))?)
+                let fs = LocalFileSystem::new_with_prefix(path).map_err(|e| bad(e.to_string()))?;
+                Some(Arc::new(fs))
             }
+            None => None,
+        };
+        let store: Arc<dyn ObjectStore> = match &local {
+            Some(fs) => fs.clone(),
             None => {
                 let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
                 let (store, prefix) =
@@ -86,6 +94,7 @@ impl Storage {
         Ok(Self {
             store,
             url: url.to_string(),
+            local,
         })
     }
 
@@ -97,6 +106,25 @@ impl Storage {
     /// The URL the store was opened from.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Makes a written object durable: on the local file system, fsyncs the file and its
+    /// directory; object stores are durable once `put` returns.
+    pub(crate) async fn sync(&self, path: &Path) -> Result<(), StorageError> {
+        let Some(fs) = &self.local else {
+            return Ok(());
+        };
+        let file = fs.path_to_filesystem(path)?;
+        tokio::task::spawn_blocking(move || {
+            std::fs::File::open(&file)?.sync_all()?;
+            match file.parent() {
+                Some(dir) => std::fs::File::open(dir)?.sync_all(),
+                None => Ok(()),
+            }
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        Ok(())
     }
 
     /// The URL DataFusion resolves block paths against.

@@ -83,3 +83,15 @@ async fn with_multitenancy_sql_over_http_needs_an_org_id() {
     let batches: Vec<_> = reader.collect::<Result<_, _>>().unwrap();
     assert_eq!(single_i64(&batches), 0);
 }
+
+#[tokio::test]
+async fn tenant_ids_with_punctuation_get_their_own_blocks() {
+    let server = TestServer::start_with(|c| c.multitenancy = true).await;
+    let tenant = "team(a)*'b'";
+    let spans = export_as(&server, Some(tenant), 5).await.unwrap() as i64;
+    let report = server.server.ingester.flush(true).await.unwrap();
+    assert_eq!(report.blocks, 1);
+    let engine = &server.server.engine;
+    assert_eq!(single_i64(&engine.sql(tenant, "SELECT count(*) FROM spans").await.unwrap().1), spans);
+    assert_eq!(single_i64(&engine.sql("team", "SELECT count(*) FROM spans").await.unwrap().1), 0);
+}

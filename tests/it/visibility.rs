@@ -115,3 +115,31 @@ async fn after_restart_flushed_and_replayed_data_read_as_one_table() {
         .1;
     assert_eq!(crate::common::single_i64(&batches), sent);
 }
+
+#[tokio::test]
+async fn traces_spread_over_shards_and_read_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::common::test_config(dir.path());
+    config.ingester.shards = 4;
+    let opened = spanlake::server::open(&config, false).await.unwrap();
+    let mut generator = Generator::new(17);
+    let mut sent = 0;
+    for n in 0..64 {
+        let spans = spanlake::schema::otlp::spans_from_request(&generator.trace_at(n)).unwrap();
+        sent += spans.len() as i64;
+        opened.ingester.push("single-tenant", spans).await.unwrap();
+    }
+    let report = opened.ingester.flush(true).await.unwrap();
+    assert_eq!(report.blocks, 4, "64 traces over 4 shards make one block per shard");
+    let shards = std::fs::read_dir(dir.path().join("blocks/single-tenant/traces")).unwrap().count();
+    assert_eq!(shards, 4);
+    let batches = opened.engine.sql("single-tenant", "SELECT count(*) FROM spans").await.unwrap().1;
+    assert_eq!(crate::common::single_i64(&batches), sent);
+    let batches = opened
+        .engine
+        .sql("single-tenant", "SELECT count(*) FROM (SELECT trace_id FROM traces GROUP BY trace_id HAVING count(*) > 1)")
+        .await
+        .unwrap()
+        .1;
+    assert_eq!(crate::common::single_i64(&batches), 0, "a trace lives in exactly one shard");
+}
