@@ -258,14 +258,10 @@ pub fn to_batch(traces: &[Vec<&SpanRow>]) -> Result<RecordBatch, ArrowError> {
     let mut scope_version = StringBuilder::new();
     let mut span_attrs = TypedAttrsBuilder::default();
     let mut resource_attrs = TypedAttrsBuilder::default();
-    let mut dedicated_str: Vec<StringBuilder> = Vec::new();
-    let mut dedicated_int: Vec<Int64Builder> = Vec::new();
-    for d in DEDICATED {
-        match d.ty {
-            DedicatedType::Str => dedicated_str.push(StringBuilder::new()),
-            DedicatedType::Int => dedicated_int.push(Int64Builder::new()),
-        }
-    }
+    let mut dedicated: Vec<DedicatedBuilder> = DEDICATED
+        .iter()
+        .map(|d| DedicatedBuilder::new(d.ty))
+        .collect();
     let mut events = EventsBuilder::default();
     let mut links = LinksBuilder::default();
     let mut left = Int32Builder::with_capacity(rows);
@@ -302,29 +298,12 @@ pub fn to_batch(traces: &[Vec<&SpanRow>]) -> Result<RecordBatch, ArrowError> {
             scope_version.append_value(&span.scope_version);
             span_attrs.append(&span.span_attrs);
             resource_attrs.append(&span.resource_attrs);
-            let (mut s, mut i) = (dedicated_str.iter_mut(), dedicated_int.iter_mut());
-            for d in DEDICATED {
+            for (d, builder) in DEDICATED.iter().zip(&mut dedicated) {
                 let attrs = match d.scope {
                     AttrScope::Span => &span.span_attrs,
                     AttrScope::Resource => &span.resource_attrs,
                 };
-                let value = find_attr(attrs, d.keys);
-                match d.ty {
-                    DedicatedType::Str => {
-                        let b = s.next().expect("one builder per dedicated string column");
-                        match value {
-                            Some(AttrValue::Str(v)) => b.append_value(v),
-                            _ => b.append_null(),
-                        }
-                    }
-                    DedicatedType::Int => {
-                        let b = i.next().expect("one builder per dedicated int column");
-                        match value {
-                            Some(AttrValue::Int(v)) => b.append_value(*v),
-                            _ => b.append_null(),
-                        }
-                    }
-                }
+                builder.append(find_attr(attrs, d.keys));
             }
             events.append(span);
             links.append(span)?;
@@ -352,20 +331,44 @@ pub fn to_batch(traces: &[Vec<&SpanRow>]) -> Result<RecordBatch, ArrowError> {
     ];
     columns.extend(span_attrs.finish());
     columns.extend(resource_attrs.finish());
-    let (mut s, mut i) = (dedicated_str.into_iter(), dedicated_int.into_iter());
-    for d in DEDICATED {
-        let column: ArrayRef = match d.ty {
-            DedicatedType::Str => Arc::new(s.next().expect("builder").finish()),
-            DedicatedType::Int => Arc::new(i.next().expect("builder").finish()),
-        };
-        columns.push(column);
-    }
+    columns.extend(dedicated.into_iter().map(DedicatedBuilder::finish));
     columns.push(events.finish()?);
     columns.push(links.finish()?);
     columns.push(Arc::new(left.finish()));
     columns.push(Arc::new(right.finish()));
     columns.push(Arc::new(nested_parent.finish()));
     RecordBatch::try_new(schema(), columns)
+}
+
+/// Builds one dedicated column: the attribute's value when it has the column's type, else null.
+enum DedicatedBuilder {
+    Str(StringBuilder),
+    Int(Int64Builder),
+}
+
+impl DedicatedBuilder {
+    fn new(ty: DedicatedType) -> Self {
+        match ty {
+            DedicatedType::Str => Self::Str(StringBuilder::new()),
+            DedicatedType::Int => Self::Int(Int64Builder::new()),
+        }
+    }
+
+    fn append(&mut self, value: Option<&AttrValue>) {
+        match (self, value) {
+            (Self::Str(b), Some(AttrValue::Str(v))) => b.append_value(v),
+            (Self::Str(b), _) => b.append_null(),
+            (Self::Int(b), Some(AttrValue::Int(v))) => b.append_value(*v),
+            (Self::Int(b), _) => b.append_null(),
+        }
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            Self::Str(mut b) => Arc::new(b.finish()),
+            Self::Int(mut b) => Arc::new(b.finish()),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -396,28 +399,31 @@ impl EventsBuilder {
     }
 }
 
-#[derive(Default)]
 struct LinksBuilder {
     offsets: Vec<usize>,
-    trace_id: Option<FixedSizeBinaryBuilder>,
-    span_id: Option<FixedSizeBinaryBuilder>,
+    trace_id: FixedSizeBinaryBuilder,
+    span_id: FixedSizeBinaryBuilder,
     trace_state: StringBuilder,
     attrs: TypedAttrsBuilder,
 }
 
+impl Default for LinksBuilder {
+    fn default() -> Self {
+        Self {
+            offsets: Vec::new(),
+            trace_id: FixedSizeBinaryBuilder::new(16),
+            span_id: FixedSizeBinaryBuilder::new(8),
+            trace_state: StringBuilder::new(),
+            attrs: TypedAttrsBuilder::default(),
+        }
+    }
+}
+
 impl LinksBuilder {
     fn append(&mut self, span: &SpanRow) -> Result<(), ArrowError> {
-        let trace_id = self
-            .trace_id
-            .get_or_insert_with(|| FixedSizeBinaryBuilder::new(16));
         for link in &span.links {
-            trace_id.append_value(link.trace_id)?;
-        }
-        let span_id = self
-            .span_id
-            .get_or_insert_with(|| FixedSizeBinaryBuilder::new(8));
-        for link in &span.links {
-            span_id.append_value(link.span_id)?;
+            self.trace_id.append_value(link.trace_id)?;
+            self.span_id.append_value(link.span_id)?;
             self.trace_state.append_value(&link.trace_state);
             self.attrs.append(&link.attrs);
         }
@@ -425,18 +431,11 @@ impl LinksBuilder {
         Ok(())
     }
 
-    fn finish(self) -> Result<ArrayRef, ArrowError> {
-        let mut trace_id = self
-            .trace_id
-            .unwrap_or_else(|| FixedSizeBinaryBuilder::new(16));
-        let mut span_id = self
-            .span_id
-            .unwrap_or_else(|| FixedSizeBinaryBuilder::new(8));
-        let mut trace_state = self.trace_state;
+    fn finish(mut self) -> Result<ArrayRef, ArrowError> {
         let mut children: Vec<ArrayRef> = vec![
-            Arc::new(trace_id.finish()),
-            Arc::new(span_id.finish()),
-            Arc::new(trace_state.finish()),
+            Arc::new(self.trace_id.finish()),
+            Arc::new(self.span_id.finish()),
+            Arc::new(self.trace_state.finish()),
         ];
         children.extend(self.attrs.finish());
         list_array(link_fields(), children, &self.offsets)

@@ -92,6 +92,24 @@ async fn tenant_ids_with_punctuation_get_their_own_blocks() {
     let report = server.server.ingester.flush(true).await.unwrap();
     assert_eq!(report.blocks, 1);
     let engine = &server.server.engine;
-    assert_eq!(single_i64(&engine.sql(tenant, "SELECT count(*) FROM spans").await.unwrap().1), spans);
-    assert_eq!(single_i64(&engine.sql("team", "SELECT count(*) FROM spans").await.unwrap().1), 0);
+    assert_eq!(
+        single_i64(
+            &engine
+                .sql(tenant, "SELECT count(*) FROM spans")
+                .await
+                .unwrap()
+                .1
+        ),
+        spans
+    );
+    assert_eq!(
+        single_i64(
+            &engine
+                .sql("team", "SELECT count(*) FROM spans")
+                .await
+                .unwrap()
+                .1
+        ),
+        0
+    );
 }

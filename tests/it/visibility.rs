@@ -130,10 +130,20 @@ async fn traces_spread_over_shards_and_read_back_whole() {
         opened.ingester.push("single-tenant", spans).await.unwrap();
     }
     let report = opened.ingester.flush(true).await.unwrap();
-    assert_eq!(report.blocks, 4, "64 traces over 4 shards make one block per shard");
-    let shards = std::fs::read_dir(dir.path().join("blocks/single-tenant/traces")).unwrap().count();
+    assert_eq!(
+        report.blocks, 4,
+        "64 traces over 4 shards make one block per shard"
+    );
+    let shards = std::fs::read_dir(dir.path().join("blocks/single-tenant/traces"))
+        .unwrap()
+        .count();
     assert_eq!(shards, 4);
-    let batches = opened.engine.sql("single-tenant", "SELECT count(*) FROM spans").await.unwrap().1;
+    let batches = opened
+        .engine
+        .sql("single-tenant", "SELECT count(*) FROM spans")
+        .await
+        .unwrap()
+        .1;
     assert_eq!(crate::common::single_i64(&batches), sent);
     let batches = opened
         .engine
@@ -141,5 +151,9 @@ async fn traces_spread_over_shards_and_read_back_whole() {
         .await
         .unwrap()
         .1;
-    assert_eq!(crate::common::single_i64(&batches), 0, "a trace lives in exactly one shard");
+    assert_eq!(
+        crate::common::single_i64(&batches),
+        0,
+        "a trace lives in exactly one shard"
+    );
 }
