@@ -14,19 +14,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use spanlake::config::Config;
 use spanlake::generator::Generator;
+use spanlake::schema::otlp::span_count;
 use spanlake::server::Server;
 
 const CLIENTS: u64 = 4;
 const TRACES_PER_EXPORT: usize = 50;
-
-fn spans_in(request: &ExportTraceServiceRequest) -> usize {
-    request
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .map(|s| s.spans.len())
-        .sum()
-}
 
 fn dir_bytes(path: &std::path::Path, suffix: &str) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else {
@@ -92,7 +84,7 @@ async fn main() {
                 }
                 request.resource_spans.extend(trace.resource_spans);
             }
-            spans += spans_in(&request);
+            spans += span_count(&request);
             requests.push(request);
         }
         workloads.push((requests, spans));

@@ -344,12 +344,7 @@ async fn generate(args: GenArgs) -> anyhow::Result<()> {
             tokio::time::sleep_until(due.into()).await;
         }
         let request = generator.trace_at(start + n as i64 * 10_000_000);
-        spans += request
-            .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .map(|s| s.spans.len())
-            .sum::<usize>();
+        spans += spanlake::schema::otlp::span_count(&request);
         match args.protocol {
             Protocol::Grpc => {
                 if grpc.is_none() {

@@ -38,6 +38,16 @@ pub enum OtlpError {
     TimeOutOfRange { at: String, value: u64 },
 }
 
+/// Number of spans in an export request.
+pub fn span_count(request: &ExportTraceServiceRequest) -> usize {
+    request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum()
+}
+
 /// Converts an export request into spans. Fails on the first invalid span.
 pub fn spans_from_request(request: &ExportTraceServiceRequest) -> Result<Vec<SpanRow>, OtlpError> {
     let mut rows = Vec::new();

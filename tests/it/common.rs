@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use spanlake::config::Config;
+use spanlake::query::QueryEngine;
+pub use spanlake::schema::otlp::span_count;
 use spanlake::server::Server;
 use tempfile::TempDir;
 
@@ -90,16 +91,6 @@ pub fn single_i64(batches: &[RecordBatch]) -> i64 {
     rows[0]
 }
 
-/// Number of spans in an export request.
-pub fn span_count(request: &ExportTraceServiceRequest) -> usize {
-    request
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .map(|s| s.spans.len())
-        .sum()
-}
-
 /// Runs SQL against a server's HTTP API and decodes the Arrow IPC answer.
 pub async fn http_sql(base: &str, query: &str) -> Result<Vec<RecordBatch>, (u16, String)> {
     let response = reqwest::Client::new()
@@ -119,4 +110,54 @@ pub async fn http_sql(base: &str, query: &str) -> Result<Vec<RecordBatch>, (u16,
     let reader =
         arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None).unwrap();
     Ok(reader.collect::<Result<Vec<_>, _>>().unwrap())
+}
+
+/// Runs a `SELECT count(*) …` for the single tenant through `engine`.
+pub async fn engine_count(engine: &QueryEngine, query: &str) -> i64 {
+    single_i64(
+        &engine
+            .sql(spanlake::tenant::SINGLE_TENANT, query)
+            .await
+            .unwrap()
+            .1,
+    )
+}
+
+/// A `spanlake serve` child process and the addresses it reported.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    pub http: String,
+    pub otlp_grpc: String,
+}
+
+/// Starts the `spanlake` binary with its data in `data`, on loopback ports chosen by the OS,
+/// with `extra` flags, and reads back the addresses it prints.
+pub fn spawn_serve(data: &std::path::Path, extra: &[&str]) -> ServeProcess {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_spanlake"))
+        .args(["serve", "--data-dir"])
+        .arg(data)
+        .args(["--http-listen", "127.0.0.1:0"])
+        .args(["--otlp-grpc-listen", "127.0.0.1:0"])
+        .args(["--otlp-http-listen", "127.0.0.1:0"])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = |key: &str| {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+            .to_string()
+    };
+    ServeProcess {
+        http: format!("http://{}", addr("http")),
+        otlp_grpc: format!("http://{}", addr("otlp_grpc")),
+        child,
+    }
 }

@@ -2,9 +2,7 @@
 //! acknowledged span and duplicates none.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,53 +10,20 @@ use arrow::array::{AsArray, RecordBatch};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use spanlake::generator::Generator;
 
-use crate::common::http_sql;
+use crate::common::{ServeProcess, http_sql, spawn_serve};
 
-struct Process {
-    child: Child,
-    http: String,
-    otlp_grpc: String,
-}
-
-/// Starts `spanlake serve` on loopback ports chosen by the OS and reads back its addresses.
-fn spawn(data: &Path) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spanlake"))
-        .args(["serve", "--data-dir"])
-        .arg(data)
-        .args([
-            "--http-listen",
-            "127.0.0.1:0",
-            "--otlp-grpc-listen",
-            "127.0.0.1:0",
-            "--otlp-http-listen",
-            "127.0.0.1:0",
+fn spawn(data: &Path) -> ServeProcess {
+    spawn_serve(
+        data,
+        &[
             "--trace-idle",
             "30ms",
             "--max-block-age",
             "0s",
             "--flush-check",
             "20ms",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = |key: &str| {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-            .unwrap_or_else(|| panic!("no {key} in {line:?}"))
-            .to_string()
-    };
-    Process {
-        http: format!("http://{}", addr("http")),
-        otlp_grpc: format!("http://{}", addr("otlp_grpc")),
-        child,
-    }
+        ],
+    )
 }
 
 fn ids(batches: &[RecordBatch]) -> Vec<(String, String)> {

@@ -5,15 +5,13 @@ use crate::common::TestServer;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_over_the_memory_limit_fails_cleanly_and_the_server_keeps_serving() {
     let server = TestServer::start_with(|c| c.query_memory_limit = 1 << 20).await;
+    // array_agg holds every value in one accumulator: it cannot spill, so it must fail.
     let result = server
         .server
         .engine
-        .sql(
-            "single-tenant",
-            "SELECT v, count(*) FROM (SELECT value % 1000003 AS v FROM generate_series(1, 3000000)) GROUP BY v ORDER BY 2 DESC, 1",
-        )
+        .sql("single-tenant", "SELECT array_agg(value) FROM generate_series(1, 5000000)")
         .await;
-    let error = result.expect_err("a 3M-row aggregation cannot fit in 1 MiB");
+    let error = result.expect_err("5M values cannot fit in 1 MiB");
     assert!(
         matches!(error, spanlake::query::QueryError::ResourcesExhausted(_)),
         "{error}"

@@ -1,47 +1,23 @@
 //! Restarts: graceful shutdown flushes everything; a corrupt WAL segment does not stop startup.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use spanlake::generator::Generator;
 use spanlake::schema::otlp::spans_from_request;
 
-use crate::common::{single_i64, test_config};
+use crate::common::{engine_count, spawn_serve, test_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_flushes_every_live_trace_and_empties_the_wal() {
     let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spanlake"))
-        .args(["serve", "--data-dir"])
-        .arg(data.path())
-        .args([
-            "--http-listen",
-            "127.0.0.1:0",
-            "--otlp-grpc-listen",
-            "127.0.0.1:0",
-            "--otlp-http-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--trace-idle", "1h"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
+    let mut process = spawn_serve(data.path(), &["--trace-idle", "1h"]);
+    let mut client =
+        opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::connect(
+            process.otlp_grpc.clone(),
+        )
+        .await
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let grpc = line
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix("otlp_grpc="))
-        .unwrap()
-        .to_string();
-    let mut client = opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::connect(
-        format!("http://{grpc}"),
-    )
-    .await
-    .unwrap();
     let mut generator = Generator::new(8);
     let mut sent = 0;
     for n in 0..30 {
@@ -49,7 +25,7 @@ async fn sigterm_flushes_every_live_trace_and_empties_the_wal() {
         sent += crate::common::span_count(&request) as i64;
         client.export(request).await.unwrap();
     }
-    let pid = child.id().to_string();
+    let pid = process.child.id().to_string();
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -57,7 +33,7 @@ async fn sigterm_flushes_every_live_trace_and_empties_the_wal() {
             .unwrap()
             .success()
     );
-    assert!(child.wait().unwrap().success());
+    assert!(process.child.wait().unwrap().success());
 
     let wal_records: u64 = std::fs::read_dir(data.path().join("wal"))
         .unwrap()
@@ -72,13 +48,10 @@ async fn sigterm_flushes_every_live_trace_and_empties_the_wal() {
     let config = test_config(data.path());
     let opened = spanlake::server::open(&config, true).await.unwrap();
     assert_eq!(opened.ingester.live_span_count(), 0);
-    let batches = opened
-        .engine
-        .sql("single-tenant", "SELECT count(*) FROM spans")
-        .await
-        .unwrap()
-        .1;
-    assert_eq!(single_i64(&batches), sent);
+    assert_eq!(
+        engine_count(&opened.engine, "SELECT count(*) FROM spans").await,
+        sent
+    );
 }
 
 #[tokio::test]

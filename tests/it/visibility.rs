@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use spanlake::generator::Generator;
 
-use crate::common::{TestServer, span_count};
+use crate::common::{TestServer, engine_count, span_count};
 
 fn committed_blocks(server: &TestServer) -> usize {
     let dir = server
@@ -107,13 +107,10 @@ async fn after_restart_flushed_and_replayed_data_read_as_one_table() {
         report.spans_replayed > 0 && report.spans_replayed < sent as usize,
         "{report:?}"
     );
-    let batches = reopened
-        .engine
-        .sql("single-tenant", "SELECT count(*) FROM spans")
-        .await
-        .unwrap()
-        .1;
-    assert_eq!(crate::common::single_i64(&batches), sent);
+    assert_eq!(
+        engine_count(&reopened.engine, "SELECT count(*) FROM spans").await,
+        sent
+    );
 }
 
 #[tokio::test]
@@ -138,13 +135,10 @@ async fn traces_spread_over_shards_and_read_back_whole() {
         .unwrap()
         .count();
     assert_eq!(shards, 4);
-    let batches = opened
-        .engine
-        .sql("single-tenant", "SELECT count(*) FROM spans")
-        .await
-        .unwrap()
-        .1;
-    assert_eq!(crate::common::single_i64(&batches), sent);
+    assert_eq!(
+        engine_count(&opened.engine, "SELECT count(*) FROM spans").await,
+        sent
+    );
     let batches = opened
         .engine
         .sql("single-tenant", "SELECT count(*) FROM (SELECT trace_id FROM traces GROUP BY trace_id HAVING count(*) > 1)")
