@@ -15,6 +15,7 @@ pub mod server;
 pub mod storage;
 pub mod tables;
 pub mod tenant;
+pub mod traceql;
 
 /// Messages generated from `proto/spanlake.proto`.
 pub mod proto {

@@ -9,7 +9,10 @@ async fn a_query_over_the_memory_limit_fails_cleanly_and_the_server_keeps_servin
     let result = server
         .server
         .engine
-        .sql("single-tenant", "SELECT array_agg(value) FROM generate_series(1, 5000000)")
+        .sql(
+            "single-tenant",
+            "SELECT array_agg(value) FROM generate_series(1, 5000000)",
+        )
         .await;
     let error = result.expect_err("5M values cannot fit in 1 MiB");
     assert!(

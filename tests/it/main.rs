@@ -11,4 +11,5 @@ mod slt;
 mod sql_guard;
 mod tenancy;
 mod trace_by_id;
+mod traceql_conformance;
 mod visibility;

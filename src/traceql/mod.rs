@@ -1,0 +1,86 @@
+//! The TraceQL front end: text in, checked syntax tree out.
+//!
+//! Queries are written in Grafana Tempo's TraceQL. This module owns everything up to a
+//! validated [`Query`]: the [`lexer`], the recursive-descent [`parser`], the [`ast`], the
+//! static checks of [`validate`], and canonical printing (`Display` on every AST node, in
+//! `print`). It must not evaluate anything or know about DataFusion; lowering a [`Query`] to a
+//! plan is a separate step.
+//!
+//! Errors come in three kinds, as in Tempo's conformance list: [`ParseError`] (with line and
+//! column), [`ValidateError::Invalid`] (the query is ill-typed) and
+//! [`ValidateError::Unsupported`] (valid TraceQL that Tempo does not run either).
+//!
+//! ```
+//! use spanlake::traceql::{self, CheckError};
+//!
+//! let query = traceql::check(r#"{ span.http.status_code >= 500 } | count() > 2"#).unwrap();
+//! assert_eq!(query.to_string(), "{ span.http.status_code >= 500 } | count() > 2");
+//!
+//! assert!(matches!(traceql::check("{ .a < 3"), Err(CheckError::Parse(_))));
+//! assert!(matches!(traceql::check("{ 1 + 1 }"), Err(CheckError::Validate(_))));
+//! ```
+
+pub mod ast;
+pub mod lexer;
+pub mod parser;
+mod print;
+pub mod validate;
+
+pub use ast::Query;
+pub use lexer::Pos;
+pub use validate::{ValidateError, validate};
+
+/// How deeply expressions may nest before the parser refuses the query.
+pub const MAX_NESTING: usize = 100;
+
+/// A query that is not TraceQL, with the place where reading stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("parse error at line {line}, col {col}: {message}")]
+pub struct ParseError {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub col: usize,
+    /// What was found and what was expected.
+    pub message: String,
+}
+
+impl ParseError {
+    pub(crate) fn new(pos: Pos, message: impl Into<String>) -> Self {
+        Self {
+            line: pos.line,
+            col: pos.col,
+            message: message.into(),
+        }
+    }
+}
+
+/// Why [`check`] rejected a query.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CheckError {
+    /// The text is not TraceQL.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// The text parses but is ill-typed or unsupported.
+    #[error(transparent)]
+    Validate(#[from] ValidateError),
+}
+
+impl CheckError {
+    /// True when the query is valid TraceQL that is not supported.
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, Self::Validate(ValidateError::Unsupported(_)))
+    }
+}
+
+/// Parses a query without validating it.
+pub fn parse(input: &str) -> Result<Query, ParseError> {
+    parser::parse(input)
+}
+
+/// Parses and validates a query.
+pub fn check(input: &str) -> Result<Query, CheckError> {
+    let query = parse(input)?;
+    validate(&query)?;
+    Ok(query)
+}
