@@ -34,6 +34,37 @@ enum Command {
     Sql(SqlArgs),
     /// Send deterministic synthetic traces to an OTLP endpoint.
     Gen(GenArgs),
+    /// Run a TraceQL search against a data directory, or check or explain a query.
+    Traceql(TraceqlArgs),
+}
+
+#[derive(Args)]
+struct TraceqlArgs {
+    /// The TraceQL query, e.g. '{ span.http.response.status_code >= 500 }'.
+    query: String,
+    /// Only parse and validate: exit 0 when the query is valid, 1 with the error otherwise.
+    #[arg(long, conflicts_with = "explain")]
+    check: bool,
+    /// Print the DataFusion plan the query lowers to instead of running it.
+    #[arg(long)]
+    explain: bool,
+    /// Start of the search window, Unix seconds.
+    #[arg(long)]
+    start: Option<i64>,
+    /// End of the search window, Unix seconds.
+    #[arg(long)]
+    end: Option<i64>,
+    /// Most traces to return.
+    #[arg(long, default_value_t = spanlake::query::search::DEFAULT_LIMIT)]
+    limit: usize,
+    /// Most spans per spanset.
+    #[arg(long, default_value_t = spanlake::query::search::DEFAULT_SPSS)]
+    spss: usize,
+    /// Tenant to search.
+    #[arg(long, env = "SPANLAKE_TENANT")]
+    tenant: Option<String>,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 /// Settings shared by `serve` and `sql`. Each flag overrides its environment variable, which
@@ -212,6 +243,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Sql(args) => sql(args).await,
             Command::Gen(args) => generate(args).await,
+            Command::Traceql(args) => traceql(args).await,
         }
     });
     match result {
@@ -387,5 +419,46 @@ async fn generate(args: GenArgs) -> anyhow::Result<()> {
         args.traces,
         spans as f64 / elapsed.max(1e-9)
     );
+    Ok(())
+}
+
+async fn traceql(args: TraceqlArgs) -> anyhow::Result<()> {
+    use spanlake::traceql::{self, CheckError};
+    let query = match traceql::check(&args.query) {
+        Ok(query) => query,
+        Err(e @ CheckError::Parse(_)) => bail!("{e}"),
+        Err(e) if e.is_unsupported() => bail!("unsupported: {e}"),
+        Err(e) => bail!("invalid: {e}"),
+    };
+    if args.check {
+        println!("valid: {query}");
+        return Ok(());
+    }
+    let config = args.config.load()?;
+    let opened = server::open(&config, true).await?;
+    let tenant = args.tenant.unwrap_or_else(|| SINGLE_TENANT.to_string());
+    let seconds = |s: Option<i64>| s.map(|s| s.saturating_mul(1_000_000_000));
+    if args.explain {
+        let ctx = opened.engine.session(&tenant)?;
+        let summary = traceql::lower::trace_summary(&ctx).await?;
+        let spans = ctx.table(spanlake::tables::TableKind::Spans.name()).await?;
+        let lowered = traceql::lower::Lowerer::new(summary)
+            .search(&query, spans)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let plan = lowered.spans.explain(false, false)?.collect().await?;
+        println!("{}", arrow::util::pretty::pretty_format_batches(&plan)?);
+        return Ok(());
+    }
+    let response = spanlake::query::search::search(
+        &opened.engine,
+        &tenant,
+        &args.query,
+        seconds(args.start),
+        seconds(args.end),
+        args.limit,
+        args.spss,
+    )
+    .await?;
+    println!("{}", serde_json::to_string_pretty(&response)?);
     Ok(())
 }

@@ -18,6 +18,7 @@ use datafusion::sql::sqlparser::parser::ParserError;
 
 use crate::storage::{Catalog, Storage};
 use crate::tables::{LiveSource, SpanlakeTable, TableKind};
+pub mod search;
 
 /// Errors of a query, split by who is at fault.
 #[derive(Debug, thiserror::Error)]

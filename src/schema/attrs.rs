@@ -11,7 +11,18 @@ use arrow::datatypes::{DataType, Field};
 use super::AttrValue;
 
 /// Column-name suffixes of the typed maps, in column order.
-pub const SUFFIXES: [&str; 5] = ["str", "int", "float", "bool", "json"];
+pub const SUFFIXES: [&str; 5] = [STR, INT, FLOAT, BOOL, JSON];
+pub const STR: &str = "str";
+pub const INT: &str = "int";
+pub const FLOAT: &str = "float";
+pub const BOOL: &str = "bool";
+/// Arrays, key-value lists and bytes, as JSON text.
+pub const JSON: &str = "json";
+
+/// The name of one typed map column, e.g. `span_attrs` + [`INT`] = `span_attrs_int`.
+pub fn column_name(prefix: &str, suffix: &str) -> String {
+    format!("{prefix}_{suffix}")
+}
 
 fn names() -> MapFieldNames {
     MapFieldNames {
@@ -41,7 +52,7 @@ pub fn fields(prefix: &str) -> Vec<Field> {
     SUFFIXES
         .iter()
         .zip(MAP_TYPES.iter())
-        .map(|(suffix, ty)| Field::new(format!("{prefix}_{suffix}"), ty.clone(), false))
+        .map(|(suffix, ty)| Field::new(column_name(prefix, suffix), ty.clone(), false))
         .collect()
 }
 

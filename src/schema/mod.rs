@@ -5,7 +5,7 @@
 //! ([`SpanRow`]) that the WAL persists and the ingester holds, and turns sets of rows into
 //! Arrow record batches. It does no I/O.
 
-mod attrs;
+pub mod attrs;
 pub mod display;
 pub mod nested_set;
 pub mod otlp;

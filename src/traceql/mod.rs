@@ -1,10 +1,10 @@
 //! The TraceQL front end: text in, checked syntax tree out.
 //!
-//! Queries are written in Grafana Tempo's TraceQL. This module owns everything up to a
-//! validated [`Query`]: the [`lexer`], the recursive-descent [`parser`], the [`ast`], the
-//! static checks of [`validate`], and canonical printing (`Display` on every AST node, in
-//! `print`). It must not evaluate anything or know about DataFusion; lowering a [`Query`] to a
-//! plan is a separate step.
+//! Queries are written in Grafana Tempo's TraceQL. This module owns the [`lexer`], the
+//! recursive-descent [`parser`], the [`ast`], the static checks of [`validate`], canonical
+//! printing (`Display` on every AST node, in `print`) and [`lower`]ing a validated [`Query`] to
+//! DataFusion plans over `spans` and `traces`. It never evaluates a query itself: DataFusion
+//! runs the lowered plans, and [`crate::query::search`] shapes their results.
 //!
 //! Errors come in three kinds, as in Tempo's conformance list: [`ParseError`] (with line and
 //! column), [`ValidateError::Invalid`] (the query is ill-typed) and
@@ -22,6 +22,7 @@
 
 pub mod ast;
 pub mod lexer;
+pub mod lower;
 pub mod parser;
 mod print;
 pub mod validate;

@@ -12,4 +12,5 @@ mod sql_guard;
 mod tenancy;
 mod trace_by_id;
 mod traceql_conformance;
+mod traceql_semantics;
 mod visibility;

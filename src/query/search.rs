@@ -1,0 +1,502 @@
+//! TraceQL search: a query in, the newest matching traces with their matched spans out.
+//!
+//! The query is checked by [`crate::traceql`], lowered to a DataFusion plan by
+//! [`crate::traceql::lower`], and run in the tenant's session: one plan picks the top traces
+//! by start time, a second fetches up to `spss` matched spans of each. Nothing here evaluates
+//! TraceQL by itself.
+
+use std::collections::HashMap;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::common::Column;
+use datafusion::dataframe::DataFrame;
+use datafusion::functions_aggregate::expr_fn::{count, max};
+use datafusion::functions_window::expr_fn::row_number;
+use datafusion::logical_expr::{Expr, ExprFunctionExt, JoinType, cast};
+use datafusion::prelude::{col, lit};
+use serde::Serialize;
+
+use super::{QueryEngine, QueryError};
+use crate::schema::{AttrValue, spans};
+use crate::tables::TableKind;
+use crate::traceql::lower::{
+    self, GROUP_KEY, GROUP_VALUE, LowerError, Lowerer, SPANSET_ATTRIBUTE_PREFIX,
+    TRACE_SUMMARY_DURATION, TRACE_SUMMARY_ID, TRACE_SUMMARY_ROOT_NAME, TRACE_SUMMARY_ROOT_SERVICE,
+    TRACE_SUMMARY_START,
+};
+use crate::traceql::{self, CheckError, ParseError, ValidateError};
+
+/// Spans per spanset when the caller asks for 0, as the reference engine does.
+pub const DEFAULT_SPSS: usize = 3;
+/// Traces returned when the caller asks for 0.
+pub const DEFAULT_LIMIT: usize = 20;
+
+/// Why a search failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// The query is not TraceQL.
+    #[error("invalid TraceQL: {0}")]
+    Parse(#[from] ParseError),
+    /// The query is TraceQL but ill-typed.
+    #[error("invalid TraceQL: {0}")]
+    Invalid(String),
+    /// The query is valid TraceQL that spanlake cannot run.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Running the plan failed.
+    #[error(transparent)]
+    Execution(#[from] QueryError),
+}
+
+impl From<CheckError> for SearchError {
+    fn from(e: CheckError) -> Self {
+        match e {
+            CheckError::Parse(p) => SearchError::Parse(p),
+            CheckError::Validate(ValidateError::Unsupported(m)) => {
+                SearchError::Unsupported(format!("unsupported TraceQL: {m}"))
+            }
+            CheckError::Validate(v) => SearchError::Invalid(v.to_string()),
+        }
+    }
+}
+
+impl From<LowerError> for SearchError {
+    fn from(e: LowerError) -> Self {
+        match e {
+            LowerError::Unsupported(_) => SearchError::Unsupported(e.to_string()),
+            LowerError::Plan(p) => SearchError::Execution(p.into()),
+        }
+    }
+}
+
+impl From<datafusion::error::DataFusionError> for SearchError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        SearchError::Execution(e.into())
+    }
+}
+
+/// The answer to a search: matching traces, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchResponse {
+    /// At most `limit` traces.
+    pub traces: Vec<TraceResult>,
+}
+
+/// One matching trace.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TraceResult {
+    /// Lowercase hex with leading zeros stripped.
+    #[serde(rename = "traceID")]
+    pub trace_id: String,
+    /// Service of the root span, when the root is known.
+    pub root_service_name: Option<String>,
+    /// Name of the root span, when the root is known.
+    pub root_trace_name: Option<String>,
+    /// Earliest span start.
+    pub start_time_unix_nano: i64,
+    /// Latest span end minus earliest span start, in milliseconds.
+    pub duration_ms: i64,
+    /// The output spansets: one, or one per group after `by()`, ordered by group.
+    pub span_sets: Vec<SpanSetResult>,
+}
+
+/// One output spanset of a trace.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpanSetResult {
+    /// Spans matched before truncation to `spss`.
+    pub matched: usize,
+    /// The first `spss` matched spans by start time.
+    pub spans: Vec<SpanResult>,
+    /// Spanset attributes: the `by(…)` value of the group, then the values of the aggregates
+    /// of scalar filters, such as `count()`.
+    pub attributes: Vec<(String, AttrValue)>,
+}
+
+/// One matched span.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpanResult {
+    /// 16 lowercase hex characters.
+    #[serde(rename = "spanID")]
+    pub span_id: String,
+    /// Operation name.
+    pub name: String,
+    /// Span start.
+    pub start_time_unix_nano: i64,
+    /// Span duration.
+    pub duration_nanos: i64,
+    /// Attributes the query referenced or selected, by bare name, when the span has them.
+    pub attributes: Vec<(String, AttrValue)>,
+}
+
+const MATCHED: &str = "__matched";
+const ROW: &str = "__row";
+const START_NS: &str = "__start_ns";
+
+/// A column by its exact name, which may contain dots.
+fn unqualified(name: &str) -> Expr {
+    Expr::Column(Column::from_name(name))
+}
+
+fn attr_column(i: usize, slot: usize) -> String {
+    format!("__attr_{i}_{slot}")
+}
+
+/// Runs a TraceQL search for `tenant`: traces overlapping `[start_ns, end_ns]` (either bound
+/// optional) that the query matches, newest first, at most `limit` (0: [`DEFAULT_LIMIT`]),
+/// each with up to `spss` (0: [`DEFAULT_SPSS`]) matched spans.
+pub async fn search(
+    engine: &QueryEngine,
+    tenant: &str,
+    query: &str,
+    start_ns: Option<i64>,
+    end_ns: Option<i64>,
+    limit: usize,
+    spss: usize,
+) -> Result<SearchResponse, SearchError> {
+    let limit = if limit == 0 { DEFAULT_LIMIT } else { limit };
+    let spss = if spss == 0 { DEFAULT_SPSS } else { spss };
+    let query = traceql::check(query)?;
+    let ctx = engine.session(tenant)?;
+    let summary = lower::trace_summary(&ctx).await?;
+
+    let mut in_window = summary.clone();
+    let ns = |c: &str| cast(col(c), DataType::Int64);
+    if let Some(start) = start_ns {
+        in_window = in_window
+            .filter((ns(TRACE_SUMMARY_START) + col(TRACE_SUMMARY_DURATION)).gt_eq(lit(start)))?;
+    }
+    if let Some(end) = end_ns {
+        in_window = in_window.filter(ns(TRACE_SUMMARY_START).lt_eq(lit(end)))?;
+    }
+    let all_spans = ctx.table(TableKind::Spans.name()).await?;
+    let input = all_spans.join_on(
+        in_window.select(vec![col(TRACE_SUMMARY_ID)])?,
+        JoinType::LeftSemi,
+        [col(spans::TRACE_ID).eq(col(TRACE_SUMMARY_ID))],
+    )?;
+
+    let lowered = Lowerer::new(summary.clone()).search(&query, input)?;
+    let grouped = lowered.group_by.is_some();
+
+    // One row per output spanset: per trace, or per trace and group after by().
+    let mut set_columns = vec![col(spans::TRACE_ID)];
+    if grouped {
+        set_columns.push(col(GROUP_KEY));
+        set_columns.extend(GROUP_VALUE.iter().map(|c| col(*c)));
+    }
+    let aggregates: Vec<String> = lowered
+        .spans
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|n| n.starts_with(SPANSET_ATTRIBUTE_PREFIX))
+        .collect();
+    let mut set_values = vec![count(lit(1)).alias(MATCHED)];
+    for name in &aggregates {
+        // Constant within a spanset.
+        set_values.push(max(unqualified(name)).alias(name));
+    }
+    let sets = lowered.spans.clone().aggregate(set_columns, set_values)?;
+
+    let top = sets
+        .clone()
+        .aggregate(vec![col(spans::TRACE_ID)], vec![])?
+        .join_on(
+            summary,
+            JoinType::Inner,
+            [col(spans::TRACE_ID).eq(col(TRACE_SUMMARY_ID))],
+        )?
+        .select(vec![
+            col(spans::TRACE_ID),
+            ns(TRACE_SUMMARY_START).alias(START_NS),
+            col(TRACE_SUMMARY_DURATION),
+            cast(col(TRACE_SUMMARY_ROOT_SERVICE), DataType::Utf8).alias(TRACE_SUMMARY_ROOT_SERVICE),
+            cast(col(TRACE_SUMMARY_ROOT_NAME), DataType::Utf8).alias(TRACE_SUMMARY_ROOT_NAME),
+        ])?
+        .sort(vec![
+            col(START_NS).sort(false, false),
+            col(spans::TRACE_ID).sort(true, false),
+        ])?
+        .limit(0, Some(limit))?;
+    let top_batches = top.collect().await?;
+    let mut traces = read_traces(&top_batches)?;
+    if traces.is_empty() {
+        return Ok(SearchResponse { traces });
+    }
+    let top_ids = ctx
+        .read_batches(top_batches)?
+        .select(vec![col(spans::TRACE_ID).alias(TRACE_SUMMARY_ID)])?;
+
+    let mut set_order = vec![col(spans::TRACE_ID).sort(true, false)];
+    if grouped {
+        set_order.push(col(GROUP_KEY).sort(true, false));
+    }
+    let set_batches = sets
+        .join_on(
+            top_ids.clone(),
+            JoinType::LeftSemi,
+            [col(spans::TRACE_ID).eq(col(TRACE_SUMMARY_ID))],
+        )?
+        .sort(set_order)?
+        .collect()
+        .await?;
+    let by_name = lowered.group_by.as_ref().map(|e| format!("by({e})"));
+    let index = attach_sets(&mut traces, &set_batches, by_name.as_deref(), &aggregates)?;
+
+    let outputs: Vec<(String, [Expr; 4])> = lowered
+        .attributes
+        .iter()
+        .filter_map(lower::output_attribute)
+        .collect();
+    let spans = matched_spans(lowered.spans, top_ids, &outputs, spss, grouped)?
+        .collect()
+        .await?;
+    attach_spans(&mut traces, &index, &spans, &outputs)?;
+    Ok(SearchResponse { traces })
+}
+
+/// Where each spanset went: (trace id hex, group key) to (trace index, spanset index).
+type SetIndex = HashMap<(String, String), (usize, usize)>;
+
+/// The first `spss` matched spans of each top trace (and group), with their output
+/// attributes.
+fn matched_spans(
+    matched: DataFrame,
+    top_ids: DataFrame,
+    outputs: &[(String, [Expr; 4])],
+    spss: usize,
+    grouped: bool,
+) -> Result<DataFrame, SearchError> {
+    let order = vec![
+        col(spans::START_TIME).sort(true, false),
+        col(spans::SPAN_ID).sort(true, false),
+    ];
+    let mut partition = vec![col(spans::TRACE_ID)];
+    let mut columns = vec![
+        col(spans::TRACE_ID),
+        col(spans::SPAN_ID),
+        cast(col(spans::NAME), DataType::Utf8).alias(spans::NAME),
+        cast(col(spans::START_TIME), DataType::Int64).alias(spans::START_TIME),
+        col(spans::DURATION_NS),
+    ];
+    if grouped {
+        partition.push(col(GROUP_KEY));
+        columns.push(col(GROUP_KEY));
+    }
+    let rank = row_number()
+        .partition_by(partition)
+        .order_by(order)
+        .build()?
+        .alias(ROW);
+    for (i, (_, exprs)) in outputs.iter().enumerate() {
+        for (slot, e) in exprs.iter().enumerate() {
+            columns.push(e.clone().alias(attr_column(i, slot)));
+        }
+    }
+    let frame = matched
+        .join_on(
+            top_ids,
+            JoinType::LeftSemi,
+            [col(spans::TRACE_ID).eq(col(TRACE_SUMMARY_ID))],
+        )?
+        .window(vec![rank])?
+        .filter(col(ROW).lt_eq(lit(spss as u64)))?
+        .select(columns)?
+        .sort(vec![
+            col(spans::TRACE_ID).sort(true, false),
+            col(spans::START_TIME).sort(true, false),
+            col(spans::SPAN_ID).sort(true, false),
+        ])?;
+    Ok(frame)
+}
+
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a dyn Array, SearchError> {
+    batch
+        .column_by_name(name)
+        .map(|c| c.as_ref())
+        .ok_or_else(|| {
+            SearchError::Execution(QueryError::Execution(format!(
+                "search plan lost the column {name}"
+            )))
+        })
+}
+
+fn opt_string(array: &dyn Array, row: usize) -> Option<String> {
+    let strings = array.as_string_opt::<i32>()?;
+    strings
+        .is_valid(row)
+        .then(|| strings.value(row).to_string())
+}
+
+fn i64_at(array: &dyn Array, row: usize) -> Option<i64> {
+    let ints = array.as_primitive_opt::<Int64Type>()?;
+    ints.is_valid(row).then(|| ints.value(row))
+}
+
+fn bytes_at(array: &dyn Array, row: usize) -> Vec<u8> {
+    array
+        .as_fixed_size_binary_opt()
+        .map(|a| a.value(row).to_vec())
+        .unwrap_or_default()
+}
+
+/// Trace ids as TraceQL prints them: lowercase hex without leading zeros.
+fn trace_id_hex(id: &[u8]) -> String {
+    let hex = crate::schema::id_hex(id);
+    let stripped = hex.trim_start_matches('0');
+    if stripped.is_empty() {
+        "0".to_string()
+    } else {
+        stripped.to_string()
+    }
+}
+
+fn read_traces(batches: &[RecordBatch]) -> Result<Vec<TraceResult>, SearchError> {
+    let mut out = Vec::new();
+    for batch in batches {
+        let ids = column(batch, spans::TRACE_ID)?;
+        let start = column(batch, START_NS)?;
+        let duration = column(batch, TRACE_SUMMARY_DURATION)?;
+        let service = column(batch, TRACE_SUMMARY_ROOT_SERVICE)?;
+        let name = column(batch, TRACE_SUMMARY_ROOT_NAME)?;
+        for row in 0..batch.num_rows() {
+            out.push(TraceResult {
+                trace_id: trace_id_hex(&bytes_at(ids, row)),
+                root_service_name: opt_string(service, row),
+                root_trace_name: opt_string(name, row),
+                start_time_unix_nano: i64_at(start, row).unwrap_or_default(),
+                duration_ms: i64_at(duration, row).unwrap_or_default() / 1_000_000,
+                span_sets: Vec::new(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The first non-NULL of a value's string, int, float and bool columns.
+fn typed_value<S: AsRef<str>>(
+    batch: &RecordBatch,
+    names: &[S; 4],
+    row: usize,
+) -> Result<Option<AttrValue>, SearchError> {
+    let [text, int, float, boolean] = names.each_ref().map(AsRef::as_ref);
+    if let Some(s) = opt_string(column(batch, text)?, row) {
+        return Ok(Some(AttrValue::Str(s)));
+    }
+    if let Some(v) = i64_at(column(batch, int)?, row) {
+        return Ok(Some(AttrValue::Int(v)));
+    }
+    if let Some(f) = column(batch, float)?.as_primitive_opt::<Float64Type>()
+        && f.is_valid(row)
+    {
+        return Ok(Some(AttrValue::Float(f.value(row))));
+    }
+    if let Some(b) = column(batch, boolean)?.as_boolean_opt()
+        && b.is_valid(row)
+    {
+        return Ok(Some(AttrValue::Bool(b.value(row))));
+    }
+    Ok(None)
+}
+
+/// The group key of a row, or "" without `by()`.
+fn group_key(batch: &RecordBatch, row: usize) -> String {
+    batch
+        .column_by_name(GROUP_KEY)
+        .and_then(|c| opt_string(c.as_ref(), row))
+        .unwrap_or_default()
+}
+
+/// Adds one spanset per row of `batches` to its trace.
+fn attach_sets(
+    traces: &mut [TraceResult],
+    batches: &[RecordBatch],
+    by_name: Option<&str>,
+    aggregates: &[String],
+) -> Result<SetIndex, SearchError> {
+    let positions: HashMap<String, usize> = traces
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.trace_id.clone(), i))
+        .collect();
+    let mut index = SetIndex::new();
+    for batch in batches {
+        let ids = column(batch, spans::TRACE_ID)?;
+        let matched = column(batch, MATCHED)?;
+        for row in 0..batch.num_rows() {
+            let trace_id = trace_id_hex(&bytes_at(ids, row));
+            let Some(&t) = positions.get(&trace_id) else {
+                continue;
+            };
+            let mut attributes = Vec::new();
+            if let Some(name) = by_name {
+                // A nil group has no value to show.
+                if let Some(value) = typed_value(batch, &GROUP_VALUE, row)? {
+                    attributes.push((name.to_string(), value));
+                }
+            }
+            for name in aggregates {
+                let values = column(batch, name)?;
+                let value = match values.data_type() {
+                    DataType::Int64 => i64_at(values, row).map(AttrValue::Int),
+                    _ => values
+                        .as_primitive_opt::<Float64Type>()
+                        .filter(|f| f.is_valid(row))
+                        .map(|f| AttrValue::Float(f.value(row))),
+                };
+                if let Some(value) = value {
+                    let label = name.trim_start_matches(SPANSET_ATTRIBUTE_PREFIX);
+                    attributes.push((label.to_string(), value));
+                }
+            }
+            let sets = &mut traces[t].span_sets;
+            index.insert((trace_id, group_key(batch, row)), (t, sets.len()));
+            sets.push(SpanSetResult {
+                matched: i64_at(matched, row).unwrap_or_default().max(0) as usize,
+                spans: Vec::new(),
+                attributes,
+            });
+        }
+    }
+    Ok(index)
+}
+
+fn attach_spans(
+    traces: &mut [TraceResult],
+    index: &SetIndex,
+    batches: &[RecordBatch],
+    outputs: &[(String, [Expr; 4])],
+) -> Result<(), SearchError> {
+    for batch in batches {
+        let ids = column(batch, spans::TRACE_ID)?;
+        let span_ids = column(batch, spans::SPAN_ID)?;
+        let names = column(batch, spans::NAME)?;
+        let starts = column(batch, spans::START_TIME)?;
+        let durations = column(batch, spans::DURATION_NS)?;
+        for row in 0..batch.num_rows() {
+            let key = (trace_id_hex(&bytes_at(ids, row)), group_key(batch, row));
+            let Some(&(t, set)) = index.get(&key) else {
+                continue;
+            };
+            let mut attributes = Vec::new();
+            for (i, (key, _)) in outputs.iter().enumerate() {
+                let names = [0, 1, 2, 3].map(|slot| attr_column(i, slot));
+                if let Some(value) = typed_value(batch, &names, row)? {
+                    attributes.push((key.clone(), value));
+                }
+            }
+            traces[t].span_sets[set].spans.push(SpanResult {
+                span_id: crate::schema::id_hex(&bytes_at(span_ids, row)),
+                name: opt_string(names, row).unwrap_or_default(),
+                start_time_unix_nano: i64_at(starts, row).unwrap_or_default(),
+                duration_nanos: i64_at(durations, row).unwrap_or_default(),
+                attributes,
+            });
+        }
+    }
+    Ok(())
+}
