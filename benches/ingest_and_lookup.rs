@@ -2,7 +2,9 @@
 //! - ingest: spans/s from OTLP/gRPC export to acknowledgement (durable in the WAL), with
 //!   concurrent clients and the flusher cutting blocks meanwhile;
 //! - storage: bytes on disk per span once everything is flushed;
-//! - trace by id: latency of `WHERE trace_id = …` over the flushed dataset, p50 / p95 / max.
+//! - trace by id: latency of `WHERE trace_id = …` over the flushed dataset, p50 / p95 / max;
+//! - TraceQL search: a handful of typical queries over the same data, time per query and
+//!   spans searched per second.
 //!
 //! `cargo bench --bench ingest_and_lookup`; `SPANLAKE_BENCH_SPANS` sets the dataset size
 //! (default 1,000,000 spans).
@@ -152,5 +154,40 @@ async fn main() {
         percentile(&latencies, 0.95).as_secs_f64() * 1e3,
         latencies.last().unwrap().as_secs_f64() * 1e3
     );
+
+    const SEARCHES: &[&str] = &[
+        r#"{ span.http.route = "/checkout" }"#,
+        "{ status = error }",
+        "{ duration > 10ms }",
+        r#"{ resource.service.name = "checkout" } >> { name =~ "UPDATE.*" }"#,
+        "{ } | count() > 8",
+    ];
+    for query in SEARCHES {
+        let mut times = Vec::new();
+        let mut found = 0;
+        for _ in 0..3 {
+            let started = Instant::now();
+            let response = spanlake::query::search::search(
+                &ctx_engine,
+                "single-tenant",
+                query,
+                None,
+                None,
+                20,
+                3,
+            )
+            .await
+            .unwrap();
+            times.push(started.elapsed());
+            found = response.traces.len();
+        }
+        times.sort();
+        let median = times[1];
+        println!(
+            "traceql {query}: median {:.1} ms over {total_spans} spans = {:.1} M spans/s ({found} traces returned)",
+            median.as_secs_f64() * 1e3,
+            total_spans as f64 / median.as_secs_f64() / 1e6
+        );
+    }
     server.shutdown().await;
 }
