@@ -256,6 +256,19 @@ impl Lowerer {
         }
     }
 
+    /// `input` joined with its trace's summary row when an expression reads trace-level
+    /// intrinsics, else `input` as it is.
+    fn with_trace_columns(&self, input: DataFrame, needs_trace: bool) -> Result<DataFrame> {
+        if !needs_trace {
+            return Ok(input);
+        }
+        Ok(input.join_on(
+            self.traces.clone(),
+            JoinType::Inner,
+            [col(spans::TRACE_ID).eq(col(TRACE_SUMMARY_ID))],
+        )?)
+    }
+
     fn filter(&self, field: &FieldExpr, input: DataFrame) -> Result<DataFrame> {
         let mut lowering = FieldLowering::default();
         let predicate = lowering.predicate(field)?;
@@ -264,11 +277,7 @@ impl Lowerer {
             return Ok(input.filter(predicate)?);
         }
         let columns = columns_of(&input);
-        let joined = input.join_on(
-            self.traces.clone(),
-            JoinType::Inner,
-            [col(spans::TRACE_ID).eq(col(TRACE_SUMMARY_ID))],
-        )?;
+        let joined = self.with_trace_columns(input, true)?;
         let predicate = predicate.resolve_lambda_variables(joined.schema())?.data;
         Ok(joined.filter(predicate)?.select(columns)?)
     }
@@ -292,15 +301,7 @@ impl Lowerer {
             tagged("b:", &boolean),
             lit("nil"),
         ]);
-        let source = if lowering.needs_trace {
-            input.clone().join_on(
-                self.traces.clone(),
-                JoinType::Inner,
-                [col(spans::TRACE_ID).eq(col(TRACE_SUMMARY_ID))],
-            )?
-        } else {
-            input.clone()
-        };
+        let source = self.with_trace_columns(input.clone(), lowering.needs_trace)?;
         let mut columns = columns_of(&input);
         columns.push(key.alias(GROUP_KEY));
         for (name, e) in GROUP_VALUE.iter().zip([text, int, float, boolean]) {
@@ -340,15 +341,7 @@ impl Lowerer {
             }
             (_, None) => return unsupported(format!("aggregate `{aggregate}` without argument")),
         };
-        let source = if lowering.needs_trace {
-            input.clone().join_on(
-                self.traces.clone(),
-                JoinType::Inner,
-                [col(spans::TRACE_ID).eq(col(TRACE_SUMMARY_ID))],
-            )?
-        } else {
-            input.clone()
-        };
+        let source = self.with_trace_columns(input.clone(), lowering.needs_trace)?;
         const AGG: &str = "__aggregate";
         let mut keys = vec![spans::TRACE_ID];
         if is_grouped(&input) {
