@@ -17,7 +17,7 @@ pub mod live;
 mod wal;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -162,11 +162,6 @@ impl Ingester {
     /// What replay found at open.
     pub fn replay_report(&self) -> &ReplayReport {
         &self.replay
-    }
-
-    /// The WAL directory.
-    pub fn wal_dir(&self) -> &Path {
-        &self.config.wal_dir
     }
 
     /// Makes spans durable, then visible. Returns once they survive a crash.
