@@ -10,5 +10,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(false)
         .build_server(false)
         .compile_protos(&["proto/spanlake.proto"], &["proto"])?;
+
+    let well_known = protoc_bin_vendored::include_path()?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .extern_path(
+            ".opentelemetry.proto.trace.v1",
+            "::opentelemetry_proto::tonic::trace::v1",
+        )
+        .extern_path(
+            ".opentelemetry.proto.common.v1",
+            "::opentelemetry_proto::tonic::common::v1",
+        )
+        .compile_protos(&[std::path::PathBuf::from("proto/tempo.proto")], &[std::path::PathBuf::from("proto"), well_known])?;
     Ok(())
 }

@@ -14,6 +14,7 @@ pub mod schema;
 pub mod server;
 pub mod storage;
 pub mod tables;
+pub mod tempo;
 pub mod tenant;
 pub mod traceql;
 
@@ -21,4 +22,10 @@ pub mod traceql;
 pub mod proto {
     #![allow(missing_docs, clippy::all)]
     tonic::include_proto!("spanlake.v1");
+}
+
+/// Grafana Tempo's query messages and services, generated from `proto/tempo.proto`.
+pub mod tempopb {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("tempopb");
 }

@@ -1,0 +1,1 @@
+//! JSON encoding of tempopb messages as Tempo writes them.

@@ -1,0 +1,1 @@
+//! Tag names and tag values: what Grafana offers for autocompletion.
