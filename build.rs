@@ -23,6 +23,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".opentelemetry.proto.common.v1",
             "::opentelemetry_proto::tonic::common::v1",
         )
-        .compile_protos(&[std::path::PathBuf::from("proto/tempo.proto")], &[std::path::PathBuf::from("proto"), well_known])?;
+        .compile_protos(
+            &[std::path::PathBuf::from("proto/tempo.proto")],
+            &[std::path::PathBuf::from("proto"), well_known],
+        )?;
     Ok(())
 }

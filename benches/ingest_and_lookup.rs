@@ -58,6 +58,7 @@ async fn main() {
         ..Config::default()
     };
     config.http_listen = any;
+    config.grpc_listen = any;
     config.otlp_grpc_listen = any;
     config.otlp_http_listen = any;
     config.ingester.trace_idle = Duration::from_millis(500);

@@ -9,6 +9,10 @@
 //! [ingester]
 //! trace_idle = "5s"
 //! max_block_age = "30s"
+//!
+//! [query]
+//! max_bytes_per_trace = 5000000
+//! timeout = "1m"
 //! ```
 
 use std::net::SocketAddr;
@@ -23,6 +27,8 @@ pub const DEFAULT_HTTP_PORT: u16 = 3200;
 pub const DEFAULT_OTLP_GRPC_PORT: u16 = 4317;
 /// Default OTLP/HTTP port.
 pub const DEFAULT_OTLP_HTTP_PORT: u16 = 4318;
+/// Default port of the tempopb gRPC services.
+pub const DEFAULT_GRPC_PORT: u16 = 9095;
 
 /// The whole configuration of a spanlake process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +41,8 @@ pub struct Config {
     pub storage_url: Option<String>,
     /// Tempo HTTP API, `/ready` and SQL over HTTP.
     pub http_listen: SocketAddr,
+    /// tempopb gRPC services (they are also served on the HTTP port over h2c).
+    pub grpc_listen: SocketAddr,
     /// OTLP/gRPC receiver.
     pub otlp_grpc_listen: SocketAddr,
     /// OTLP/HTTP receiver.
@@ -46,6 +54,43 @@ pub struct Config {
     /// Memory all queries together may use.
     pub query_memory_limit: usize,
     pub ingester: IngesterSettings,
+    pub query: QuerySettings,
+}
+
+/// Limits of the Tempo query API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuerySettings {
+    /// Largest trace returned by trace-by-id, as encoded protobuf: v1 answers 422 above it,
+    /// v2 a partial trace.
+    pub max_bytes_per_trace: usize,
+    /// Longest `start`..`end` window a search or tag request may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_search_duration: Duration,
+    /// Window searched when a request gives neither `start` nor `end`: the most recent data.
+    #[serde(with = "humantime_serde")]
+    pub default_search_window: Duration,
+    /// A query API request running longer than this is cancelled (HTTP 504, gRPC
+    /// DEADLINE_EXCEEDED).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Most traces one search may return.
+    pub max_result_limit: u32,
+    /// Most spans per spanset one search may ask for.
+    pub max_spans_per_span_set: u32,
+}
+
+impl Default for QuerySettings {
+    fn default() -> Self {
+        Self {
+            max_bytes_per_trace: 5_000_000,
+            max_search_duration: Duration::from_secs(168 * 3600),
+            default_search_window: Duration::from_secs(15 * 60),
+            timeout: Duration::from_secs(60),
+            max_result_limit: 262_144,
+            max_spans_per_span_set: 100,
+        }
+    }
 }
 
 /// When traces are complete and blocks are cut.
@@ -76,12 +121,14 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             storage_url: None,
             http_listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_HTTP_PORT)),
+            grpc_listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_GRPC_PORT)),
             otlp_grpc_listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_OTLP_GRPC_PORT)),
             otlp_http_listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_OTLP_HTTP_PORT)),
             multitenancy: false,
             max_request_bytes: 16 << 20,
             query_memory_limit: 2 << 30,
             ingester: IngesterSettings::default(),
+            query: QuerySettings::default(),
         }
     }
 }
@@ -151,6 +198,11 @@ impl Config {
         if self.ingester.flush_check.is_zero() {
             return Err(ConfigError::Invalid(
                 "ingester.flush_check must be above zero".into(),
+            ));
+        }
+        if self.query.timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "query.timeout must be above zero".into(),
             ));
         }
         if self.max_request_bytes == 0 {

@@ -95,6 +95,9 @@ struct ServeArgs {
     /// Tempo HTTP API and SQL-over-HTTP address.
     #[arg(long, env = "SPANLAKE_HTTP_LISTEN")]
     http_listen: Option<SocketAddr>,
+    /// tempopb gRPC address (the HTTP address serves it too, over h2c).
+    #[arg(long, env = "SPANLAKE_GRPC_LISTEN")]
+    grpc_listen: Option<SocketAddr>,
     /// OTLP/gRPC receiver address.
     #[arg(long, env = "SPANLAKE_OTLP_GRPC_LISTEN")]
     otlp_grpc_listen: Option<SocketAddr>,
@@ -214,6 +217,7 @@ impl ServeArgs {
             self.max_block_bytes => i.max_block_bytes,
             self.flush_check => i.flush_check,
             self.http_listen => config.http_listen,
+            self.grpc_listen => config.grpc_listen,
             self.otlp_grpc_listen => config.otlp_grpc_listen,
             self.otlp_http_listen => config.otlp_http_listen,
             self.max_request_bytes => config.max_request_bytes,
@@ -260,8 +264,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server = Server::start(config, args.demo).await?;
     // Parsable by scripts and tests that start the server on port 0.
     println!(
-        "http={} otlp_grpc={} otlp_http={}",
-        server.http_addr, server.otlp_grpc_addr, server.otlp_http_addr
+        "http={} grpc={} otlp_grpc={} otlp_http={}",
+        server.http_addr, server.grpc_addr, server.otlp_grpc_addr, server.otlp_http_addr
     );
     shutdown_signal().await;
     tracing::info!("shutting down: flushing live traces");

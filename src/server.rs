@@ -17,6 +17,7 @@ use crate::ingester::{CutPolicy, Ingester, IngesterConfig};
 use crate::query::QueryEngine;
 use crate::storage::{Catalog, Storage, remove_uncommitted};
 use crate::tables::LiveSource;
+use crate::tempo::{self, TempoApi, grpc::TempoGrpc};
 
 /// Errors while starting.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +90,7 @@ pub async fn open(config: &Config, read_only: bool) -> Result<Opened, StartError
 /// A running server.
 pub struct Server {
     pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
     pub otlp_grpc_addr: SocketAddr,
     pub otlp_http_addr: SocketAddr,
     pub ingester: Arc<Ingester>,
@@ -120,6 +122,7 @@ impl Server {
         };
 
         let http = bind(config.http_listen).await?;
+        let grpc = bind(config.grpc_listen).await?;
         let otlp_http = bind(config.otlp_http_listen).await?;
         let otlp_grpc = bind(config.otlp_grpc_listen).await?;
         let addr = |l: &TcpListener| {
@@ -128,15 +131,43 @@ impl Server {
                 source,
             })
         };
-        let (http_addr, otlp_http_addr, otlp_grpc_addr) =
-            (addr(&http)?, addr(&otlp_http)?, addr(&otlp_grpc)?);
+        let (http_addr, grpc_addr, otlp_http_addr, otlp_grpc_addr) = (
+            addr(&http)?,
+            addr(&grpc)?,
+            addr(&otlp_http)?,
+            addr(&otlp_grpc)?,
+        );
 
         let mut tasks = Vec::new();
+        let tempo_api = TempoApi::new(
+            opened.engine.clone(),
+            config.query.clone(),
+            config.multitenancy,
+        );
+        let tempo_grpc = TempoGrpc::new(tempo_api.clone());
+        // Grafana dials gRPC at the HTTP address: the gRPC services share the port (h2c).
+        let grpc_routes = tonic::service::Routes::new(tempo_grpc.streaming())
+            .add_service(tempo_grpc.querier())
+            .into_axum_router();
         let api = api::http::router(api::http::ApiState {
             engine: opened.engine.clone(),
             multitenancy: config.multitenancy,
-        });
+        })
+        .merge(tempo::http::router(tempo_api))
+        .merge(grpc_routes);
         tasks.push(serve_http(http, api, stopped(stop_rx.clone())));
+        let tempo_stop = stopped(stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+            let result = tonic::transport::Server::builder()
+                .add_service(tempo_grpc.streaming())
+                .add_service(tempo_grpc.querier())
+                .serve_with_incoming_shutdown(incoming, tempo_stop)
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "tempopb gRPC server failed");
+            }
+        }));
         tasks.push(serve_http(
             otlp_http,
             ingest::http::router(receiver.clone()),
@@ -158,9 +189,10 @@ impl Server {
             tasks.push(tokio::spawn(run_demo(receiver, stopped(stop_rx.clone()))));
         }
         let flusher = tokio::spawn(opened.ingester.clone().run_flusher(stopped(stop_rx)));
-        tracing::info!(%http_addr, %otlp_grpc_addr, %otlp_http_addr, storage = %opened.storage.url(), "spanlake is serving");
+        tracing::info!(%http_addr, %grpc_addr, %otlp_grpc_addr, %otlp_http_addr, storage = %opened.storage.url(), "spanlake is serving");
         Ok(Server {
             http_addr,
+            grpc_addr,
             otlp_grpc_addr,
             otlp_http_addr,
             ingester: opened.ingester,

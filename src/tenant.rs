@@ -39,6 +39,26 @@ pub fn resolve(header: Option<&str>, multitenancy: bool) -> Result<String, Tenan
     Ok(id.to_string())
 }
 
+/// Resolves the tenants a query reads: like [`resolve`], but `a|b|c` names several tenants
+/// whose data the query combines. Each must be valid; duplicates count once.
+pub fn resolve_many(header: Option<&str>, multitenancy: bool) -> Result<Vec<String>, TenantError> {
+    if !multitenancy {
+        return Ok(vec![SINGLE_TENANT.to_string()]);
+    }
+    let header = header
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .ok_or(TenantError::Missing)?;
+    let mut tenants: Vec<String> = Vec::new();
+    for id in header.split('|') {
+        let id = resolve(Some(id), true)?;
+        if !tenants.contains(&id) {
+            tenants.push(id);
+        }
+    }
+    Ok(tenants)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,6 +79,17 @@ mod tests {
         ));
         assert!(matches!(
             resolve(Some(".."), true),
+            Err(TenantError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn several_tenants_are_separated_by_bars() {
+        assert_eq!(resolve_many(Some("a|b|a"), true).unwrap(), ["a", "b"]);
+        assert_eq!(resolve_many(Some("x"), false).unwrap(), [SINGLE_TENANT]);
+        assert_eq!(resolve_many(Some("a||b"), true), Err(TenantError::Missing));
+        assert!(matches!(
+            resolve_many(Some("a|.."), true),
             Err(TenantError::Invalid(_))
         ));
     }

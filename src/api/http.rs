@@ -1,11 +1,12 @@
-//! The HTTP API on port 3200: readiness, echo, and SQL over HTTP (Arrow IPC stream results).
+//! SQL over HTTP on the HTTP port (Arrow IPC stream results). Tempo's endpoints beside it are
+//! in [`crate::tempo::http`].
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 
 use crate::query::{QueryEngine, QueryError};
 use crate::tenant::{self, ORG_ID_HEADER, TenantError};
@@ -24,11 +25,7 @@ pub struct ApiState {
 
 /// Routes of the HTTP API.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/ready", get(|| async { "ready" }))
-        .route("/api/echo", get(|| async { "echo" }))
-        .route(SQL_PATH, post(sql))
-        .with_state(state)
+    Router::new().route(SQL_PATH, post(sql)).with_state(state)
 }
 
 fn error(status: StatusCode, message: String) -> Response {

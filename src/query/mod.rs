@@ -99,6 +99,11 @@ impl QueryEngine {
         })
     }
 
+    /// The blocks this engine reads.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
     /// A session that sees exactly `tenant`'s tables.
     pub fn session(&self, tenant: &str) -> Result<SessionContext, QueryError> {
         let config = SessionConfig::new()

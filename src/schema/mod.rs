@@ -11,6 +11,7 @@ pub mod nested_set;
 pub mod otlp;
 pub mod rows;
 pub mod spans;
+pub mod to_otlp;
 pub mod traces;
 
 pub use rows::{AttrValue, EventRow, LinkRow, SpanId, SpanRow, TraceId};

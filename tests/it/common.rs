@@ -20,6 +20,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     };
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
     config.http_listen = any;
+    config.grpc_listen = any;
     config.otlp_grpc_listen = any;
     config.otlp_http_listen = any;
     config.ingester.flush_check = Duration::from_millis(50);
@@ -138,6 +139,7 @@ pub fn spawn_serve(data: &std::path::Path, extra: &[&str]) -> ServeProcess {
         .args(["serve", "--data-dir"])
         .arg(data)
         .args(["--http-listen", "127.0.0.1:0"])
+        .args(["--grpc-listen", "127.0.0.1:0"])
         .args(["--otlp-grpc-listen", "127.0.0.1:0"])
         .args(["--otlp-http-listen", "127.0.0.1:0"])
         .args(extra)

@@ -9,6 +9,8 @@ mod otel_sdk;
 mod restart;
 mod slt;
 mod sql_guard;
+mod tempo_api;
+mod tempo_tags;
 mod tenancy;
 mod trace_by_id;
 mod traceql_conformance;

@@ -1,0 +1,327 @@
+//! tempopb gRPC services: `StreamingQuerier` (what Grafana and tempo-cli call) and the unary
+//! `Querier`. Served on the gRPC port and, over h2c, on the HTTP port.
+//!
+//! A streaming search sends one message per finished job with the traces that job added
+//! and the metrics so far, then the complete result; every message carries metrics.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::tags::{TagValuesRequest, TagsRequest};
+use super::{TempoApi, TempoError, Window};
+use crate::tempopb::querier_server::{Querier, QuerierServer};
+use crate::tempopb::streaming_querier_server::{StreamingQuerier, StreamingQuerierServer};
+use crate::tempopb::{
+    MetadataMetrics, SearchRequest, SearchResponse, SearchTagValuesRequest,
+    SearchTagValuesResponse, SearchTagValuesV2Response, SearchTagsRequest, SearchTagsResponse,
+    SearchTagsV2Response, SearchTagsV2Scope, TagValue, TraceByIdMetrics, TraceByIdRequest,
+    TraceByIdResponse,
+};
+use crate::tenant::ORG_ID_HEADER;
+
+/// Largest gRPC message accepted or sent, as Tempo configures its server.
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Both tempopb services over one API.
+#[derive(Debug, Clone)]
+pub struct TempoGrpc {
+    api: TempoApi,
+}
+
+impl TempoGrpc {
+    pub fn new(api: TempoApi) -> Self {
+        Self { api }
+    }
+
+    /// The `StreamingQuerier` service.
+    pub fn streaming(&self) -> StreamingQuerierServer<Self> {
+        StreamingQuerierServer::new(self.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// The unary `Querier` service.
+    pub fn querier(&self) -> QuerierServer<Self> {
+        QuerierServer::new(self.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    fn tenants<T>(&self, request: &Request<T>) -> Result<Vec<String>, Status> {
+        let org_id = request
+            .metadata()
+            .get(ORG_ID_HEADER)
+            .and_then(|v| v.to_str().ok());
+        self.api.tenants(org_id).map_err(|e| e.grpc())
+    }
+
+    fn window(&self, start: u32, end: u32) -> Result<Window, TempoError> {
+        let nonzero = |v: u32| (v != 0).then_some(u64::from(v));
+        self.api.search_window(nonzero(start), nonzero(end))
+    }
+
+    fn tags_request(&self, request: &SearchTagsRequest) -> Result<TagsRequest, TempoError> {
+        let window = self.window(request.start, request.end)?;
+        Ok(TagsRequest {
+            scope: request.scope.parse()?,
+            query: Some(request.query.clone()).filter(|q| !q.trim().is_empty()),
+            start_ns: Some(window.start_ns),
+            end_ns: Some(window.end_ns),
+            limit: request.max_tags_per_scope as usize,
+        })
+    }
+
+    fn values_request(
+        &self,
+        request: &SearchTagValuesRequest,
+    ) -> Result<TagValuesRequest, TempoError> {
+        if request.tag_name.is_empty() {
+            return Err(TempoError::BadRequest(
+                "please provide a non-empty tagName".into(),
+            ));
+        }
+        let window = self.window(request.start, request.end)?;
+        Ok(TagValuesRequest {
+            tag: request.tag_name.clone(),
+            query: Some(request.query.clone()).filter(|q| !q.trim().is_empty()),
+            start_ns: Some(window.start_ns),
+            end_ns: Some(window.end_ns),
+            limit: request.max_tag_values as usize,
+        })
+    }
+
+    async fn tags_v1(
+        &self,
+        request: Request<SearchTagsRequest>,
+    ) -> Result<SearchTagsResponse, Status> {
+        let tenants = self.tenants(&request)?;
+        let api = &self.api;
+        let result = async {
+            let tags = self.tags_request(request.get_ref())?;
+            let names = api.timed(api.tag_names_v1(&tenants, &tags)).await?;
+            Ok::<_, TempoError>(SearchTagsResponse {
+                tag_names: names,
+                metrics: Some(MetadataMetrics::default()),
+            })
+        };
+        result.await.map_err(|e| e.grpc())
+    }
+
+    async fn tags_v2(
+        &self,
+        request: Request<SearchTagsRequest>,
+    ) -> Result<SearchTagsV2Response, Status> {
+        let tenants = self.tenants(&request)?;
+        let api = &self.api;
+        let result = async {
+            let tags = self.tags_request(request.get_ref())?;
+            let scopes = api.timed(api.tag_names(&tenants, &tags)).await?;
+            Ok::<_, TempoError>(SearchTagsV2Response {
+                scopes: scopes
+                    .into_iter()
+                    .map(|s| SearchTagsV2Scope {
+                        name: s.name.to_string(),
+                        tags: s.tags,
+                    })
+                    .collect(),
+                metrics: Some(MetadataMetrics::default()),
+            })
+        };
+        result.await.map_err(|e| e.grpc())
+    }
+
+    async fn values_v1(
+        &self,
+        request: Request<SearchTagValuesRequest>,
+    ) -> Result<SearchTagValuesResponse, Status> {
+        let tenants = self.tenants(&request)?;
+        let api = &self.api;
+        let result = async {
+            let values = self.values_request(request.get_ref())?;
+            let tag_values = api.timed(api.tag_values_v1(&tenants, &values)).await?;
+            Ok::<_, TempoError>(SearchTagValuesResponse {
+                tag_values,
+                metrics: Some(MetadataMetrics::default()),
+            })
+        };
+        result.await.map_err(|e| e.grpc())
+    }
+
+    async fn values_v2(
+        &self,
+        request: Request<SearchTagValuesRequest>,
+    ) -> Result<SearchTagValuesV2Response, Status> {
+        let tenants = self.tenants(&request)?;
+        let api = &self.api;
+        let result = async {
+            let values = self.values_request(request.get_ref())?;
+            let found = api.timed(api.tag_values_v2(&tenants, &values)).await?;
+            Ok::<_, TempoError>(SearchTagValuesV2Response {
+                tag_values: found
+                    .into_iter()
+                    .map(|v| TagValue {
+                        r#type: v.kind.to_string(),
+                        value: v.value,
+                    })
+                    .collect(),
+                metrics: Some(MetadataMetrics::default()),
+            })
+        };
+        result.await.map_err(|e| e.grpc())
+    }
+
+    /// Runs a search, sending a message per finished job and the complete result last.
+    fn search_stream(
+        &self,
+        request: Request<SearchRequest>,
+    ) -> Result<Streamed<SearchResponse>, Status> {
+        let tenants = self.tenants(&request)?;
+        let api = self.api.clone();
+        let raw = api.raw_search_from_grpc(request.get_ref());
+        let params = api.search_params(raw).map_err(|e| e.grpc())?;
+        crate::traceql::check(&params.query)
+            .map_err(|e| Status::invalid_argument(format!("invalid TraceQL query: {e}")))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let progress = tx.clone();
+            let result = api
+                .timed(api.search(&tenants, &params, move |traces, metrics| {
+                    let _ = progress.send(Ok(SearchResponse {
+                        traces,
+                        metrics: Some(metrics),
+                    }));
+                }))
+                .await;
+            let _ = tx.send(result.map_err(|e| e.grpc()));
+        });
+        Ok(Box::pin(UnboundedReceiverStream::new(rx)))
+    }
+}
+
+/// A stream of exactly one message.
+fn once<T: Send + 'static>(message: T) -> Streamed<T> {
+    Box::pin(futures::stream::once(async move { Ok(message) }))
+}
+
+#[tonic::async_trait]
+impl StreamingQuerier for TempoGrpc {
+    type SearchStream = Streamed<SearchResponse>;
+    type SearchTagsStream = Streamed<SearchTagsResponse>;
+    type SearchTagsV2Stream = Streamed<SearchTagsV2Response>;
+    type SearchTagValuesStream = Streamed<SearchTagValuesResponse>;
+    type SearchTagValuesV2Stream = Streamed<SearchTagValuesV2Response>;
+
+    async fn search(
+        &self,
+        request: Request<SearchRequest>,
+    ) -> Result<Response<Self::SearchStream>, Status> {
+        self.search_stream(request).map(Response::new)
+    }
+
+    async fn search_tags(
+        &self,
+        request: Request<SearchTagsRequest>,
+    ) -> Result<Response<Self::SearchTagsStream>, Status> {
+        Ok(Response::new(once(self.tags_v1(request).await?)))
+    }
+
+    async fn search_tags_v2(
+        &self,
+        request: Request<SearchTagsRequest>,
+    ) -> Result<Response<Self::SearchTagsV2Stream>, Status> {
+        Ok(Response::new(once(self.tags_v2(request).await?)))
+    }
+
+    async fn search_tag_values(
+        &self,
+        request: Request<SearchTagValuesRequest>,
+    ) -> Result<Response<Self::SearchTagValuesStream>, Status> {
+        Ok(Response::new(once(self.values_v1(request).await?)))
+    }
+
+    async fn search_tag_values_v2(
+        &self,
+        request: Request<SearchTagValuesRequest>,
+    ) -> Result<Response<Self::SearchTagValuesV2Stream>, Status> {
+        Ok(Response::new(once(self.values_v2(request).await?)))
+    }
+}
+
+#[tonic::async_trait]
+impl Querier for TempoGrpc {
+    async fn find_trace_by_id(
+        &self,
+        request: Request<TraceByIdRequest>,
+    ) -> Result<Response<TraceByIdResponse>, Status> {
+        let tenants = self.tenants(&request)?;
+        let raw = &request.get_ref().trace_id;
+        if raw.is_empty() || raw.len() > 16 {
+            return Err(Status::invalid_argument(format!(
+                "traceID must be 1 to 16 bytes, got {}",
+                raw.len()
+            )));
+        }
+        let mut id = [0; 16];
+        id[16 - raw.len()..].copy_from_slice(raw);
+        let api = &self.api;
+        let found = api
+            .timed(api.find_trace(&tenants, id, None))
+            .await
+            .map_err(|e| e.grpc())?;
+        Ok(Response::new(match found {
+            Some(f) => f.into_response(api.settings.max_bytes_per_trace),
+            None => TraceByIdResponse {
+                trace: Some(Default::default()),
+                metrics: Some(TraceByIdMetrics::default()),
+                ..Default::default()
+            },
+        }))
+    }
+
+    async fn search_recent(
+        &self,
+        request: Request<SearchRequest>,
+    ) -> Result<Response<SearchResponse>, Status> {
+        let tenants = self.tenants(&request)?;
+        let api = &self.api;
+        let result = async {
+            let params = api.search_params(api.raw_search_from_grpc(request.get_ref()))?;
+            api.timed(api.search(&tenants, &params, |_, _| {})).await
+        };
+        result.await.map(Response::new).map_err(|e| e.grpc())
+    }
+
+    async fn search_tags(
+        &self,
+        request: Request<SearchTagsRequest>,
+    ) -> Result<Response<SearchTagsResponse>, Status> {
+        self.tags_v1(request).await.map(Response::new)
+    }
+
+    async fn search_tags_v2(
+        &self,
+        request: Request<SearchTagsRequest>,
+    ) -> Result<Response<SearchTagsV2Response>, Status> {
+        self.tags_v2(request).await.map(Response::new)
+    }
+
+    async fn search_tag_values(
+        &self,
+        request: Request<SearchTagValuesRequest>,
+    ) -> Result<Response<SearchTagValuesResponse>, Status> {
+        self.values_v1(request).await.map(Response::new)
+    }
+
+    async fn search_tag_values_v2(
+        &self,
+        request: Request<SearchTagValuesRequest>,
+    ) -> Result<Response<SearchTagValuesV2Response>, Status> {
+        self.values_v2(request).await.map(Response::new)
+    }
+}
