@@ -4,7 +4,9 @@
 //! - storage: bytes on disk per span once everything is flushed;
 //! - trace by id: latency of `WHERE trace_id = …` over the flushed dataset, p50 / p95 / max;
 //! - TraceQL search: a handful of typical queries over the same data, time per query and
-//!   spans searched per second.
+//!   spans searched per second;
+//! - the same through Tempo's HTTP API, as Grafana calls it: `/api/v2/traces/{id}` (protobuf)
+//!   and `/api/traces/{id}` (JSON), and `/api/search`, p50 / p95 over repeated requests.
 //!
 //! `cargo bench --bench ingest_and_lookup`; `SPANLAKE_BENCH_SPANS` sets the dataset size
 //! (default 1,000,000 spans).
@@ -188,6 +190,61 @@ async fn main() {
             "traceql {query}: median {:.1} ms over {total_spans} spans = {:.1} M spans/s ({found} traces returned)",
             median.as_secs_f64() * 1e3,
             total_spans as f64 / median.as_secs_f64() / 1e6
+        );
+    }
+
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", server.http_addr);
+    for (label, path, accept) in [
+        ("v2 protobuf", "/api/v2/traces", "application/protobuf"),
+        ("v1 JSON", "/api/traces", "application/json"),
+    ] {
+        let mut latencies = Vec::new();
+        for id in &trace_ids {
+            let started = Instant::now();
+            let response = http
+                .get(format!("{base}{path}/{id}"))
+                .header("accept", accept)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "trace {id}");
+            response.bytes().await.unwrap();
+            latencies.push(started.elapsed());
+        }
+        latencies.sort();
+        println!(
+            "HTTP trace by id ({label}, {} requests): p50 {:.2} ms, p95 {:.2} ms",
+            latencies.len(),
+            percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+            percentile(&latencies, 0.95).as_secs_f64() * 1e3,
+        );
+    }
+    const REQUESTS: usize = 10;
+    for query in SEARCHES {
+        let mut times = Vec::new();
+        for _ in 0..REQUESTS {
+            let started = Instant::now();
+            let response = http
+                .get(format!("{base}/api/search"))
+                .query(&[
+                    ("q", *query),
+                    ("start", "1699999999"),
+                    ("end", "1700003600"),
+                    ("limit", "20"),
+                ])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{query}");
+            response.bytes().await.unwrap();
+            times.push(started.elapsed());
+        }
+        times.sort();
+        println!(
+            "HTTP /api/search {query} ({REQUESTS} requests): p50 {:.1} ms, p95 {:.1} ms",
+            percentile(&times, 0.5).as_secs_f64() * 1e3,
+            percentile(&times, 0.95).as_secs_f64() * 1e3,
         );
     }
     server.shutdown().await;

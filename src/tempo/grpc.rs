@@ -7,6 +7,7 @@
 use std::pin::Pin;
 
 use futures::Stream;
+use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status};
@@ -18,13 +19,16 @@ use crate::tempopb::streaming_querier_server::{StreamingQuerier, StreamingQuerie
 use crate::tempopb::{
     MetadataMetrics, SearchRequest, SearchResponse, SearchTagValuesRequest,
     SearchTagValuesResponse, SearchTagValuesV2Response, SearchTagsRequest, SearchTagsResponse,
-    SearchTagsV2Response, SearchTagsV2Scope, TagValue, TraceByIdMetrics, TraceByIdRequest,
-    TraceByIdResponse,
+    SearchMetrics, SearchTagsV2Response, SearchTagsV2Scope, TagValue, TraceByIdMetrics,
+    TraceByIdRequest, TraceByIdResponse, TraceSearchMetadata,
 };
 use crate::tenant::ORG_ID_HEADER;
 
 /// Largest gRPC message accepted or sent, as Tempo configures its server.
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+/// Streamed search results are cut into messages of about this size: Grafana receives at
+/// most 4 MiB per message.
+pub const STREAM_SEGMENT_BYTES: usize = 1 << 20;
 
 type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -192,16 +196,53 @@ impl TempoGrpc {
             let progress = tx.clone();
             let result = api
                 .timed(api.search(&tenants, &params, move |traces, metrics| {
-                    let _ = progress.send(Ok(SearchResponse {
-                        traces,
-                        metrics: Some(metrics),
-                    }));
+                    if !traces.is_empty() {
+                        for segment in segments(traces, metrics) {
+                            let _ = progress.send(Ok(segment));
+                        }
+                    }
                 }))
                 .await;
-            let _ = tx.send(result.map_err(|e| e.grpc()));
+            match result {
+                Ok(done) => {
+                    let metrics = done.metrics.unwrap_or_default();
+                    for segment in segments(done.traces, metrics) {
+                        let _ = tx.send(Ok(segment));
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.grpc()));
+                }
+            }
         });
         Ok(Box::pin(UnboundedReceiverStream::new(rx)))
     }
+}
+
+/// Search messages of about [`STREAM_SEGMENT_BYTES`] each, every one with `metrics`; at
+/// least one, even without traces.
+fn segments(traces: Vec<TraceSearchMetadata>, metrics: SearchMetrics) -> Vec<SearchResponse> {
+    let mut out = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0;
+    for trace in traces {
+        let len = trace.encoded_len();
+        if !current.is_empty() && size + len > STREAM_SEGMENT_BYTES {
+            out.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += len;
+        current.push(trace);
+    }
+    if !current.is_empty() || out.is_empty() {
+        out.push(current);
+    }
+    out.into_iter()
+        .map(|traces| SearchResponse {
+            traces,
+            metrics: Some(metrics),
+        })
+        .collect()
 }
 
 /// A stream of exactly one message.
@@ -323,5 +364,31 @@ impl Querier for TempoGrpc {
         request: Request<SearchTagValuesRequest>,
     ) -> Result<Response<SearchTagValuesV2Response>, Status> {
         self.values_v2(request).await.map(Response::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_results_are_cut_into_segments_that_all_carry_metrics() {
+        let trace = |i: usize| TraceSearchMetadata {
+            trace_id: format!("{i:x}"),
+            root_service_name: "x".repeat(100_000),
+            ..Default::default()
+        };
+        let metrics = SearchMetrics {
+            total_jobs: 3,
+            ..Default::default()
+        };
+        let out = segments((0..25).map(trace).collect(), metrics);
+        assert!(out.len() >= 3, "{} segments", out.len());
+        assert!(out.iter().all(|m| m.metrics == Some(metrics)));
+        assert!(out.iter().all(|m| m.encoded_len() <= STREAM_SEGMENT_BYTES + 200_000));
+        assert_eq!(out.iter().map(|m| m.traces.len()).sum::<usize>(), 25);
+        let empty = segments(Vec::new(), metrics);
+        assert_eq!(empty.len(), 1);
+        assert!(empty[0].traces.is_empty());
     }
 }

@@ -1,6 +1,8 @@
 //! End to end with a client spanlake did not write: the OpenTelemetry Python SDK's OTLP
-//! exporters (gRPC and HTTP) send to a real server, and `spanlake sql` sees exactly those
-//! spans with their attribute types intact.
+//! exporters (gRPC and HTTP) send to a real server; right after the exporter's
+//! acknowledgement, with no flush and no waiting, the Tempo API finds the trace by id and by
+//! TraceQL search, and `spanlake sql` sees exactly those spans with their attribute types
+//! intact.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -66,6 +68,7 @@ async fn exported_spans_arrive_with_types(protocol: &'static str) {
     );
     let ids: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let trace_id = ids["trace_id"].as_str().unwrap();
+    found_through_tempo_api(&server, protocol, trace_id, &ids).await;
 
     let rows = spanlake_sql(
         &server,
@@ -100,6 +103,47 @@ async fn exported_spans_arrive_with_types(protocol: &'static str) {
     assert_eq!(child["status_message"], "timeout");
     assert_eq!(child["db_system"], "postgresql");
     assert_eq!(child["events"], 1);
+}
+
+/// Read-your-writes through the Tempo API: by id and by TraceQL search, at once.
+async fn found_through_tempo_api(
+    server: &TestServer,
+    protocol: &str,
+    trace_id: &str,
+    ids: &serde_json::Value,
+) {
+    let http = reqwest::Client::new();
+    let body: serde_json::Value = http
+        .get(format!("{}/api/v2/traces/{trace_id}", server.http_url()))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .map(|b| serde_json::from_slice(&b).unwrap())
+        .unwrap();
+    let spans = &body["trace"]["resourceSpans"][0]["scopeSpans"][0]["spans"];
+    assert_eq!(spans.as_array().map(Vec::len), Some(2), "{body}");
+
+    let query = format!(r#"{{ resource.service.name = "py-{protocol}" && kind = server }}"#);
+    let body: serde_json::Value = http
+        .get(format!("{}/api/search", server.http_url()))
+        .query(&[("q", query.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .map(|b| serde_json::from_slice(&b).unwrap())
+        .unwrap();
+    let trace = &body["traces"][0];
+    assert_eq!(
+        trace["traceID"].as_str(),
+        Some(trace_id.trim_start_matches('0')),
+        "{body}"
+    );
+    assert_eq!(trace["rootServiceName"], format!("py-{protocol}"));
+    assert_eq!(trace["spanSets"][0]["spans"][0]["spanID"], ids["parent"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -944,3 +944,65 @@ async fn no_endpoint_shows_another_tenants_data() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_protobuf_round_trip() {
+    let server = dataset().await;
+    let reply = get_with(
+        &server,
+        &format!("/api/search?q=%7B%7D&{}", window()),
+        &[("accept", "application/protobuf")],
+    )
+    .await;
+    assert_eq!(reply.headers["content-type"], "application/protobuf");
+    let response = tempopb::SearchResponse::decode(reply.body.as_slice()).unwrap();
+    let ids: Vec<&str> = response.traces.iter().map(|t| t.trace_id.as_str()).collect();
+    assert_eq!(ids, [B, "a1"]);
+    let a = &response.traces[1];
+    assert_eq!(a.start_time_unix_nano, BASE);
+    assert_eq!(a.span_sets[0].matched, 2);
+    assert_eq!(a.span_set, Some(a.span_sets[0].clone()));
+    assert_eq!(a.service_stats["frontend"].error_count, 1);
+
+    let reply = get_with(
+        &server,
+        &format!("/api/v2/search/tags?{}", window()),
+        &[("accept", "application/protobuf")],
+    )
+    .await;
+    let response = tempopb::SearchTagsV2Response::decode(reply.body.as_slice()).unwrap();
+    assert!(response.scopes.iter().any(|s| s.name == "resource"
+        && s.tags == ["region", "service.name"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_the_query_timeout_are_cancelled() {
+    // A deadline of one nanosecond has passed before any query can answer.
+    let server =
+        TestServer::start_with(|c| c.query.timeout = std::time::Duration::from_nanos(1)).await;
+    export(&server, None, trace_a()).await;
+    let reply = get(&server, &format!("/api/search?q=%7B%7D&{}", window())).await;
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (504, "context deadline exceeded")
+    );
+    let mut client = streaming_client(server.server.grpc_addr).await;
+    let mut stream = client
+        .search(SearchRequest {
+            query: "{ }".into(),
+            start: (BASE_S - 60) as u32,
+            end: (BASE_S + 60) as u32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let status = loop {
+        match stream.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without the deadline error"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+}
