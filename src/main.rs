@@ -12,7 +12,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use prost::Message;
 use spanlake::config::Config;
 use spanlake::generator::Generator;
+use spanlake::query::search::DEFAULT_LIMIT;
 use spanlake::server::{self, Server};
+use spanlake::tempo::json::TempoJson;
+use spanlake::tempo::search::SearchParams;
+use spanlake::tempo::{TempoApi, Window};
 use spanlake::tenant::{ORG_ID_HEADER, SINGLE_TENANT};
 
 #[derive(Parser)]
@@ -453,16 +457,22 @@ async fn traceql(args: TraceqlArgs) -> anyhow::Result<()> {
         println!("{}", arrow::util::pretty::pretty_format_batches(&plan)?);
         return Ok(());
     }
-    let response = spanlake::query::search::search(
-        &opened.engine,
-        &tenant,
-        &args.query,
-        seconds(args.start),
-        seconds(args.end),
-        args.limit,
-        args.spss,
-    )
-    .await?;
-    println!("{}", serde_json::to_string_pretty(&response)?);
+    // Printed as Tempo's /api/search answers; without a window, all of time.
+    let api = TempoApi::new(opened.engine.clone(), config.query.clone(), false);
+    let params = SearchParams {
+        query: args.query.clone(),
+        tag_search: false,
+        limit: if args.limit == 0 { DEFAULT_LIMIT } else { args.limit },
+        spss: args.spss,
+        window: Window {
+            start_ns: seconds(args.start).unwrap_or(0),
+            end_ns: seconds(args.end).unwrap_or(i64::MAX),
+        },
+    };
+    let response = api
+        .search(&[tenant], &params, |_, _| {})
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{}", serde_json::to_string_pretty(&response.tempo_json())?);
     Ok(())
 }

@@ -115,10 +115,16 @@ impl Server {
     pub async fn start(config: Config, demo: bool) -> Result<Server, StartError> {
         let opened = open(&config, false).await?;
         let (stop, stop_rx) = watch::channel(false);
+        let metrics = Arc::new(api::metrics::Metrics::new(
+            opened.catalog.clone(),
+            opened.ingester.clone(),
+        ));
+        let measure = api::metrics::MeasureLayer::new(metrics.clone());
         let receiver = Receiver {
             ingester: opened.ingester.clone(),
             multitenancy: config.multitenancy,
             max_request_bytes: config.max_request_bytes,
+            metrics: metrics.clone(),
         };
 
         let http = bind(config.http_listen).await?;
@@ -154,12 +160,17 @@ impl Server {
             multitenancy: config.multitenancy,
         })
         .merge(tempo::http::router(tempo_api))
-        .merge(grpc_routes);
+        .merge(grpc_routes)
+        .merge(api::metrics::router(metrics))
+        .fallback(unmatched)
+        .layer(measure.clone());
         tasks.push(serve_http(http, api, stopped(stop_rx.clone())));
         let tempo_stop = stopped(stop_rx.clone());
+        let tempo_measure = measure.clone();
         tasks.push(tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
             let result = tonic::transport::Server::builder()
+                .layer(tempo_measure)
                 .add_service(tempo_grpc.streaming())
                 .add_service(tempo_grpc.querier())
                 .serve_with_incoming_shutdown(incoming, tempo_stop)
@@ -170,7 +181,7 @@ impl Server {
         }));
         tasks.push(serve_http(
             otlp_http,
-            ingest::http::router(receiver.clone()),
+            ingest::http::router(receiver.clone()).layer(measure.clone()),
             stopped(stop_rx.clone()),
         ));
         let grpc_stop = stopped(stop_rx.clone());
@@ -178,6 +189,7 @@ impl Server {
         tasks.push(tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(otlp_grpc);
             let result = tonic::transport::Server::builder()
+                .layer(measure)
                 .add_service(grpc_service)
                 .serve_with_incoming_shutdown(incoming, grpc_stop)
                 .await;
@@ -211,6 +223,21 @@ impl Server {
         }
         let _ = self.flusher.await;
     }
+}
+
+/// Paths no route serves: gRPC callers get UNIMPLEMENTED, everyone else a plain 404.
+async fn unmatched(request: axum::extract::Request) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let grpc = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        let status = tonic::Status::unimplemented(format!("no service at {}", request.uri().path()));
+        return status.into_http::<axum::body::Body>().into_response();
+    }
+    (http::StatusCode::NOT_FOUND, "404 page not found\n").into_response()
 }
 
 fn serve_http(

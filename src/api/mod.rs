@@ -1,3 +1,4 @@
-//! Query-side network interfaces.
+//! Query-side network interfaces, and the metrics endpoint beside them.
 
 pub mod http;
+pub mod metrics;

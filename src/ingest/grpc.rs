@@ -8,10 +8,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use prost::Message;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
-use super::{IngestError, Receiver};
+use super::{IngestError, Receiver, Transport};
 use crate::tenant::ORG_ID_HEADER;
 
 impl From<IngestError> for Status {
@@ -31,7 +32,14 @@ impl TraceService for Receiver {
             .get(ORG_ID_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        Receiver::export(self, org_id.as_deref(), request.get_ref()).await?;
+        let bytes = request.get_ref().encoded_len();
+        self.receive(
+            Transport::OtlpGrpc,
+            bytes,
+            org_id.as_deref(),
+            request.get_ref(),
+        )
+        .await?;
         Ok(Response::new(ExportTraceServiceResponse {
             partial_success: None,
         }))

@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use prost::Message;
 
-use super::{IngestError, Receiver};
+use super::{IngestError, Receiver, Transport};
 use crate::tenant::{ORG_ID_HEADER, TenantError};
 
 /// The OTLP/HTTP traces path.
@@ -115,8 +115,24 @@ fn encode(format: Format, status: StatusCode, response: &ExportTraceServiceRespo
 }
 
 async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body) -> Result<(), IngestError> {
+    let (request, bytes) = decode(receiver.max_request_bytes, headers, body)
+        .await
+        .inspect_err(|e| receiver.refused_undecoded(Transport::OtlpHttp, e))?;
+    let org_id = headers.get(ORG_ID_HEADER).and_then(|v| v.to_str().ok());
+    receiver
+        .receive(Transport::OtlpHttp, bytes, org_id, &request)
+        .await?;
+    Ok(())
+}
+
+/// Reads, gunzips and decodes a body of at most `limit` bytes; returns the request and its
+/// uncompressed size.
+async fn decode(
+    limit: usize,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(ExportTraceServiceRequest, usize), IngestError> {
     let format = format_of(headers)?;
-    let limit = receiver.max_request_bytes;
     let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
         if exceeded_limit(&e) {
             IngestError::TooLarge { limit }
@@ -129,6 +145,7 @@ async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body) -> Result<
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
     let bytes = if gzip { gunzip(&raw, limit)? } else { raw };
+    let size = bytes.len();
     let request = match format {
         Format::Protobuf => ExportTraceServiceRequest::decode(bytes)
             .map_err(|e| IngestError::Decode(format!("protobuf: {e}")))?,
@@ -136,9 +153,7 @@ async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body) -> Result<
             serde_json::from_slice(&bytes).map_err(|e| IngestError::Decode(format!("JSON: {e}")))?
         }
     };
-    let org_id = headers.get(ORG_ID_HEADER).and_then(|v| v.to_str().ok());
-    receiver.export(org_id, &request).await?;
-    Ok(())
+    Ok((request, size))
 }
 
 /// True when reading a body failed because it was longer than the limit.

@@ -18,8 +18,9 @@ use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
+use crate::api::metrics::Metrics;
 use crate::ingester::{Ingester, IngesterError};
-use crate::schema::otlp::{OtlpError, spans_from_request};
+use crate::schema::otlp::{OtlpError, span_count, spans_from_request};
 use crate::tenant::TenantError;
 
 /// Why an export was refused.
@@ -52,6 +53,35 @@ impl IngestError {
             IngestError::Unavailable(_) => tonic::Code::Unavailable,
         }
     }
+
+    /// The refusal as the `outcome` / `reason` label of the ingest metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IngestError::Decode(_) | IngestError::Invalid(_) => "invalid",
+            IngestError::ContentType(_) => "unsupported_content_type",
+            IngestError::TooLarge { .. } => "too_large",
+            IngestError::Tenant(TenantError::Missing) => "missing_tenant",
+            IngestError::Tenant(TenantError::Invalid(_)) => "invalid_tenant",
+            IngestError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// The receiver an export arrived through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    OtlpGrpc,
+    OtlpHttp,
+}
+
+impl Transport {
+    /// The `transport` label of the ingest metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::OtlpGrpc => "otlp_grpc",
+            Transport::OtlpHttp => "otlp_http",
+        }
+    }
 }
 
 /// What receivers share.
@@ -60,6 +90,8 @@ pub struct Receiver {
     pub ingester: Arc<Ingester>,
     pub multitenancy: bool,
     pub max_request_bytes: usize,
+    /// Where receivers count requests, spans and bytes.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Receiver {
@@ -72,5 +104,35 @@ impl Receiver {
         let tenant = crate::tenant::resolve(org_id, self.multitenancy)?;
         let spans = spans_from_request(request)?;
         Ok(self.ingester.push(&tenant, spans).await?)
+    }
+
+    /// [`Receiver::export`] for a request of `bytes` uncompressed payload bytes that arrived over
+    /// `transport`, counted in the ingest metrics.
+    pub async fn receive(
+        &self,
+        transport: Transport,
+        bytes: usize,
+        org_id: Option<&str>,
+        request: &ExportTraceServiceRequest,
+    ) -> Result<usize, IngestError> {
+        let result = self.export(org_id, request).await;
+        match &result {
+            Ok(spans) => self
+                .metrics
+                .ingest_accepted(transport.label(), bytes, *spans),
+            Err(e) => self.metrics.ingest_refused(
+                transport.label(),
+                e.reason(),
+                bytes,
+                span_count(request),
+            ),
+        }
+        result
+    }
+
+    /// Counts a request refused before it could be decoded.
+    pub fn refused_undecoded(&self, transport: Transport, error: &IngestError) {
+        self.metrics
+            .ingest_refused(transport.label(), error.reason(), 0, 0);
     }
 }

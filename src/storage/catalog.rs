@@ -41,6 +41,11 @@ impl Catalog {
         self.blocks.read().get(tenant).cloned().unwrap_or_default()
     }
 
+    /// The tenants with committed blocks, in order.
+    pub fn tenants(&self) -> Vec<String> {
+        self.blocks.read().keys().cloned().collect()
+    }
+
     /// The highest WAL segment any block of `tenant`/`shard` covers.
     pub fn wal_through(&self, tenant: &str, shard: u32) -> Option<u64> {
         self.blocks

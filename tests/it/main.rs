@@ -5,6 +5,7 @@ mod crash;
 mod ingest_grpc;
 mod ingest_http;
 mod limits;
+mod metrics_endpoint;
 mod otel_sdk;
 mod restart;
 mod slt;

@@ -1006,3 +1006,29 @@ async fn requests_past_the_query_timeout_are_cancelled() {
     };
     assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traceql_command_prints_tempo_search_json() {
+    let server = dataset().await;
+    let data_dir = server.dir.path().to_path_buf();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_spanlake"))
+            .arg("traceql")
+            .arg("{ status = error }")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let body: Json = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(body["traces"][0]["traceID"], "a1");
+    assert_eq!(body["traces"][0]["startTimeUnixNano"], "1700000000000000000");
+    assert_eq!(body["traces"].as_array().unwrap().len(), 1);
+}
