@@ -462,7 +462,11 @@ async fn traceql(args: TraceqlArgs) -> anyhow::Result<()> {
     let params = SearchParams {
         query: args.query.clone(),
         tag_search: false,
-        limit: if args.limit == 0 { DEFAULT_LIMIT } else { args.limit },
+        limit: if args.limit == 0 {
+            DEFAULT_LIMIT
+        } else {
+            args.limit
+        },
         spss: args.spss,
         window: Window {
             start_ns: seconds(args.start).unwrap_or(0),

@@ -234,7 +234,8 @@ async fn unmatched(request: axum::extract::Request) -> axum::response::Response 
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/grpc"));
     if grpc {
-        let status = tonic::Status::unimplemented(format!("no service at {}", request.uri().path()));
+        let status =
+            tonic::Status::unimplemented(format!("no service at {}", request.uri().path()));
         return status.into_http::<axum::body::Body>().into_response();
     }
     (http::StatusCode::NOT_FOUND, "404 page not found\n").into_response()

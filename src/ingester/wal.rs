@@ -8,6 +8,13 @@
 //! endian. On replay a short or mismatching record at the very end of a segment is a torn tail
 //! (an append that never finished) and is dropped silently; a bad record anywhere else means
 //! the segment is corrupt: its good records are replayed and the file moves to `quarantine/`.
+//!
+//! The magic carries the format version of the records inside (postcard-encoded spans, which
+//! are not self-describing: a record written with other fields would decode as garbage, not
+//! fail). Whenever [`crate::schema::SpanRow`] or anything it holds changes shape, bump
+//! [`MAGIC`] and list the old one in [`OLD_MAGICS`]: a segment of an older version is then
+//! quarantined whole, with an error naming the version, instead of being misread. Flushing
+//! before an upgrade (`SIGTERM` flushes every live trace) leaves nothing behind to lose.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -16,7 +23,11 @@ use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
-const MAGIC: &[u8; 8] = b"SPLKWAL1";
+/// Version 2: spans carry flags, dropped counts, schema URLs, scope attributes and bytes
+/// attribute values.
+const MAGIC: &[u8; 8] = b"SPLKWAL2";
+/// Magics of earlier versions, whose records this version cannot decode.
+const OLD_MAGICS: [&[u8; 8]; 1] = [b"SPLKWAL1"];
 const HEADER: usize = 8;
 const QUARANTINE_DIR: &str = "quarantine";
 const SUFFIX: &str = ".wal";
@@ -80,7 +91,16 @@ fn parse_segment(bytes: &[u8], segment: u64, out: &mut Vec<Record>) -> Parsed {
     if bytes.len() < HEADER {
         return Parsed::TornTail;
     }
-    if &bytes[..HEADER] != MAGIC {
+    let magic = &bytes[..HEADER];
+    if OLD_MAGICS.iter().any(|old| magic == old.as_slice()) {
+        return Parsed::Corrupt(format!(
+            "written by an older spanlake in WAL format {}, which this version (format {}) \
+             cannot read; its unflushed spans are not replayed",
+            String::from_utf8_lossy(magic),
+            String::from_utf8_lossy(MAGIC),
+        ));
+    }
+    if magic != MAGIC {
         return Parsed::Corrupt("bad magic".into());
     }
     let mut at = HEADER;
@@ -362,6 +382,22 @@ mod tests {
         assert_eq!(replay.records.len(), 1);
         assert_eq!(replay.records[0].payload, b"good");
         assert_eq!(replay.quarantined.len(), 1);
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn a_segment_of_an_older_format_is_quarantined_not_misread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment_path(dir.path(), 1);
+        let mut bytes = OLD_MAGICS[0].to_vec();
+        bytes.extend_from_slice(&3u32.to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(b"old").to_le_bytes());
+        bytes.extend_from_slice(b"old");
+        fs::write(&path, bytes).unwrap();
+        let replay = replay(dir.path()).unwrap();
+        assert!(replay.records.is_empty());
+        assert_eq!(replay.quarantined.len(), 1);
+        assert_eq!(replay.last_segment, 1);
         assert!(!path.exists());
     }
 }

@@ -16,8 +16,9 @@ pub mod traces;
 
 pub use rows::{AttrValue, EventRow, LinkRow, SpanId, SpanRow, TraceId};
 
-/// Version of the on-disk schema, recorded in every block's meta.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the on-disk schema, recorded in every block's meta. Version 2 added nullable
+/// columns at the end of `spans` (see [`spans`]); blocks of version 1 read with them null.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Hex form of an id, lowercase, as OTLP JSON and Tempo spell trace and span ids.
 pub fn id_hex(id: &[u8]) -> String {

@@ -4,7 +4,10 @@
 //! not at all; the error names the offending span by its position in the request.
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, InstrumentationScope, KeyValue, any_value::Value,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
 use super::rows::{AttrValue, EventRow, LinkRow, SpanId, SpanRow, TraceId};
@@ -50,13 +53,11 @@ pub fn span_count(request: &ExportTraceServiceRequest) -> usize {
 
 /// Converts an export request into spans. Fails on the first invalid span.
 pub fn spans_from_request(request: &ExportTraceServiceRequest) -> Result<Vec<SpanRow>, OtlpError> {
+    let (no_resource, no_scope) = (Resource::default(), InstrumentationScope::default());
     let mut rows = Vec::new();
     for (ri, resource_spans) in request.resource_spans.iter().enumerate() {
-        let resource_attrs = resource_spans
-            .resource
-            .as_ref()
-            .map(|r| convert_attrs(&r.attributes))
-            .unwrap_or_default();
+        let resource = resource_spans.resource.as_ref().unwrap_or(&no_resource);
+        let resource_attrs = convert_attrs(&resource.attributes);
         let service_name = resource_attrs
             .iter()
             .find_map(|(k, v)| match v {
@@ -65,21 +66,23 @@ pub fn spans_from_request(request: &ExportTraceServiceRequest) -> Result<Vec<Spa
             })
             .unwrap_or_else(|| UNKNOWN_SERVICE.to_string());
         for (si, scope_spans) in resource_spans.scope_spans.iter().enumerate() {
-            let (scope_name, scope_version) = scope_spans
-                .scope
-                .as_ref()
-                .map(|s| (s.name.clone(), s.version.clone()))
-                .unwrap_or_default();
+            let scope = scope_spans.scope.as_ref().unwrap_or(&no_scope);
+            // What every span of this scope shares; convert_span fills in the rest.
+            let shared = SpanRow {
+                service_name: service_name.clone(),
+                scope_name: scope.name.clone(),
+                scope_version: scope.version.clone(),
+                scope_attrs: convert_attrs(&scope.attributes),
+                scope_dropped_attributes_count: scope.dropped_attributes_count,
+                scope_schema_url: scope_spans.schema_url.clone(),
+                resource_attrs: resource_attrs.clone(),
+                resource_dropped_attributes_count: resource.dropped_attributes_count,
+                resource_schema_url: resource_spans.schema_url.clone(),
+                ..SpanRow::default()
+            };
             for (i, span) in scope_spans.spans.iter().enumerate() {
                 let at = || format!("resource_spans[{ri}].scope_spans[{si}].spans[{i}]");
-                rows.push(convert_span(
-                    span,
-                    at,
-                    &service_name,
-                    &scope_name,
-                    &scope_version,
-                    &resource_attrs,
-                )?);
+                rows.push(convert_span(span, at, &shared)?);
             }
         }
     }
@@ -89,10 +92,7 @@ pub fn spans_from_request(request: &ExportTraceServiceRequest) -> Result<Vec<Spa
 fn convert_span(
     span: &Span,
     at: impl Fn() -> String,
-    service_name: &str,
-    scope_name: &str,
-    scope_version: &str,
-    resource_attrs: &[(String, AttrValue)],
+    shared: &SpanRow,
 ) -> Result<SpanRow, OtlpError> {
     let trace_id: TraceId =
         span.trace_id
@@ -135,6 +135,7 @@ fn convert_span(
                 time_unix_nano: time(e.time_unix_nano)?,
                 name: e.name.clone(),
                 attrs: convert_attrs(&e.attributes),
+                dropped_attributes_count: e.dropped_attributes_count,
             })
         })
         .collect::<Result<_, OtlpError>>()?;
@@ -162,6 +163,8 @@ fn convert_span(
                 span_id: span_id.try_into().unwrap_or([0; 8]),
                 trace_state: l.trace_state.clone(),
                 attrs: convert_attrs(&l.attributes),
+                dropped_attributes_count: l.dropped_attributes_count,
+                flags: l.flags,
             })
         })
         .collect::<Result<_, OtlpError>>()?;
@@ -180,17 +183,19 @@ fn convert_span(
             .unwrap_or_default(),
         start_time_unix_nano: start,
         end_time_unix_nano: end,
-        service_name: service_name.to_string(),
-        scope_name: scope_name.to_string(),
-        scope_version: scope_version.to_string(),
+        flags: span.flags,
+        dropped_attributes_count: span.dropped_attributes_count,
+        dropped_events_count: span.dropped_events_count,
+        dropped_links_count: span.dropped_links_count,
         span_attrs: convert_attrs(&span.attributes),
-        resource_attrs: resource_attrs.to_vec(),
         events,
         links,
+        ..shared.clone()
     })
 }
 
 /// Converts OTLP attributes, keeping each value's type. Attributes without a value are dropped.
+/// Arrays and key-value lists become JSON text; bytes nested in them become hex strings.
 pub fn convert_attrs(attrs: &[KeyValue]) -> Vec<(String, AttrValue)> {
     attrs
         .iter()
@@ -201,6 +206,7 @@ pub fn convert_attrs(attrs: &[KeyValue]) -> Vec<(String, AttrValue)> {
                 Value::BoolValue(b) => AttrValue::Bool(*b),
                 Value::IntValue(i) => AttrValue::Int(*i),
                 Value::DoubleValue(f) => AttrValue::Float(*f),
+                Value::BytesValue(b) => AttrValue::Bytes(b.clone()),
                 other => AttrValue::Json(json_of(other).to_string()),
             };
             Some((kv.key.clone(), value))
@@ -237,7 +243,6 @@ fn json_of(value: &Value) -> serde_json::Value {
 pub(crate) mod tests {
     use super::*;
     use opentelemetry_proto::tonic::common::v1::ArrayValue;
-    use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 
     /// A minimal span of trace 0x01…, with the given id byte, parent id byte and start time.
@@ -246,20 +251,12 @@ pub(crate) mod tests {
             trace_id: [1; 16],
             span_id: [id; 8],
             parent_span_id: parent.map(|p| [p; 8]),
-            trace_state: String::new(),
             name: format!("span-{id}"),
             kind: 2,
-            status_code: 0,
-            status_message: String::new(),
             start_time_unix_nano: start,
             end_time_unix_nano: start + 1,
             service_name: "svc".into(),
-            scope_name: String::new(),
-            scope_version: String::new(),
-            span_attrs: vec![],
-            resource_attrs: vec![],
-            events: vec![],
-            links: vec![],
+            ..SpanRow::default()
         }
     }
 

@@ -15,12 +15,18 @@ pub enum AttrValue {
     Int(i64),
     Float(f64),
     Bool(bool),
-    /// Arrays, key-value lists and bytes, encoded as JSON text.
+    /// Arrays and key-value lists, encoded as JSON text.
     Json(String),
+    /// Raw bytes, kept apart from the JSON text so that they come back as bytes.
+    Bytes(Vec<u8>),
 }
 
 /// One span, flattened with its resource and scope.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Every OTLP field of the span, its resource and its scope is here, so that a trace read back
+/// by id equals the one pushed (tempo-vulture compares them field by field). Adding a field
+/// changes the WAL record format: see `ingester::wal`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SpanRow {
     pub trace_id: TraceId,
     pub span_id: SpanId,
@@ -34,30 +40,46 @@ pub struct SpanRow {
     pub status_message: String,
     pub start_time_unix_nano: i64,
     pub end_time_unix_nano: i64,
+    /// OTLP `Span.flags`: W3C trace flags in bits 0–7, `is_remote` in bits 8–9.
+    pub flags: u32,
+    pub dropped_attributes_count: u32,
+    pub dropped_events_count: u32,
+    pub dropped_links_count: u32,
     pub service_name: String,
     pub scope_name: String,
     pub scope_version: String,
+    pub scope_attrs: Vec<(String, AttrValue)>,
+    pub scope_dropped_attributes_count: u32,
+    /// `ScopeSpans.schema_url`.
+    pub scope_schema_url: String,
     pub span_attrs: Vec<(String, AttrValue)>,
     pub resource_attrs: Vec<(String, AttrValue)>,
+    pub resource_dropped_attributes_count: u32,
+    /// `ResourceSpans.schema_url`.
+    pub resource_schema_url: String,
     pub events: Vec<EventRow>,
     pub links: Vec<LinkRow>,
 }
 
 /// A span event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EventRow {
     pub time_unix_nano: i64,
     pub name: String,
     pub attrs: Vec<(String, AttrValue)>,
+    pub dropped_attributes_count: u32,
 }
 
 /// A span link.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LinkRow {
     pub trace_id: TraceId,
     pub span_id: SpanId,
     pub trace_state: String,
     pub attrs: Vec<(String, AttrValue)>,
+    pub dropped_attributes_count: u32,
+    /// OTLP `Link.flags`, as in [`SpanRow::flags`].
+    pub flags: u32,
 }
 
 impl SpanRow {
@@ -80,6 +102,7 @@ impl SpanRow {
                         + 16
                         + match v {
                             AttrValue::Str(s) | AttrValue::Json(s) => s.len(),
+                            AttrValue::Bytes(b) => b.len(),
                             _ => 8,
                         }
                 })
@@ -89,8 +112,13 @@ impl SpanRow {
             + self.status_message.len()
             + self.service_name.len()
             + self.trace_state.len()
+            + self.scope_name.len()
+            + self.scope_version.len()
+            + self.scope_schema_url.len()
+            + self.resource_schema_url.len()
             + attrs(&self.span_attrs)
             + attrs(&self.resource_attrs)
+            + attrs(&self.scope_attrs)
             + self
                 .events
                 .iter()

@@ -1,10 +1,16 @@
 //! The `spans` table: one row per span.
+//!
+//! Columns added after schema version 1 (the OTLP fields that tempo-vulture compares but
+//! queries rarely need: flags, dropped counts, schema URLs, scope attributes, bytes attributes)
+//! are nullable and come after all older ones, so that blocks written before them still read:
+//! DataFusion fills a column missing from a Parquet file with nulls, and readers take null as
+//! zero or empty. The same holds for the fields added to the `events` and `links` elements.
 
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
     ArrayRef, FixedSizeBinaryBuilder, Int32Builder, Int64Builder, ListArray, RecordBatch,
-    StringBuilder, StructArray, TimestampNanosecondBuilder,
+    StringBuilder, StructArray, TimestampNanosecondBuilder, UInt32Builder,
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
@@ -35,12 +41,22 @@ pub const LINKS: &str = "links";
 pub const NESTED_SET_LEFT: &str = "nested_set_left";
 pub const NESTED_SET_RIGHT: &str = "nested_set_right";
 pub const NESTED_SET_PARENT: &str = "nested_set_parent";
+pub const FLAGS: &str = "flags";
+pub const DROPPED_ATTRIBUTES_COUNT: &str = "dropped_attributes_count";
+pub const DROPPED_EVENTS_COUNT: &str = "dropped_events_count";
+pub const DROPPED_LINKS_COUNT: &str = "dropped_links_count";
+pub const RESOURCE_DROPPED_ATTRIBUTES_COUNT: &str = "resource_dropped_attributes_count";
+pub const RESOURCE_SCHEMA_URL: &str = "resource_schema_url";
+pub const SCOPE_ATTRS: &str = "scope_attrs";
+pub const SCOPE_DROPPED_ATTRIBUTES_COUNT: &str = "scope_dropped_attributes_count";
+pub const SCOPE_SCHEMA_URL: &str = "scope_schema_url";
 
 /// Field names inside an `events` element.
 pub mod event {
     pub const TIME: &str = "time";
     pub const NAME: &str = "name";
     pub const ATTRS: &str = "attrs";
+    pub const DROPPED_ATTRIBUTES_COUNT: &str = "dropped_attributes_count";
 }
 
 /// Field names inside a `links` element.
@@ -49,6 +65,8 @@ pub mod link {
     pub const SPAN_ID: &str = "span_id";
     pub const TRACE_STATE: &str = "trace_state";
     pub const ATTRS: &str = "attrs";
+    pub const DROPPED_ATTRIBUTES_COUNT: &str = "dropped_attributes_count";
+    pub const FLAGS: &str = "flags";
 }
 
 /// Where a dedicated column takes its value from.
@@ -170,7 +188,12 @@ fn event_fields() -> Fields {
         Field::new(event::TIME, timestamp_type(), false),
         Field::new(event::NAME, DataType::Utf8, false),
     ];
-    fields.extend(attrs::fields(event::ATTRS));
+    fields.extend(attrs::fields(event::ATTRS, false));
+    // Added in schema version 2: nullable, see the module doc.
+    fields.extend([
+        attrs::bytes_field(event::ATTRS),
+        Field::new(event::DROPPED_ATTRIBUTES_COUNT, DataType::UInt32, true),
+    ]);
     fields.into()
 }
 
@@ -180,7 +203,13 @@ fn link_fields() -> Fields {
         Field::new(link::SPAN_ID, DataType::FixedSizeBinary(8), false),
         Field::new(link::TRACE_STATE, DataType::Utf8, false),
     ];
-    fields.extend(attrs::fields(link::ATTRS));
+    fields.extend(attrs::fields(link::ATTRS, false));
+    // Added in schema version 2: nullable, see the module doc.
+    fields.extend([
+        attrs::bytes_field(link::ATTRS),
+        Field::new(link::DROPPED_ATTRIBUTES_COUNT, DataType::UInt32, true),
+        Field::new(link::FLAGS, DataType::UInt32, true),
+    ]);
     fields.into()
 }
 
@@ -209,8 +238,8 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new(SCOPE_NAME, DataType::Utf8, false),
         Field::new(SCOPE_VERSION, DataType::Utf8, false),
     ];
-    fields.extend(attrs::fields(SPAN_ATTRS));
-    fields.extend(attrs::fields(RESOURCE_ATTRS));
+    fields.extend(attrs::fields(SPAN_ATTRS, false));
+    fields.extend(attrs::fields(RESOURCE_ATTRS, false));
     fields.extend(DEDICATED.iter().map(|d| {
         let ty = match d.ty {
             DedicatedType::Str => DataType::Utf8,
@@ -224,6 +253,21 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new(NESTED_SET_LEFT, DataType::Int32, false),
         Field::new(NESTED_SET_RIGHT, DataType::Int32, false),
         Field::new(NESTED_SET_PARENT, DataType::Int32, false),
+        // Added in schema version 2: nullable, see the module doc.
+        Field::new(FLAGS, DataType::UInt32, true),
+        Field::new(DROPPED_ATTRIBUTES_COUNT, DataType::UInt32, true),
+        Field::new(DROPPED_EVENTS_COUNT, DataType::UInt32, true),
+        Field::new(DROPPED_LINKS_COUNT, DataType::UInt32, true),
+        attrs::bytes_field(SPAN_ATTRS),
+        attrs::bytes_field(RESOURCE_ATTRS),
+        Field::new(RESOURCE_DROPPED_ATTRIBUTES_COUNT, DataType::UInt32, true),
+        Field::new(RESOURCE_SCHEMA_URL, DataType::Utf8, true),
+    ]);
+    fields.extend(attrs::fields(SCOPE_ATTRS, true));
+    fields.extend([
+        attrs::bytes_field(SCOPE_ATTRS),
+        Field::new(SCOPE_DROPPED_ATTRIBUTES_COUNT, DataType::UInt32, true),
+        Field::new(SCOPE_SCHEMA_URL, DataType::Utf8, true),
     ]);
     Arc::new(Schema::new(fields))
 });
@@ -267,6 +311,15 @@ pub fn to_batch(traces: &[Vec<&SpanRow>]) -> Result<RecordBatch, ArrowError> {
     let mut left = Int32Builder::with_capacity(rows);
     let mut right = Int32Builder::with_capacity(rows);
     let mut nested_parent = Int32Builder::with_capacity(rows);
+    let mut flags = UInt32Builder::with_capacity(rows);
+    let mut dropped_attributes = UInt32Builder::with_capacity(rows);
+    let mut dropped_events = UInt32Builder::with_capacity(rows);
+    let mut dropped_links = UInt32Builder::with_capacity(rows);
+    let mut resource_dropped_attributes = UInt32Builder::with_capacity(rows);
+    let mut resource_schema_url = StringBuilder::new();
+    let mut scope_attrs = TypedAttrsBuilder::default();
+    let mut scope_dropped_attributes = UInt32Builder::with_capacity(rows);
+    let mut scope_schema_url = StringBuilder::new();
 
     for trace in traces {
         let nested = nested_set::compute(trace);
@@ -310,6 +363,15 @@ pub fn to_batch(traces: &[Vec<&SpanRow>]) -> Result<RecordBatch, ArrowError> {
             left.append_value(l);
             right.append_value(r);
             nested_parent.append_value(p);
+            flags.append_value(span.flags);
+            dropped_attributes.append_value(span.dropped_attributes_count);
+            dropped_events.append_value(span.dropped_events_count);
+            dropped_links.append_value(span.dropped_links_count);
+            resource_dropped_attributes.append_value(span.resource_dropped_attributes_count);
+            resource_schema_url.append_value(&span.resource_schema_url);
+            scope_attrs.append(&span.scope_attrs);
+            scope_dropped_attributes.append_value(span.scope_dropped_attributes_count);
+            scope_schema_url.append_value(&span.scope_schema_url);
         }
     }
 
@@ -329,14 +391,33 @@ pub fn to_batch(traces: &[Vec<&SpanRow>]) -> Result<RecordBatch, ArrowError> {
         Arc::new(scope_name.finish()),
         Arc::new(scope_version.finish()),
     ];
-    columns.extend(span_attrs.finish());
-    columns.extend(resource_attrs.finish());
+    let span_attrs = span_attrs.finish();
+    let resource_attrs = resource_attrs.finish();
+    let scope_attrs = scope_attrs.finish();
+    columns.extend(span_attrs.maps);
+    columns.extend(resource_attrs.maps);
     columns.extend(dedicated.into_iter().map(DedicatedBuilder::finish));
-    columns.push(events.finish()?);
-    columns.push(links.finish()?);
-    columns.push(Arc::new(left.finish()));
-    columns.push(Arc::new(right.finish()));
-    columns.push(Arc::new(nested_parent.finish()));
+    columns.extend([
+        events.finish()?,
+        links.finish()?,
+        Arc::new(left.finish()),
+        Arc::new(right.finish()),
+        Arc::new(nested_parent.finish()),
+        Arc::new(flags.finish()),
+        Arc::new(dropped_attributes.finish()),
+        Arc::new(dropped_events.finish()),
+        Arc::new(dropped_links.finish()),
+        span_attrs.bytes,
+        resource_attrs.bytes,
+        Arc::new(resource_dropped_attributes.finish()),
+        Arc::new(resource_schema_url.finish()),
+    ]);
+    columns.extend(scope_attrs.maps);
+    columns.extend([
+        scope_attrs.bytes,
+        Arc::new(scope_dropped_attributes.finish()),
+        Arc::new(scope_schema_url.finish()),
+    ]);
     RecordBatch::try_new(schema(), columns)
 }
 
@@ -377,6 +458,7 @@ struct EventsBuilder {
     time: TimestampNanosecondBuilder,
     name: StringBuilder,
     attrs: TypedAttrsBuilder,
+    dropped_attributes: UInt32Builder,
 }
 
 impl EventsBuilder {
@@ -385,6 +467,8 @@ impl EventsBuilder {
             self.time.append_value(event.time_unix_nano);
             self.name.append_value(&event.name);
             self.attrs.append(&event.attrs);
+            self.dropped_attributes
+                .append_value(event.dropped_attributes_count);
         }
         self.offsets.push(span.events.len());
     }
@@ -394,7 +478,9 @@ impl EventsBuilder {
             Arc::new(self.time.finish().with_timezone("UTC")),
             Arc::new(self.name.finish()),
         ];
-        children.extend(self.attrs.finish());
+        let attrs = self.attrs.finish();
+        children.extend(attrs.maps);
+        children.extend([attrs.bytes, Arc::new(self.dropped_attributes.finish())]);
         list_array(event_fields(), children, &self.offsets)
     }
 }
@@ -405,6 +491,8 @@ struct LinksBuilder {
     span_id: FixedSizeBinaryBuilder,
     trace_state: StringBuilder,
     attrs: TypedAttrsBuilder,
+    dropped_attributes: UInt32Builder,
+    flags: UInt32Builder,
 }
 
 impl Default for LinksBuilder {
@@ -415,6 +503,8 @@ impl Default for LinksBuilder {
             span_id: FixedSizeBinaryBuilder::new(8),
             trace_state: StringBuilder::new(),
             attrs: TypedAttrsBuilder::default(),
+            dropped_attributes: UInt32Builder::new(),
+            flags: UInt32Builder::new(),
         }
     }
 }
@@ -426,6 +516,9 @@ impl LinksBuilder {
             self.span_id.append_value(link.span_id)?;
             self.trace_state.append_value(&link.trace_state);
             self.attrs.append(&link.attrs);
+            self.dropped_attributes
+                .append_value(link.dropped_attributes_count);
+            self.flags.append_value(link.flags);
         }
         self.offsets.push(span.links.len());
         Ok(())
@@ -437,7 +530,13 @@ impl LinksBuilder {
             Arc::new(self.span_id.finish()),
             Arc::new(self.trace_state.finish()),
         ];
-        children.extend(self.attrs.finish());
+        let attrs = self.attrs.finish();
+        children.extend(attrs.maps);
+        children.extend([
+            attrs.bytes,
+            Arc::new(self.dropped_attributes.finish()),
+            Arc::new(self.flags.finish()),
+        ]);
         list_array(link_fields(), children, &self.offsets)
     }
 }

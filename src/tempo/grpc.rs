@@ -17,10 +17,9 @@ use super::{TempoApi, TempoError, Window};
 use crate::tempopb::querier_server::{Querier, QuerierServer};
 use crate::tempopb::streaming_querier_server::{StreamingQuerier, StreamingQuerierServer};
 use crate::tempopb::{
-    MetadataMetrics, SearchRequest, SearchResponse, SearchTagValuesRequest,
-    SearchTagValuesResponse, SearchTagValuesV2Response, SearchTagsRequest, SearchTagsResponse,
-    SearchMetrics, SearchTagsV2Response, SearchTagsV2Scope, TagValue, TraceByIdMetrics,
-    TraceByIdRequest, TraceByIdResponse, TraceSearchMetadata,
+    SearchMetrics, SearchRequest, SearchResponse, SearchTagValuesRequest, SearchTagValuesResponse,
+    SearchTagValuesV2Response, SearchTagsRequest, SearchTagsResponse, SearchTagsV2Response,
+    TraceByIdMetrics, TraceByIdRequest, TraceByIdResponse, TraceSearchMetadata,
 };
 use crate::tenant::ORG_ID_HEADER;
 
@@ -105,14 +104,9 @@ impl TempoGrpc {
         request: Request<SearchTagsRequest>,
     ) -> Result<SearchTagsResponse, Status> {
         let tenants = self.tenants(&request)?;
-        let api = &self.api;
         let result = async {
             let tags = self.tags_request(request.get_ref())?;
-            let names = api.timed(api.tag_names_v1(&tenants, &tags)).await?;
-            Ok::<_, TempoError>(SearchTagsResponse {
-                tag_names: names,
-                metrics: Some(MetadataMetrics::default()),
-            })
+            self.api.search_tags(&tenants, &tags).await
         };
         result.await.map_err(|e| e.grpc())
     }
@@ -122,20 +116,9 @@ impl TempoGrpc {
         request: Request<SearchTagsRequest>,
     ) -> Result<SearchTagsV2Response, Status> {
         let tenants = self.tenants(&request)?;
-        let api = &self.api;
         let result = async {
             let tags = self.tags_request(request.get_ref())?;
-            let scopes = api.timed(api.tag_names(&tenants, &tags)).await?;
-            Ok::<_, TempoError>(SearchTagsV2Response {
-                scopes: scopes
-                    .into_iter()
-                    .map(|s| SearchTagsV2Scope {
-                        name: s.name.to_string(),
-                        tags: s.tags,
-                    })
-                    .collect(),
-                metrics: Some(MetadataMetrics::default()),
-            })
+            self.api.search_tags_v2(&tenants, &tags).await
         };
         result.await.map_err(|e| e.grpc())
     }
@@ -145,14 +128,9 @@ impl TempoGrpc {
         request: Request<SearchTagValuesRequest>,
     ) -> Result<SearchTagValuesResponse, Status> {
         let tenants = self.tenants(&request)?;
-        let api = &self.api;
         let result = async {
             let values = self.values_request(request.get_ref())?;
-            let tag_values = api.timed(api.tag_values_v1(&tenants, &values)).await?;
-            Ok::<_, TempoError>(SearchTagValuesResponse {
-                tag_values,
-                metrics: Some(MetadataMetrics::default()),
-            })
+            self.api.search_tag_values(&tenants, &values).await
         };
         result.await.map_err(|e| e.grpc())
     }
@@ -162,20 +140,9 @@ impl TempoGrpc {
         request: Request<SearchTagValuesRequest>,
     ) -> Result<SearchTagValuesV2Response, Status> {
         let tenants = self.tenants(&request)?;
-        let api = &self.api;
         let result = async {
             let values = self.values_request(request.get_ref())?;
-            let found = api.timed(api.tag_values_v2(&tenants, &values)).await?;
-            Ok::<_, TempoError>(SearchTagValuesV2Response {
-                tag_values: found
-                    .into_iter()
-                    .map(|v| TagValue {
-                        r#type: v.kind.to_string(),
-                        value: v.value,
-                    })
-                    .collect(),
-                metrics: Some(MetadataMetrics::default()),
-            })
+            self.api.search_tag_values_v2(&tenants, &values).await
         };
         result.await.map_err(|e| e.grpc())
     }
@@ -385,7 +352,10 @@ mod tests {
         let out = segments((0..25).map(trace).collect(), metrics);
         assert!(out.len() >= 3, "{} segments", out.len());
         assert!(out.iter().all(|m| m.metrics == Some(metrics)));
-        assert!(out.iter().all(|m| m.encoded_len() <= STREAM_SEGMENT_BYTES + 200_000));
+        assert!(
+            out.iter()
+                .all(|m| m.encoded_len() <= STREAM_SEGMENT_BYTES + 200_000)
+        );
         assert_eq!(out.iter().map(|m| m.traces.len()).sum::<usize>(), 25);
         let empty = segments(Vec::new(), metrics);
         assert_eq!(empty.len(), 1);

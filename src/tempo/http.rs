@@ -15,10 +15,7 @@ use super::json::{TempoJson, trace_v1_json};
 use super::tags::{TagScope, TagValuesRequest, TagsRequest};
 use super::trace::parse_trace_id;
 use super::{TempoApi, TempoError, Window};
-use crate::tempopb::{
-    MetadataMetrics, SearchTagValuesResponse, SearchTagValuesV2Response, SearchTagsResponse,
-    SearchTagsV2Response, SearchTagsV2Scope, TagValue, TraceByIdMetrics, TraceByIdResponse,
-};
+use crate::tempopb::{TraceByIdMetrics, TraceByIdResponse};
 use crate::tenant::ORG_ID_HEADER;
 
 /// Content type of protobuf responses.
@@ -94,6 +91,14 @@ fn respond<M: Message + TempoJson>(headers: &HeaderMap, message: &M) -> Response
         protobuf_response(message)
     } else {
         json_response(message.tempo_json())
+    }
+}
+
+/// The message, or the error as Tempo answers it.
+fn answer<M: Message + TempoJson>(headers: &HeaderMap, result: Result<M, TempoError>) -> Response {
+    match result {
+        Ok(message) => respond(headers, &message),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -283,15 +288,9 @@ async fn tags_v1(
     let result = async {
         let tenants = api.tenants(org_id(&headers))?;
         let request = tags_request(&api, &params)?;
-        let names = api.timed(api.tag_names_v1(&tenants, &request)).await?;
-        let response = SearchTagsResponse {
-            tag_names: names,
-            metrics: Some(MetadataMetrics::default()),
-        };
-        Ok::<_, TempoError>(respond(&headers, &response))
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+        api.search_tags(&tenants, &request).await
+    };
+    answer(&headers, result.await)
 }
 
 async fn tags_v2(
@@ -302,21 +301,9 @@ async fn tags_v2(
     let result = async {
         let tenants = api.tenants(org_id(&headers))?;
         let request = tags_request(&api, &params)?;
-        let scopes = api.timed(api.tag_names(&tenants, &request)).await?;
-        let response = SearchTagsV2Response {
-            scopes: scopes
-                .into_iter()
-                .map(|s| SearchTagsV2Scope {
-                    name: s.name.to_string(),
-                    tags: s.tags,
-                })
-                .collect(),
-            metrics: Some(MetadataMetrics::default()),
-        };
-        Ok::<_, TempoError>(respond(&headers, &response))
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+        api.search_tags_v2(&tenants, &request).await
+    };
+    answer(&headers, result.await)
 }
 
 /// The tag of `/api[/v2]/search/tag/{tag}/values`; the tag itself may contain `/`.
@@ -353,15 +340,9 @@ async fn tag_values_v1(
     let result = async {
         let tenants = api.tenants(org_id(&headers))?;
         let request = values_request(&api, &rest, &params)?;
-        let values = api.timed(api.tag_values_v1(&tenants, &request)).await?;
-        let response = SearchTagValuesResponse {
-            tag_values: values,
-            metrics: Some(MetadataMetrics::default()),
-        };
-        Ok::<_, TempoError>(respond(&headers, &response))
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+        api.search_tag_values(&tenants, &request).await
+    };
+    answer(&headers, result.await)
 }
 
 async fn tag_values_v2(
@@ -373,19 +354,7 @@ async fn tag_values_v2(
     let result = async {
         let tenants = api.tenants(org_id(&headers))?;
         let request = values_request(&api, &rest, &params)?;
-        let values = api.timed(api.tag_values_v2(&tenants, &request)).await?;
-        let response = SearchTagValuesV2Response {
-            tag_values: values
-                .into_iter()
-                .map(|v| TagValue {
-                    r#type: v.kind.to_string(),
-                    value: v.value,
-                })
-                .collect(),
-            metrics: Some(MetadataMetrics::default()),
-        };
-        Ok::<_, TempoError>(respond(&headers, &response))
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+        api.search_tag_values_v2(&tenants, &request).await
+    };
+    answer(&headers, result.await)
 }

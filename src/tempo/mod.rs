@@ -20,6 +20,10 @@ use axum::http::StatusCode;
 
 use crate::config::QuerySettings;
 use crate::query::{QueryEngine, QueryError};
+use crate::tempopb::{
+    MetadataMetrics, SearchTagValuesResponse, SearchTagValuesV2Response, SearchTagsResponse,
+    SearchTagsV2Response, SearchTagsV2Scope, TagValue,
+};
 use crate::tenant::{self, TenantError};
 
 /// Why a query API request failed; each maps to Tempo's HTTP status and gRPC code.
@@ -202,7 +206,7 @@ impl TempoApi {
 
 impl TempoApi {
     /// Tag names of `tenants`, per scope; several tenants' names are merged.
-    pub async fn tag_names(
+    async fn tag_names(
         &self,
         tenants: &[String],
         request: &tags::TagsRequest,
@@ -226,14 +230,14 @@ impl TempoApi {
         Ok(merged)
     }
 
-    /// The flat, sorted tag list of the v1 endpoint: intrinsics only when asked for by scope.
-    pub async fn tag_names_v1(
+    /// v1 tag names: one sorted list, intrinsics only when asked for by scope.
+    pub async fn search_tags(
         &self,
         tenants: &[String],
         request: &tags::TagsRequest,
-    ) -> Result<Vec<String>, TempoError> {
+    ) -> Result<SearchTagsResponse, TempoError> {
         let intrinsic_scope = matches!(request.scope, tags::TagScope::Intrinsic);
-        let scopes = self.tag_names(tenants, request).await?;
+        let scopes = self.timed(self.tag_names(tenants, request)).await?;
         let mut names: Vec<String> = scopes
             .into_iter()
             .filter(|s| intrinsic_scope || s.name != "intrinsic")
@@ -244,48 +248,92 @@ impl TempoApi {
         if request.limit > 0 {
             names.truncate(request.limit);
         }
-        Ok(names)
+        Ok(SearchTagsResponse {
+            tag_names: names,
+            metrics: Some(MetadataMetrics::default()),
+        })
     }
 
-    /// Typed values of a TraceQL attribute or intrinsic across `tenants`.
-    pub async fn tag_values_v2(
+    /// v2 tag names, per scope.
+    pub async fn search_tags_v2(
+        &self,
+        tenants: &[String],
+        request: &tags::TagsRequest,
+    ) -> Result<SearchTagsV2Response, TempoError> {
+        let scopes = self.timed(self.tag_names(tenants, request)).await?;
+        Ok(SearchTagsV2Response {
+            scopes: scopes
+                .into_iter()
+                .map(|s| SearchTagsV2Scope {
+                    name: s.name.to_string(),
+                    tags: s.tags,
+                })
+                .collect(),
+            metrics: Some(MetadataMetrics::default()),
+        })
+    }
+
+    /// v2 tag values: typed values of a TraceQL attribute or intrinsic across `tenants`.
+    pub async fn search_tag_values_v2(
         &self,
         tenants: &[String],
         request: &tags::TagValuesRequest,
-    ) -> Result<Vec<tags::TypedValue>, TempoError> {
-        let mut values: Vec<tags::TypedValue> = Vec::new();
-        for tenant in tenants {
-            for value in tags::tag_values_v2(&self.engine, tenant, request).await? {
-                if !values
-                    .iter()
-                    .any(|v| v.kind == value.kind && v.value == value.value)
-                {
-                    values.push(value);
+    ) -> Result<SearchTagValuesV2Response, TempoError> {
+        let found = self
+            .timed(async {
+                let mut values: Vec<tags::TypedValue> = Vec::new();
+                for tenant in tenants {
+                    for value in tags::tag_values_v2(&self.engine, tenant, request).await? {
+                        if !values.contains(&value) {
+                            values.push(value);
+                        }
+                    }
                 }
-            }
-        }
-        if request.limit > 0 {
-            values.truncate(request.limit);
-        }
-        Ok(values)
+                Ok(values)
+            })
+            .await?;
+        let limit = if request.limit > 0 {
+            request.limit
+        } else {
+            usize::MAX
+        };
+        Ok(SearchTagValuesV2Response {
+            tag_values: found
+                .into_iter()
+                .take(limit)
+                .map(|v| TagValue {
+                    r#type: v.kind.to_string(),
+                    value: v.value,
+                })
+                .collect(),
+            metrics: Some(MetadataMetrics::default()),
+        })
     }
 
-    /// Values of a bare attribute name across `tenants`, sorted.
-    pub async fn tag_values_v1(
+    /// v1 tag values: values of a bare attribute name across `tenants`, sorted.
+    pub async fn search_tag_values(
         &self,
         tenants: &[String],
         request: &tags::TagValuesRequest,
-    ) -> Result<Vec<String>, TempoError> {
-        let mut values = Vec::new();
-        for tenant in tenants {
-            values.extend(tags::tag_values_v1(&self.engine, tenant, request).await?);
-        }
+    ) -> Result<SearchTagValuesResponse, TempoError> {
+        let mut values = self
+            .timed(async {
+                let mut values = Vec::new();
+                for tenant in tenants {
+                    values.extend(tags::tag_values_v1(&self.engine, tenant, request).await?);
+                }
+                Ok(values)
+            })
+            .await?;
         values.sort();
         values.dedup();
         if request.limit > 0 {
             values.truncate(request.limit);
         }
-        Ok(values)
+        Ok(SearchTagValuesResponse {
+            tag_values: values,
+            metrics: Some(MetadataMetrics::default()),
+        })
     }
 }
 

@@ -956,7 +956,11 @@ async fn search_protobuf_round_trip() {
     .await;
     assert_eq!(reply.headers["content-type"], "application/protobuf");
     let response = tempopb::SearchResponse::decode(reply.body.as_slice()).unwrap();
-    let ids: Vec<&str> = response.traces.iter().map(|t| t.trace_id.as_str()).collect();
+    let ids: Vec<&str> = response
+        .traces
+        .iter()
+        .map(|t| t.trace_id.as_str())
+        .collect();
     assert_eq!(ids, [B, "a1"]);
     let a = &response.traces[1];
     assert_eq!(a.start_time_unix_nano, BASE);
@@ -971,8 +975,12 @@ async fn search_protobuf_round_trip() {
     )
     .await;
     let response = tempopb::SearchTagsV2Response::decode(reply.body.as_slice()).unwrap();
-    assert!(response.scopes.iter().any(|s| s.name == "resource"
-        && s.tags == ["region", "service.name"]));
+    assert!(
+        response
+            .scopes
+            .iter()
+            .any(|s| s.name == "resource" && s.tags == ["region", "service.name"])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1029,6 +1037,9 @@ async fn traceql_command_prints_tempo_search_json() {
     );
     let body: Json = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(body["traces"][0]["traceID"], "a1");
-    assert_eq!(body["traces"][0]["startTimeUnixNano"], "1700000000000000000");
+    assert_eq!(
+        body["traces"][0]["startTimeUnixNano"],
+        "1700000000000000000"
+    );
     assert_eq!(body["traces"].as_array().unwrap().len(), 1);
 }

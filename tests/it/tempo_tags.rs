@@ -96,6 +96,7 @@ fn span(
         resource_attrs: resource.to_vec(),
         events: Vec::new(),
         links: Vec::new(),
+        ..SpanRow::default()
     }
 }
 
@@ -122,6 +123,7 @@ fn flushed_spans() -> Vec<SpanRow> {
             ("exception.type", str("Timeout")),
             ("retries", AttrValue::Int(3)),
         ]),
+        ..EventRow::default()
     });
     let child = span(
         1,
@@ -161,6 +163,7 @@ fn live_spans() -> Vec<SpanRow> {
         span_id: span_id(1, 1),
         trace_state: String::new(),
         attrs: attrs(vec![("rel", str("follows"))]),
+        ..LinkRow::default()
     });
     let child = span(
         2,
