@@ -27,8 +27,8 @@ use crate::tempopb::{
 pub const MAX_QUERY_BYTES: usize = 128 << 10;
 /// Root service name of a trace whose root span has not arrived, as Tempo reports it.
 pub const ROOT_NOT_RECEIVED: &str = "<root span not yet received>";
-/// Windows are searched in slices of at most this many nanoseconds (one hour)...
-const JOB_SPAN_NS: i64 = 3_600_000_000_000;
+/// Windows are searched in slices of at most this many nanoseconds (six hours)...
+const JOB_SPAN_NS: i64 = 6 * 3_600_000_000_000;
 /// ...and in at most this many slices.
 const MAX_JOBS: i64 = 8;
 

@@ -17,7 +17,7 @@
 //!   since no TraceQL literal can match them; their names are;
 //! - empty `name`, `statusMessage` and instrumentation name/version are not values: OTLP
 //!   leaves them empty when unset;
-//! - no instrumentation-scope attributes are stored, so that scope lists no tags;
+//! - the `instrumentation` scope lists the instrumentation scopes' attributes;
 //! - the `trace` scope has no user attributes and lists nothing;
 //! - a v2 tag-values `q` that does not parse or cannot run is ignored, as Tempo tolerates
 //!   partial queries there; a tag-names `q` must be valid.
@@ -482,7 +482,7 @@ fn attribute_maps(
         ))),
         AttrScope::Event => elements(spans::EVENTS, spans::event::ATTRS),
         AttrScope::Link => elements(spans::LINKS, spans::link::ATTRS),
-        AttrScope::Instrumentation => Ok(None),
+        AttrScope::Instrumentation => Ok(Some((matched, vec![table(spans::SCOPE_ATTRS)]))),
     }
 }
 

@@ -7,8 +7,14 @@
 //!   each value is lowered to one expression per run-time type (string, int, float, bool,
 //!   duration, status, kind), NULL where the span's value has another type or is missing, and
 //!   a comparison is the OR of the comparisons between compatible types, NULL turned to false.
-//! - `event…`/`link…` compared with a literal: `array_any_match` over the `events`/`links`
-//!   list with a lambda (some element satisfies it).
+//! - A comparison reading `event…`/`link…` values: `array_any_match` over the
+//!   `events`/`links` list with a lambda (some element satisfies it); the other operand may
+//!   read the span, whose columns the lambda captures. Elsewhere (`by()`, aggregates, bare
+//!   booleans) such values are unsupported.
+//! - `span:childCount`: a left join, on trace id and span id, of per-span child counts
+//!   computed from the spans the query runs over.
+//! - `x = a || x = b || …` on one attribute with literals of one type: an `IN` list. Constant
+//!   subexpressions are folded before lowering ([`rewrite`]).
 //! - `{A} && {B}`, `{A} || {B}`: semi-joins on `trace_id` and a distinct union of span keys.
 //! - Structural operators: joins on `trace_id` with nested-set predicates (semi for the plain
 //!   forms, anti for the negated ones, both directions for the union forms).
@@ -26,7 +32,8 @@
 //! - `!` on a missing value and `^` between ints are not evaluation errors: the former is false,
 //!   the latter is ordinary float `pow` (the reference engine computes rhs^lhs);
 //! - `sum()` adds every numeric value as f64, whatever the type of the first one;
-//! - regexes are anchored as `^(?s:…)$`, as the reference engine compiles them.
+//! - regexes are anchored as `^(?s:…)$`, as the reference engine compiles them;
+//! - search results do not list `span:childCount` values as span attributes.
 
 use std::sync::Arc;
 
@@ -36,10 +43,12 @@ use datafusion::dataframe::DataFrame;
 use datafusion::functions::core::expr_fn::{coalesce, get_field};
 use datafusion::functions::math::expr_fn::power;
 use datafusion::functions::string::expr_fn::ltrim;
-use datafusion::functions_aggregate::expr_fn::{avg, count, max, min, sum};
+use datafusion::functions_aggregate::expr_fn::{avg, count, count_distinct, max, min, sum};
 use datafusion::functions_nested::expr_fn::array_any_match;
 use datafusion::logical_expr::expr_fn::{lambda, lambda_var};
-use datafusion::logical_expr::{Expr, JoinType, Operator, ScalarUDF, binary_expr, cast, when};
+use datafusion::logical_expr::{
+    Expr, JoinType, Operator, ScalarUDF, binary_expr, cast, in_list, when,
+};
 use datafusion::prelude::{SessionContext, col, lit};
 
 use crate::schema::rows::{STATUS_CODE_ERROR, kind_name, status_name};
@@ -50,6 +59,7 @@ use crate::traceql::ast::{
     Pipeline, Query, ScalarExpr, ScalarFilter, SpansetExpr, SpansetOp, Stage, Static, Status,
     UnaryOp,
 };
+use crate::traceql::rewrite;
 
 /// Trace id column of [`trace_summary`].
 pub const TRACE_SUMMARY_ID: &str = "__trace_id";
@@ -133,6 +143,11 @@ pub struct LoweredSearch {
     pub attributes: Vec<AttrRef>,
 }
 
+/// Columns of the per-span child counts joined in for `span:childCount`.
+const CHILDREN_TRACE_ID: &str = "__children_trace_id";
+const CHILDREN_PARENT_ID: &str = "__children_parent_id";
+const CHILDREN_COUNT: &str = "__children_count";
+
 /// True when `frame` carries a `by()` group.
 fn is_grouped(frame: &DataFrame) -> bool {
     frame.schema().has_column_with_unqualified_name(GROUP_KEY)
@@ -160,6 +175,8 @@ impl Lowerer {
     }
 
     /// Lowers a search query evaluated over `input`, a frame with the columns of `spans`.
+    ///
+    /// `input` is also where `span:childCount` counts children.
     pub fn search(&self, query: &Query, input: DataFrame) -> Result<LoweredSearch> {
         let Body::Pipeline(pipeline) = &query.body else {
             return unsupported("only spanset pipelines can be searched, not metrics queries");
@@ -182,8 +199,27 @@ impl Lowerer {
         })
     }
 
-    /// Lowers a pipeline: each stage maps the spans of the previous one.
+    /// Lowers a pipeline over `input`, a frame with the columns of `spans`; each stage maps
+    /// the spans of the previous one. Constant subexpressions are folded first
+    /// ([`rewrite`]).
     pub fn pipeline(&self, pipeline: &Pipeline, input: DataFrame) -> Result<DataFrame> {
+        let scope = Scope {
+            traces: &self.traces,
+            spans: input.clone(),
+        };
+        scope.pipeline(&rewrite::pipeline(pipeline), input)
+    }
+}
+
+/// One lowering: the trace summaries and the spans the query runs over, which
+/// `span:childCount` reads.
+struct Scope<'a> {
+    traces: &'a DataFrame,
+    spans: DataFrame,
+}
+
+impl Scope<'_> {
+    fn pipeline(&self, pipeline: &Pipeline, input: DataFrame) -> Result<DataFrame> {
         let mut frame = input;
         for stage in &pipeline.stages {
             frame = match stage {
@@ -256,28 +292,54 @@ impl Lowerer {
         }
     }
 
-    /// `input` joined with its trace's summary row when an expression reads trace-level
-    /// intrinsics, else `input` as it is.
-    fn with_trace_columns(&self, input: DataFrame, needs_trace: bool) -> Result<DataFrame> {
-        if !needs_trace {
-            return Ok(input);
+    /// `input` with the columns the lowered expressions read besides those of `spans`: the
+    /// trace summary and the child count, as needed.
+    fn with_columns(&self, input: DataFrame, lowering: &FieldLowering) -> Result<DataFrame> {
+        let mut frame = input;
+        if lowering.needs_trace {
+            frame = frame.join_on(
+                self.traces.clone(),
+                JoinType::Inner,
+                [col(spans::TRACE_ID).eq(col(TRACE_SUMMARY_ID))],
+            )?;
         }
-        Ok(input.join_on(
-            self.traces.clone(),
-            JoinType::Inner,
-            [col(spans::TRACE_ID).eq(col(TRACE_SUMMARY_ID))],
-        )?)
+        if lowering.needs_child_count {
+            frame = frame.join_on(
+                self.child_counts()?,
+                JoinType::Left,
+                [
+                    col(spans::TRACE_ID).eq(col(CHILDREN_TRACE_ID)),
+                    col(spans::SPAN_ID).eq(col(CHILDREN_PARENT_ID)),
+                ],
+            )?;
+        }
+        Ok(frame)
+    }
+
+    /// Per (trace, span id) with children in [`Scope::spans`], how many distinct children.
+    fn child_counts(&self) -> Result<DataFrame> {
+        Ok(self
+            .spans
+            .clone()
+            .filter(col(spans::PARENT_SPAN_ID).is_not_null())?
+            .aggregate(
+                vec![
+                    col(spans::TRACE_ID).alias(CHILDREN_TRACE_ID),
+                    col(spans::PARENT_SPAN_ID).alias(CHILDREN_PARENT_ID),
+                ],
+                vec![count_distinct(col(spans::SPAN_ID)).alias(CHILDREN_COUNT)],
+            )?)
     }
 
     fn filter(&self, field: &FieldExpr, input: DataFrame) -> Result<DataFrame> {
         let mut lowering = FieldLowering::default();
         let predicate = lowering.predicate(field)?;
-        if !lowering.needs_trace {
+        if !lowering.needs_columns() {
             let predicate = predicate.resolve_lambda_variables(input.schema())?.data;
             return Ok(input.filter(predicate)?);
         }
         let columns = columns_of(&input);
-        let joined = self.with_trace_columns(input, true)?;
+        let joined = self.with_columns(input, &lowering)?;
         let predicate = predicate.resolve_lambda_variables(joined.schema())?.data;
         Ok(joined.filter(predicate)?.select(columns)?)
     }
@@ -301,12 +363,16 @@ impl Lowerer {
             tagged("b:", &boolean),
             lit("nil"),
         ]);
-        let source = self.with_trace_columns(input.clone(), lowering.needs_trace)?;
+        let source = self.with_columns(input.clone(), &lowering)?;
         let mut columns = columns_of(&input);
         columns.push(key.alias(GROUP_KEY));
         for (name, e) in GROUP_VALUE.iter().zip([text, int, float, boolean]) {
             columns.push(e.alias(*name));
         }
+        let columns = columns
+            .into_iter()
+            .map(|e| Ok(e.resolve_lambda_variables(source.schema())?.data))
+            .collect::<Result<Vec<_>>>()?;
         Ok(source.select(columns)?)
     }
 
@@ -341,7 +407,8 @@ impl Lowerer {
             }
             (_, None) => return unsupported(format!("aggregate `{aggregate}` without argument")),
         };
-        let source = self.with_trace_columns(input.clone(), lowering.needs_trace)?;
+        let source = self.with_columns(input.clone(), &lowering)?;
+        let agg = agg.resolve_lambda_variables(source.schema())?.data;
         const AGG: &str = "__aggregate";
         let mut keys = vec![spans::TRACE_ID];
         if is_grouped(&input) {
@@ -582,13 +649,25 @@ fn any_of(parts: Vec<Expr>) -> Option<Expr> {
     parts.into_iter().reduce(Expr::or)
 }
 
-/// Lowers field expressions; remembers whether trace-level columns are needed.
+/// Lowers field expressions; remembers which columns besides those of `spans` they read
+/// (see [`Scope::with_columns`]).
 #[derive(Default)]
 struct FieldLowering {
     needs_trace: bool,
+    needs_child_count: bool,
+    /// Inside an `event…`/`link…` comparison: the list column and its element variable.
+    element: Option<(&'static str, Expr)>,
 }
 
+/// The lambda variable bound to one event or link.
+const ELEMENT: &str = "__element";
+
 impl FieldLowering {
+    /// True when the expressions read columns that must be joined in first.
+    fn needs_columns(&self) -> bool {
+        self.needs_trace || self.needs_child_count
+    }
+
     /// A boolean expression that is true exactly where TraceQL keeps the span.
     fn predicate(&mut self, field: &FieldExpr) -> Result<Expr> {
         let value = self.value(field)?;
@@ -624,7 +703,24 @@ impl FieldLowering {
     }
 
     fn binary(&mut self, op: BinaryOp, lhs: &FieldExpr, rhs: &FieldExpr) -> Result<Value> {
-        if let Some(value) = element_comparison(op, lhs, rhs)? {
+        let is_test = op.is_comparison() || matches!(op, BinaryOp::Regex | BinaryOp::NotRegex);
+        if is_test && self.element.is_none() {
+            let mut lists = element_lists(lhs);
+            lists.extend(element_lists(rhs));
+            lists.dedup();
+            match lists.as_slice() {
+                [] => {}
+                [list] => return self.element_comparison(list, op, lhs, rhs),
+                _ => {
+                    return unsupported(format!(
+                        "`{lhs} {op} {rhs}`: a comparison between event and link values"
+                    ));
+                }
+            }
+        }
+        if op == BinaryOp::Or
+            && let Some(value) = self.or_to_in_list(lhs, rhs)?
+        {
             return Ok(value);
         }
         if matches!(op, BinaryOp::Regex | BinaryOp::NotRegex) {
@@ -665,7 +761,107 @@ impl FieldLowering {
         }
     }
 
+    /// A comparison reading the elements of `list`: true when some element (event or link)
+    /// of the span satisfies it. The other operand may read the span too (the lambda
+    /// captures its columns).
+    fn element_comparison(
+        &mut self,
+        list: &'static str,
+        op: BinaryOp,
+        lhs: &FieldExpr,
+        rhs: &FieldExpr,
+    ) -> Result<Value> {
+        self.element = Some((list, lambda_var(ELEMENT)));
+        let tested = self.binary(op, lhs, rhs);
+        self.element = None;
+        let predicate = match tested?.bool {
+            Some(b) => coalesce(vec![b, lit(false)]),
+            None => lit(false),
+        };
+        let any = array_any_match(col(list), lambda([ELEMENT], predicate));
+        Ok(boolean(Some(coalesce(vec![any, lit(false)]))))
+    }
+
+    /// `x = a || x = b || …` on one attribute with literals of one type (string or int):
+    /// one `IN` list per value slot instead of a chain of ORs. `None` when the disjunction
+    /// has another shape.
+    fn or_to_in_list(&mut self, lhs: &FieldExpr, rhs: &FieldExpr) -> Result<Option<Value>> {
+        let mut disjuncts = Vec::new();
+        flatten_or(lhs, &mut disjuncts);
+        flatten_or(rhs, &mut disjuncts);
+        let mut subject = None;
+        let mut literals = Vec::new();
+        for d in disjuncts {
+            let FieldExpr::Binary {
+                op: BinaryOp::Eq,
+                lhs,
+                rhs,
+            } = d
+            else {
+                return Ok(None);
+            };
+            let (attr, literal) = match (lhs.as_ref(), rhs.as_ref()) {
+                (FieldExpr::Attr(a), FieldExpr::Static(s))
+                | (FieldExpr::Static(s), FieldExpr::Attr(a)) => (a, s),
+                _ => return Ok(None),
+            };
+            if *subject.get_or_insert(attr) != attr
+                || element_list(attr).is_some()
+                || *attr == AttrRef::Intrinsic(Intrinsic::TraceId)
+            {
+                return Ok(None);
+            }
+            literals.push(literal);
+        }
+        let Some(subject) = subject else {
+            return Ok(None);
+        };
+        let value = self.attr(subject)?;
+        let in_slot = |slot: Option<Expr>, items: Vec<Expr>| {
+            slot.map(|e| coalesce(vec![in_list(e, items, false), lit(false)]))
+        };
+        let matched = if let Some(strings) = literals
+            .iter()
+            .map(|l| match l {
+                Static::String(s) => Some(lit(s.clone())),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+        {
+            in_slot(value.str, strings)
+        } else if let Some(ints) = literals
+            .iter()
+            .map(|l| match l {
+                Static::Int(i) => Some(*i),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+        {
+            // As `compare`: ints and durations compare as i64, floats as f64.
+            let as_int = || ints.iter().map(|i| lit(*i)).collect::<Vec<_>>();
+            let as_float = ints.iter().map(|i| lit(*i as f64)).collect();
+            let parts = [
+                in_slot(value.int, as_int()),
+                in_slot(value.duration, as_int()),
+                in_slot(value.float.map(|f| cast(f, DataType::Float64)), as_float),
+            ];
+            any_of(parts.into_iter().flatten().collect())
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(boolean(matched)))
+    }
+
     fn attr(&mut self, attr: &AttrRef) -> Result<Value> {
+        if let Some(list) = element_list(attr) {
+            return match &self.element {
+                Some((current, element)) if *current == list => element_value(attr, element),
+                _ => unsupported(format!(
+                    "`{attr}` outside a comparison: event and link values are only lowered \
+                     inside comparisons such as `{attr} = 1` or `{attr} > span.x + 1`"
+                )),
+            };
+        }
         match attr {
             AttrRef::Intrinsic(i) => self.intrinsic(*i),
             AttrRef::Attribute(a) => attribute(a),
@@ -701,7 +897,12 @@ impl FieldLowering {
                 self.needs_trace = true;
                 Value::nullable(|v| &mut v.str, col(TRACE_SUMMARY_ROOT_SERVICE))
             }
-            ChildCount | EventName | EventTimeSinceStart | LinkTraceId | LinkSpanId | Parent => {
+            ChildCount => {
+                self.needs_child_count = true;
+                let count = coalesce(vec![col(CHILDREN_COUNT), lit(0i64)]);
+                Value::literal(|v| &mut v.int, cast(count, DataType::Int64))
+            }
+            EventName | EventTimeSinceStart | LinkTraceId | LinkSpanId | Parent => {
                 return unsupported(format!("the intrinsic `{}`", AttrRef::Intrinsic(intrinsic)));
             }
         })
@@ -848,31 +1049,17 @@ fn attribute(a: &Attribute) -> Result<Value> {
                 ..Value::default()
             })
         }
-        AttrScope::Event | AttrScope::Link | AttrScope::Instrumentation => unsupported(format!(
+        AttrScope::Instrumentation => Ok(MapColumns::of(spans::SCOPE_ATTRS).value(&a.name)),
+        AttrScope::Event | AttrScope::Link => unsupported(format!(
             "attributes of scope `{}` (`{}`)",
-            match a.scope {
-                AttrScope::Event => "event",
-                AttrScope::Link => "link",
-                _ => "instrumentation",
+            if a.scope == AttrScope::Event {
+                "event"
+            } else {
+                "link"
             },
             a.name
         )),
     }
-}
-
-/// `subject =~ pattern` (or `!~`), anchored as the reference engine anchors it; `None` when
-/// the subject can never be a string.
-fn regex(op: BinaryOp, subject: &Value, pattern: &str) -> Option<Expr> {
-    let anchored = format!("^(?s:{pattern})$");
-    let operator = if op == BinaryOp::Regex {
-        Operator::RegexMatch
-    } else {
-        Operator::RegexNotMatch
-    };
-    subject
-        .str
-        .clone()
-        .map(|s| coalesce(vec![binary_expr(s, operator, lit(anchored)), lit(false)]))
 }
 
 /// The list column an attribute reads elements of (`events`, `links`), if any.
@@ -896,6 +1083,11 @@ fn element_value(attr: &AttrRef, element: &Expr) -> Result<Value> {
         AttrRef::Intrinsic(Intrinsic::EventName) => {
             Value::literal(|v| &mut v.str, field(spans::event::NAME))
         }
+        AttrRef::Intrinsic(Intrinsic::EventTimeSinceStart) => {
+            let ns = |e: Expr| cast(e, DataType::Int64);
+            let since = ns(field(spans::event::TIME)) - ns(col(spans::START_TIME));
+            Value::literal(|v| &mut v.duration, since)
+        }
         AttrRef::Intrinsic(Intrinsic::LinkTraceId) => {
             Value::literal(|v| &mut v.str, hex(spans::link::TRACE_ID))
         }
@@ -912,43 +1104,29 @@ fn element_value(attr: &AttrRef, element: &Expr) -> Result<Value> {
     })
 }
 
-/// `event…`/`link…` compared with a literal: true when some event (link) of the span
-/// satisfies the comparison. `None` when neither side reads events or links.
-fn element_comparison(op: BinaryOp, lhs: &FieldExpr, rhs: &FieldExpr) -> Result<Option<Value>> {
-    let reads_elements = |f: &FieldExpr| {
-        let mut attrs = Vec::new();
-        collect_field_attrs(f, &mut attrs);
-        attrs.iter().any(|a| element_list(a).is_some())
-    };
-    if !reads_elements(lhs) && !reads_elements(rhs) {
-        return Ok(None);
+/// The distinct list columns (`events`, `links`) that `field` reads elements of.
+fn element_lists(field: &FieldExpr) -> Vec<&'static str> {
+    let mut attrs = Vec::new();
+    collect_field_attrs(field, &mut attrs);
+    let mut lists: Vec<&'static str> = attrs.iter().filter_map(element_list).collect();
+    lists.sort_unstable();
+    lists.dedup();
+    lists
+}
+
+/// The operands of a chain of `||`, left to right.
+fn flatten_or<'a>(field: &'a FieldExpr, out: &mut Vec<&'a FieldExpr>) {
+    match field {
+        FieldExpr::Binary {
+            op: BinaryOp::Or,
+            lhs,
+            rhs,
+        } => {
+            flatten_or(lhs, out);
+            flatten_or(rhs, out);
+        }
+        other => out.push(other),
     }
-    let (attr, other, flipped) = match (lhs, rhs) {
-        (FieldExpr::Attr(a), FieldExpr::Static(s)) if element_list(a).is_some() => (a, s, false),
-        (FieldExpr::Static(s), FieldExpr::Attr(a)) if element_list(a).is_some() => (a, s, true),
-        _ => {
-            return unsupported(format!(
-                "`{lhs} {op} {rhs}`: event and link values can only be compared with a literal"
-            ));
-        }
-    };
-    let Some(list) = element_list(attr) else {
-        return Ok(None);
-    };
-    const ELEMENT: &str = "__element";
-    let element = lambda_var(ELEMENT);
-    let value = element_value(attr, &element)?;
-    let literal = static_value(other);
-    let predicate = match (op, other) {
-        (BinaryOp::Regex | BinaryOp::NotRegex, Static::String(pattern)) => {
-            regex(op, &value, pattern).unwrap_or(lit(false))
-        }
-        (BinaryOp::Regex | BinaryOp::NotRegex, _) => lit(false),
-        _ if flipped => compare(op, &literal, &value),
-        _ => compare(op, &value, &literal),
-    };
-    let any = array_any_match(col(list), lambda([ELEMENT], predicate));
-    Ok(Some(boolean(Some(coalesce(vec![any, lit(false)])))))
 }
 
 fn compare_op(a: Expr, op: Operator, b: Expr) -> Expr {
@@ -1103,7 +1281,8 @@ fn collect_pipeline_attrs(pipeline: &Pipeline, out: &mut Vec<AttrRef>) {
 
 /// How a search result shows an attribute: its key and one expression per value type over
 /// `spans` (string, int, float, bool), or `None` for attributes search results leave out
-/// (name, duration, ids, trace-level intrinsics) or that cannot be lowered.
+/// (name, duration, ids, trace-level intrinsics, `span:childCount`) or
+/// that cannot be lowered.
 pub fn output_attribute(attr: &AttrRef) -> Option<(String, [Expr; 4])> {
     use Intrinsic::*;
     let key = match attr {
@@ -1119,7 +1298,12 @@ pub fn output_attribute(attr: &AttrRef) -> Option<(String, [Expr; 4])> {
                 .map_or(printed.clone(), |(_, n)| n.to_string())
         }
     };
-    let value = FieldLowering::default().attr(attr).ok()?;
+    let mut lowering = FieldLowering::default();
+    let value = lowering.attr(attr).ok()?;
+    if lowering.needs_columns() {
+        // `span:childCount` values live in joined columns, not on `spans`.
+        return None;
+    }
     Some((key, typed_columns(value)))
 }
 
@@ -1140,4 +1324,61 @@ fn typed_columns(value: Value) -> [Expr; 4] {
         typed(value.float, DataType::Float64),
         typed(value.bool, DataType::Boolean),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::RecordBatch;
+
+    use super::*;
+
+    /// The optimized logical plan of `query` over an empty `spans` table, as EXPLAIN shows it.
+    fn plan(query: &str) -> String {
+        let ctx = SessionContext::new();
+        let spans = ctx
+            .read_batch(RecordBatch::new_empty(spans::schema()))
+            .unwrap();
+        let traces = ctx.read_empty().unwrap();
+        let query = crate::traceql::check(query).unwrap();
+        let lowered = Lowerer::new(traces).search(&query, spans).unwrap();
+        let plan = lowered.spans.into_optimized_plan().unwrap();
+        plan.display_indent().to_string()
+    }
+
+    #[test]
+    fn equalities_on_one_attribute_become_one_in_list() {
+        let plan = plan(r#"{ span.a = "x" || span.a = "y" || span.a = "z" }"#);
+        assert!(
+            plan.contains(r#"IN ([Utf8("x"), Utf8("y"), Utf8("z")])"#),
+            "{plan}"
+        );
+    }
+
+    #[test]
+    fn int_equalities_use_in_lists_per_numeric_type() {
+        let plan = plan("{ span.code = 200 || span.code = 503 }");
+        assert!(plan.contains("IN ([Int64(200), Int64(503)])"), "{plan}");
+        assert!(plan.contains("IN ([Float64(200), Float64(503)])"), "{plan}");
+    }
+
+    #[test]
+    fn equalities_on_different_attributes_stay_ors() {
+        let plan = plan(r#"{ span.a = "x" || span.b = "y" }"#);
+        assert!(!plan.contains(" IN ("), "{plan}");
+    }
+
+    #[test]
+    fn constant_filters_fold_before_planning() {
+        let plan = plan("{ duration > 1s + 500ms }");
+        assert!(plan.contains("Float64(1500000000)"), "{plan}");
+        assert!(!plan.contains("+"), "{plan}");
+    }
+
+    #[test]
+    fn child_count_is_a_join() {
+        // The optimizer may turn the left join into a semi join, as the filter rejects NULLs.
+        let plan = plan("{ span:childCount > 1 }");
+        assert_eq!(plan.matches(" Join: ").count(), 1, "{plan}");
+        assert!(plan.contains("count(DISTINCT"), "{plan}");
+    }
 }

@@ -2,8 +2,8 @@
 //!
 //! Queries are written in Grafana Tempo's TraceQL. This module owns the [`lexer`], the
 //! recursive-descent [`parser`], the [`ast`], the static checks of [`validate`], canonical
-//! printing (`Display` on every AST node, in `print`) and [`lower`]ing a validated [`Query`] to
-//! DataFusion plans over `spans` and `traces`. It never evaluates a query itself: DataFusion
+//! printing (`Display` on every AST node, in `print`), constant folding ([`rewrite`]) and
+//! [`lower`]ing a validated [`Query`] to DataFusion plans over `spans` and `traces`. It never evaluates a query itself: DataFusion
 //! runs the lowered plans, and [`crate::query::search`] shapes their results.
 //!
 //! Errors come in three kinds, as in Tempo's conformance list: [`ParseError`] (with line and
@@ -25,6 +25,7 @@ pub mod lexer;
 pub mod lower;
 pub mod parser;
 mod print;
+pub mod rewrite;
 pub mod validate;
 
 pub use ast::Query;

@@ -1448,6 +1448,15 @@ mod tests {
         }
     }
 
+    /// `SPANLAKE_FUZZ_ROUNDS` (default 6,000) and `SPANLAKE_FUZZ_SEED` make longer or other
+    /// runs: `SPANLAKE_FUZZ_ROUNDS=2000000 cargo test --release --lib random_token_streams`.
+    fn fuzz_setting(name: &str, default: u64) -> u64 {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+
     #[test]
     fn random_token_streams_never_panic() {
         const PIECES: &[&str] = &[
@@ -1546,9 +1555,17 @@ mod tests {
             "({ } | rate() by (name)) / ({ } | count_over_time()) > 0.5 | topk(3)",
             "{ } | quantile_over_time(duration, .5) with(sample=0.1)",
         ];
-        let mut rng = SplitMix64(0x5EED);
-        for round in 0..6_000 {
-            let query = if round % 2 == 0 {
+        const CHARS: &[&str] = &[
+            "{", "}", "(", ")", ".", "\"", "`", "\\", "=", "!", "~", "|", "&", "a", "1", "0", " ",
+            "\n", "é", "語", "🙂", "\u{0}", "-", "e", "s", ":", "/", "*",
+        ];
+        let mut rng = SplitMix64(fuzz_setting("SPANLAKE_FUZZ_SEED", 0x5EED));
+        for round in 0..fuzz_setting("SPANLAKE_FUZZ_ROUNDS", 6_000) {
+            let query = if round % 3 == 2 {
+                // Raw characters, multi-byte ones included.
+                let len = (rng.next() % 40) as usize;
+                (0..len).map(|_| rng.pick(CHARS)).collect::<String>()
+            } else if round % 3 == 0 {
                 let len = 1 + (rng.next() % 24) as usize;
                 let pieces: Vec<&str> = (0..len).map(|_| rng.pick(PIECES)).collect();
                 pieces.join(" ")

@@ -2,7 +2,7 @@
 //! over OTLP/gRPC: trace A is flushed to a Parquet block, trace B stays live.
 //!
 //! ```text
-//! A 000…0a1  resource {service.name: frontend, region: eu}, scope lib 1.0
+//! A 000…0a1  resource {service.name: frontend, region: eu}, scope lib 1.0 {lib.flavor: fast}
 //!   1 "GET /"   server error "boom", 100 ms   http.method = "GET", http.status_code = 500
 //!   └─ 2 "SELECT" client, 30 ms              db.system = "pg", ratio = 0.5, cached = false
 //!                                            event "retry" {attempt: 2}
@@ -62,6 +62,7 @@ fn trace_a() -> ResourceSpans {
             scope: Some(InstrumentationScope {
                 name: "lib".into(),
                 version: "1.0".into(),
+                attributes: vec![kv("lib.flavor", s("fast"))],
                 ..Default::default()
             }),
             spans: vec![
@@ -203,7 +204,9 @@ fn trace_a_batches() -> Json {
             {"key": "region", "value": {"stringValue": "eu"}}
         ]},
         "scopeSpans": [{
-            "scope": {"name": "lib", "version": "1.0"},
+            "scope": {"name": "lib", "version": "1.0", "attributes": [
+                {"key": "lib.flavor", "value": {"stringValue": "fast"}}
+            ]},
             "spans": [
                 {
                     "traceId": "AAAAAAAAAAAAAAAAAAAAoQ==",
@@ -603,7 +606,7 @@ async fn tag_names_json() {
         reply.json(),
         json!({
             "tagNames": ["attempt", "cached", "db.system", "http.method", "http.status_code",
-                         "ratio", "region", "service.name"],
+                         "lib.flavor", "ratio", "region", "service.name"],
             "metrics": {}
         })
     );
@@ -632,6 +635,7 @@ async fn tag_names_json() {
     );
     assert_eq!(scopes["resource"], &json!(["region", "service.name"]));
     assert_eq!(scopes["event"], &json!(["attempt"]));
+    assert_eq!(scopes["instrumentation"], &json!(["lib.flavor"]));
     assert!(
         scopes["intrinsic"]
             .as_array()
@@ -1042,4 +1046,51 @@ async fn traceql_command_prints_tempo_search_json() {
         "1700000000000000000"
     );
     assert_eq!(body["traces"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_querier_finds_traces_and_searches() {
+    use spanlake::tempopb::querier_client::QuerierClient;
+    let server = dataset().await;
+    let mut client = QuerierClient::connect(format!("http://{}", server.server.grpc_addr))
+        .await
+        .unwrap();
+    let found = client
+        .find_trace_by_id(tempopb::TraceByIdRequest {
+            trace_id: hex::decode(B).unwrap(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let spans = &found.trace.unwrap().resource_spans[0].scope_spans[0].spans;
+    assert_eq!(spans[0].name, "POST /pay");
+    // Shorter ids are left-padded, as over HTTP.
+    let absent = client
+        .find_trace_by_id(tempopb::TraceByIdRequest {
+            trace_id: vec![0xc0, 0xff, 0xee],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(absent.trace, Some(tempopb::Trace::default()));
+    let status = client
+        .find_trace_by_id(tempopb::TraceByIdRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+
+    let recent = client
+        .search_recent(SearchRequest {
+            query: "{ status = ok }".into(),
+            start: (BASE_S - 60) as u32,
+            end: (BASE_S + 60) as u32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = recent.traces.iter().map(|t| t.trace_id.as_str()).collect();
+    assert_eq!(ids, [B]);
 }

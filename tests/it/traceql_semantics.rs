@@ -9,10 +9,11 @@
 //!   ├─ 1:2 "SELECT" client unset 30ms       span.code = 500.0 (float), span.db = "pg"
 //!   │  └─ 1:3 "fetch" internal ok 10ms      span.code = "500" (string)
 //!   └─ 1:4 "render" internal unset 20ms     span.region = "us", no span.code
-//! 2 payments (live)                         resource.region = "us"
+//! 2 payments (live)                         resource.region = "us", instrumentation.lib.flavor = "fast"
 //!   2:1 "POST /pay" server ok 300ms         span.code = 200
 //!   ├─ 2:2 "charge" client error 250ms      span.code = 503, span.url = "http://x/bar/baz",
-//!   │                                       event "exception" {exception.type: "Timeout", retries: 3}
+//!   │                                       event "exception" 40ms after the span start
+//!   │                                       {exception.type: "Timeout", retries: 3}
 //!   └─ 2:3 "audit" producer unset 5ms       link to 1:1 {rel: "follows"}
 //! 3 health (live); 3:2's parent is missing, so its nested-set numbers are unknown
 //!   3:1 "GET /health" server unset 50ms
@@ -89,11 +90,13 @@ impl Span {
         self
     }
 
-    fn event(mut self, name: &str, attrs: Vec<(&str, AttrValue)>) -> Self {
+    /// An event `after_ms` after the span starts (made absolute by [`trace`]).
+    fn event(mut self, after_ms: i64, name: &str, attrs: Vec<(&str, AttrValue)>) -> Self {
         self.events.push(EventRow {
-            time_unix_nano: BASE,
+            time_unix_nano: after_ms * MS,
             name: name.into(),
             attrs: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            ..EventRow::default()
         });
         self
     }
@@ -104,6 +107,7 @@ impl Span {
             span_id: span_id(t, s),
             trace_state: String::new(),
             attrs: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            ..LinkRow::default()
         });
         self
     }
@@ -149,14 +153,27 @@ fn trace(t: u8, service: &str, region: Option<&str>, spans: Vec<Span>) -> Vec<Sp
             service_name: service.into(),
             scope_name: "tests".into(),
             scope_version: "1".into(),
+            scope_attrs: if t == 2 {
+                vec![("lib.flavor".to_string(), AttrValue::Str("fast".into()))]
+            } else {
+                Vec::new()
+            },
             span_attrs: s
                 .attrs
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
             resource_attrs: resource.clone(),
-            events: s.events,
+            events: s
+                .events
+                .into_iter()
+                .map(|e| EventRow {
+                    time_unix_nano: start + s.start_ms * MS + e.time_unix_nano,
+                    ..e
+                })
+                .collect(),
             links: s.links,
+            ..SpanRow::default()
         })
         .collect()
 }
@@ -206,6 +223,7 @@ fn live_traces() -> Vec<SpanRow> {
                 .attr("code", AttrValue::Int(503))
                 .attr("url", AttrValue::Str("http://x/bar/baz".into()))
                 .event(
+                    40,
                     "exception",
                     vec![
                         ("exception.type", AttrValue::Str("Timeout".into())),
@@ -417,6 +435,117 @@ async fn traceql_link_intrinsics_and_attributes_match_linked_ids() {
     let span = format!(r#"{{ link:spanID = "{}" }}"#, span_hex(1, 1));
     assert_eq!(matches(&span).await, [(2, 3)]);
     assert_eq!(matches(r#"{ link.rel = "follows" }"#).await, [(2, 3)]);
+}
+
+#[tokio::test]
+async fn traceql_event_time_since_start_is_event_time_minus_span_start() {
+    assert_eq!(matches("{ event:timeSinceStart = 40ms }").await, [(2, 2)]);
+    assert_eq!(matches("{ event:timeSinceStart > 30ms }").await, [(2, 2)]);
+    assert_eq!(matches("{ event:timeSinceStart < 30ms }").await, []);
+}
+
+#[tokio::test]
+async fn traceql_event_values_take_part_in_arithmetic_and_span_comparisons() {
+    assert_eq!(matches("{ event.retries * 2 = 6 }").await, [(2, 2)]);
+    assert_eq!(
+        matches("{ event.retries = span.code - 500 }").await,
+        [(2, 2)]
+    );
+    assert_eq!(
+        matches("{ event:timeSinceStart < duration }").await,
+        [(2, 2)]
+    );
+    assert_eq!(
+        matches("{ event:timeSinceStart * 10 > duration }").await,
+        [(2, 2)]
+    );
+    assert_eq!(matches("{ event:timeSinceStart > duration }").await, []);
+}
+
+#[tokio::test]
+async fn traceql_link_values_compare_with_span_values() {
+    assert_eq!(matches("{ link:traceID != trace:id }").await, [(2, 3)]);
+    assert_eq!(matches("{ link:spanID = span:id }").await, []);
+}
+
+#[tokio::test]
+async fn traceql_child_count_counts_direct_children() {
+    assert_eq!(matches("{ span:childCount = 2 }").await, [(1, 1), (2, 1)]);
+    assert_eq!(matches("{ span:childCount = 1 }").await, [(1, 2)]);
+    assert_eq!(
+        matches("{ span:childCount = 0 }").await,
+        [(1, 3), (1, 4), (2, 2), (2, 3), (3, 1), (3, 2), (4, 1)]
+    );
+    assert_eq!(
+        matches("{ span:childCount > 0 && kind = client }").await,
+        [(1, 2)]
+    );
+}
+
+#[tokio::test]
+async fn traceql_child_count_works_in_pipelines_and_by() {
+    assert_eq!(
+        matches("{ kind = server } | { span:childCount > 1 }").await,
+        [(1, 1), (2, 1)]
+    );
+    // The leaves of traces 1, 2 and 3 form the only groups of two.
+    assert_eq!(
+        matches("{ } | by(span:childCount) | count() = 2").await,
+        [(1, 3), (1, 4), (2, 2), (2, 3), (3, 1), (3, 2)]
+    );
+    assert_eq!(
+        matches("{ } | max(span:childCount) > 1").await,
+        [(1, 1), (1, 2), (1, 3), (1, 4), (2, 1), (2, 2), (2, 3)]
+    );
+}
+
+#[tokio::test]
+async fn traceql_instrumentation_attributes_read_the_scope() {
+    assert_eq!(
+        matches(r#"{ instrumentation.lib.flavor = "fast" }"#).await,
+        [(2, 1), (2, 2), (2, 3)]
+    );
+    // Missing on the other traces' scopes: false even for !=.
+    assert!(
+        matches(r#"{ instrumentation.lib.flavor != "fast" }"#)
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        matches(r#"{ instrumentation:name = "tests" && span.code = 503 }"#).await,
+        [(2, 2)]
+    );
+}
+
+#[tokio::test]
+async fn traceql_child_count_combines_with_trace_level_values() {
+    assert_eq!(
+        matches(r#"{ span:childCount = 1 && rootName = "GET /" }"#).await,
+        [(1, 2)]
+    );
+}
+
+#[tokio::test]
+async fn traceql_or_of_equalities_on_one_attribute_matches_any_value() {
+    assert_eq!(
+        matches("{ span.code = 500 || span.code = 503 || span.code = 200 }").await,
+        [(1, 1), (1, 2), (2, 1), (2, 2)]
+    );
+    assert_eq!(
+        matches(r#"{ .region = "eu" || .region = "us" || .region = "ap" }"#).await,
+        [(1, 1), (1, 2), (1, 3), (1, 4), (2, 1), (2, 2), (2, 3)]
+    );
+}
+
+#[tokio::test]
+async fn traceql_constant_subexpressions_fold() {
+    assert_eq!(
+        matches("{ duration > 200ms + 40ms }").await,
+        [(2, 1), (2, 2), (4, 1)]
+    );
+    assert_eq!(matches(r#"{ 1 = 1 && name = "SELECT" }"#).await, [(1, 2)]);
+    assert_eq!(matches(r#"{ 1 = 2 || name = "SELECT" }"#).await, [(1, 2)]);
+    assert_eq!(matches(r#"{ 1 = 2 && name = "SELECT" }"#).await, []);
 }
 
 #[tokio::test]
@@ -974,9 +1103,15 @@ async fn traceql_search_errors_keep_parse_invalid_and_unsupported_apart() {
         matches!(&after_by, SearchError::Unsupported(m) if m.contains("coalesce()")),
         "{after_by}"
     );
-    let event = f.error("{ event:timeSinceStart > 1ms }").await;
+    // As in Tempo, parent attributes validate as unsupported.
+    let parent = f.error("{ parent.span.code = 500 }").await;
     assert!(
-        matches!(&event, SearchError::Unsupported(m) if m.contains("event:timeSinceStart")),
+        matches!(&parent, SearchError::Unsupported(m) if m.contains("parent")),
+        "{parent}"
+    );
+    let event = f.error("{ } | by(event.retries)").await;
+    assert!(
+        matches!(&event, SearchError::Unsupported(m) if m.contains("outside a comparison")),
         "{event}"
     );
 }
