@@ -21,9 +21,8 @@ use super::{QueryEngine, QueryError};
 use crate::schema::{AttrValue, spans};
 use crate::tables::TableKind;
 use crate::traceql::lower::{
-    self, GROUP_KEY, GROUP_VALUE, LowerError, Lowerer, SPANSET_ATTRIBUTE_PREFIX,
-    TRACE_SUMMARY_DURATION, TRACE_SUMMARY_ID, TRACE_SUMMARY_ROOT_NAME, TRACE_SUMMARY_ROOT_SERVICE,
-    TRACE_SUMMARY_START,
+    self, GROUP_KEY, LowerError, Lowerer, SPANSET_ATTRIBUTE_PREFIX, TRACE_SUMMARY_DURATION,
+    TRACE_SUMMARY_ID, TRACE_SUMMARY_ROOT_NAME, TRACE_SUMMARY_ROOT_SERVICE, TRACE_SUMMARY_START,
 };
 use crate::traceql::{self, CheckError, ParseError, ValidateError};
 
@@ -179,13 +178,15 @@ pub async fn search(
     )?;
 
     let lowered = Lowerer::new(summary.clone()).search(&query, input)?;
-    let grouped = lowered.group_by.is_some();
+    let grouped = !lowered.group_by.is_empty();
 
     // One row per output spanset: per trace, or per trace and group after by().
     let mut set_columns = vec![col(spans::TRACE_ID)];
     if grouped {
         set_columns.push(col(GROUP_KEY));
-        set_columns.extend(GROUP_VALUE.iter().map(|c| col(*c)));
+        for level in 0..lowered.group_by.len() {
+            set_columns.extend(lower::group_value(level).iter().map(|c| col(c.as_str())));
+        }
     }
     let aggregates: Vec<String> = lowered
         .spans
@@ -244,8 +245,12 @@ pub async fn search(
         .sort(set_order)?
         .collect()
         .await?;
-    let by_name = lowered.group_by.as_ref().map(|e| format!("by({e})"));
-    let index = attach_sets(&mut traces, &set_batches, by_name.as_deref(), &aggregates)?;
+    let by_names: Vec<String> = lowered
+        .group_by
+        .iter()
+        .map(|e| format!("by({e})"))
+        .collect();
+    let index = attach_sets(&mut traces, &set_batches, &by_names, &aggregates)?;
 
     let outputs: Vec<(String, [Expr; 4])> = lowered
         .attributes
@@ -415,7 +420,7 @@ fn group_key(batch: &RecordBatch, row: usize) -> String {
 fn attach_sets(
     traces: &mut [TraceResult],
     batches: &[RecordBatch],
-    by_name: Option<&str>,
+    by_names: &[String],
     aggregates: &[String],
 ) -> Result<SetIndex, SearchError> {
     let positions: HashMap<String, usize> = traces
@@ -433,10 +438,10 @@ fn attach_sets(
                 continue;
             };
             let mut attributes = Vec::new();
-            if let Some(name) = by_name {
+            for (level, name) in by_names.iter().enumerate() {
                 // A nil group has no value to show.
-                if let Some(value) = typed_value(batch, &GROUP_VALUE, row)? {
-                    attributes.push((name.to_string(), value));
+                if let Some(value) = typed_value(batch, &lower::group_value(level), row)? {
+                    attributes.push((name.clone(), value));
                 }
             }
             for name in aggregates {

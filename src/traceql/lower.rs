@@ -18,7 +18,7 @@
 //! - `{A} && {B}`, `{A} || {B}`: semi-joins on `trace_id` and a distinct union of span keys.
 //! - Structural operators: joins on `trace_id` with nested-set predicates (semi for the plain
 //!   forms, anti for the negated ones, both directions for the union forms).
-//! - `by(e)`: adds [`GROUP_KEY`]/[`GROUP_VALUE`] columns; later stages work per
+//! - `by(e)`: adds [`GROUP_KEY`]/[`group_value`] columns; later stages work per
 //!   (trace, group). `coalesce()` drops them again.
 //! - Scalar filters: an `Aggregate` grouped by trace (and group), joined back so the value
 //!   rides along as a spanset attribute column ([`SPANSET_ATTRIBUTE_PREFIX`]).
@@ -119,13 +119,35 @@ pub async fn trace_summary(ctx: &SessionContext) -> Result<DataFrame> {
 /// After `by()`, the column naming each span's group: the group value rendered with a type
 /// tag, or `nil`, so that it is never NULL and joins on it are plain equi-joins.
 pub const GROUP_KEY: &str = "__group_key";
-/// After `by()`, the group value as string, int, float and bool columns (one is non-NULL).
-pub const GROUP_VALUE: [&str; 4] = [
-    "__group_str",
-    "__group_int",
-    "__group_float",
-    "__group_bool",
-];
+/// After the `level`-th `by()` of a pipeline (from 0), that group's value as string, int,
+/// float and bool columns (at most one is non-NULL). `by(a) | by(b)` nests: the spans carry
+/// the values of both levels and [`GROUP_KEY`] names the pair.
+pub fn group_value(level: usize) -> [String; 4] {
+    ["str", "int", "float", "bool"].map(|slot| format!("__group{level}_{slot}"))
+}
+
+/// The `by()` expressions in force after `pipeline`, outermost first: those after the last
+/// `coalesce()`, including those of a parenthesised pipeline stage.
+fn group_exprs(pipeline: &Pipeline) -> Vec<FieldExpr> {
+    let mut exprs = Vec::new();
+    for stage in &pipeline.stages {
+        match stage {
+            Stage::GroupBy(expr) => exprs.push(expr.clone()),
+            Stage::Coalesce => exprs.clear(),
+            Stage::Spanset(SpansetExpr::Pipeline(inner)) => exprs.extend(group_exprs(inner)),
+            _ => {}
+        }
+    }
+    exprs
+}
+
+/// How many `by()` levels `frame` carries.
+fn group_levels(frame: &DataFrame) -> usize {
+    let schema = frame.schema();
+    (0..)
+        .take_while(|level| schema.has_column_with_unqualified_name(&group_value(*level)[0]))
+        .count()
+}
 
 /// Columns named this prefix followed by a printed aggregate (`count()`, `avg(span:duration)`)
 /// carry the aggregate's value for the span's spanset, after a scalar filter.
@@ -133,12 +155,13 @@ pub const SPANSET_ATTRIBUTE_PREFIX: &str = "__spanset_attribute:";
 
 /// A lowered search: the matched spans and the attributes to show on them.
 pub struct LoweredSearch {
-    /// Matched spans, with the columns of `spans`, plus [`GROUP_KEY`] and [`GROUP_VALUE`] when
-    /// the pipeline ends grouped by `group_by`, plus one [`SPANSET_ATTRIBUTE_PREFIX`] column
-    /// per aggregate value attached to the spansets.
+    /// Matched spans, with the columns of `spans`, plus [`GROUP_KEY`] and the [`group_value`]
+    /// columns of each level in `group_by` when the pipeline ends grouped, plus one
+    /// [`SPANSET_ATTRIBUTE_PREFIX`] column per aggregate value attached to the spansets.
     pub spans: DataFrame,
-    /// The `by()` expression the output spansets are split by, if any.
-    pub group_by: Option<FieldExpr>,
+    /// The `by()` expressions the output spansets are split by, outermost first; empty when
+    /// the output is one spanset per trace.
+    pub group_by: Vec<FieldExpr>,
     /// Attributes referenced by the query or listed in `select()`, in first-use order.
     pub attributes: Vec<AttrRef>,
 }
@@ -184,14 +207,8 @@ impl Lowerer {
         let spans = self.pipeline(pipeline, input)?;
         let mut attributes = Vec::new();
         collect_pipeline_attrs(pipeline, &mut attributes);
-        let group_by = if is_grouped(&spans) {
-            pipeline.stages.iter().rev().find_map(|stage| match stage {
-                Stage::GroupBy(expr) => Some(expr.clone()),
-                _ => None,
-            })
-        } else {
-            None
-        };
+        let mut group_by = group_exprs(pipeline);
+        group_by.truncate(group_levels(&spans));
         Ok(LoweredSearch {
             spans,
             group_by,
@@ -233,9 +250,6 @@ impl Scope<'_> {
                 Stage::Spanset(expr) => self.spanset(expr, frame)?,
                 Stage::ScalarFilter(filter) => self.scalar_filter(filter, frame)?,
                 Stage::Select(_) => frame,
-                Stage::GroupBy(_) if is_grouped(&frame) => {
-                    return unsupported("nested by(): only one by() per pipeline");
-                }
                 Stage::GroupBy(expr) => self.group_by(expr, frame)?,
                 Stage::Coalesce => frame.select(span_columns())?,
             };
@@ -363,11 +377,25 @@ impl Scope<'_> {
             tagged("b:", &boolean),
             lit("nil"),
         ]);
+        // Nested: the new group lies within the group the span already has.
+        let key = if is_grouped(&input) {
+            binary_expr(
+                binary_expr(col(GROUP_KEY), Operator::StringConcat, lit("\u{1f}")),
+                Operator::StringConcat,
+                key,
+            )
+        } else {
+            key
+        };
+        let level = group_levels(&input);
         let source = self.with_columns(input.clone(), &lowering)?;
-        let mut columns = columns_of(&input);
+        let mut columns: Vec<Expr> = columns_of(&input)
+            .into_iter()
+            .filter(|c| !matches!(c, Expr::Column(c) if c.name == GROUP_KEY))
+            .collect();
         columns.push(key.alias(GROUP_KEY));
-        for (name, e) in GROUP_VALUE.iter().zip([text, int, float, boolean]) {
-            columns.push(e.alias(*name));
+        for (name, e) in group_value(level).iter().zip([text, int, float, boolean]) {
+            columns.push(e.alias(name));
         }
         let columns = columns
             .into_iter()
