@@ -9,8 +9,9 @@
 //!   a comparison is the OR of the comparisons between compatible types, NULL turned to false.
 //! - A comparison reading `event…`/`link…` values: `array_any_match` over the
 //!   `events`/`links` list with a lambda (some element satisfies it); the other operand may
-//!   read the span, whose columns the lambda captures. Elsewhere (`by()`, aggregates, bare
-//!   booleans) such values are unsupported.
+//!   read the span, whose columns the lambda captures. A bare value (`{ event.handled }`)
+//!   means some element's value is `true`. In `by()` and aggregates such values are
+//!   unsupported.
 //! - `span:childCount`: a left join, on trace id and span id, of per-span child counts
 //!   computed from the spans the query runs over.
 //! - `x = a || x = b || …` on one attribute with literals of one type: an `IN` list. Constant
@@ -698,11 +699,28 @@ impl FieldLowering {
 
     /// A boolean expression that is true exactly where TraceQL keeps the span.
     fn predicate(&mut self, field: &FieldExpr) -> Result<Expr> {
-        let value = self.value(field)?;
+        let value = self.boolean_operand(field)?;
         Ok(match value.bool {
             Some(b) => coalesce(vec![b, lit(false)]),
             None => lit(false),
         })
+    }
+
+    /// The value of `field` where a boolean is expected. A bare event or link value there,
+    /// `{ event.handled }`, means that some element's value is `true`.
+    fn boolean_operand(&mut self, field: &FieldExpr) -> Result<Value> {
+        if let FieldExpr::Attr(attr) = field
+            && self.element.is_none()
+            && let Some(list) = element_list(attr)
+        {
+            return self.element_comparison(
+                list,
+                BinaryOp::Eq,
+                field,
+                &FieldExpr::Static(Static::Bool(true)),
+            );
+        }
+        self.value(field)
     }
 
     fn value(&mut self, field: &FieldExpr) -> Result<Value> {
@@ -767,26 +785,25 @@ impl FieldLowering {
             let matched = subject.str.map(|s| binary_expr(s, operator, lit(anchored)));
             return Ok(boolean(matched));
         }
+        if matches!(op, BinaryOp::And | BinaryOp::Or) {
+            let (lhs_value, rhs_value) = (self.boolean_operand(lhs)?, self.boolean_operand(rhs)?);
+            let (Some(a), Some(b)) = (lhs_value.bool, rhs_value.bool) else {
+                return Ok(boolean(Some(lit(false))));
+            };
+            let both = a.clone().is_not_null().and(b.clone().is_not_null());
+            let combined = if op == BinaryOp::And {
+                a.and(b)
+            } else {
+                a.or(b)
+            };
+            return Ok(boolean(Some(both.and(combined))));
+        }
         let lhs_value = self.value(&strip_trace_id_literal(lhs, rhs))?;
         let rhs_value = self.value(&strip_trace_id_literal(rhs, lhs))?;
         if op.is_arithmetic() {
             return Ok(arithmetic(op, &lhs_value, &rhs_value));
         }
-        match op {
-            BinaryOp::And | BinaryOp::Or => {
-                let (Some(a), Some(b)) = (lhs_value.bool, rhs_value.bool) else {
-                    return Ok(boolean(Some(lit(false))));
-                };
-                let both = a.clone().is_not_null().and(b.clone().is_not_null());
-                let combined = if op == BinaryOp::And {
-                    a.and(b)
-                } else {
-                    a.or(b)
-                };
-                Ok(boolean(Some(both.and(combined))))
-            }
-            _ => Ok(boolean(Some(compare(op, &lhs_value, &rhs_value)))),
-        }
+        Ok(boolean(Some(compare(op, &lhs_value, &rhs_value))))
     }
 
     /// A comparison reading the elements of `list`: true when some element (event or link)

@@ -13,7 +13,7 @@
 //!   2:1 "POST /pay" server ok 300ms         span.code = 200
 //!   ├─ 2:2 "charge" client error 250ms      span.code = 503, span.url = "http://x/bar/baz",
 //!   │                                       event "exception" 40ms after the span start
-//!   │                                       {exception.type: "Timeout", retries: 3}
+//!   │                                       {exception.type: "Timeout", retries: 3, handled: true}
 //!   └─ 2:3 "audit" producer unset 5ms       link to 1:1 {rel: "follows"}
 //! 3 health (live); 3:2's parent is missing, so its nested-set numbers are unknown
 //!   3:1 "GET /health" server unset 50ms
@@ -228,6 +228,7 @@ fn live_traces() -> Vec<SpanRow> {
                     vec![
                         ("exception.type", AttrValue::Str("Timeout".into())),
                         ("retries", AttrValue::Int(3)),
+                        ("handled", AttrValue::Bool(true)),
                     ],
                 ),
             span(3, Some(1), "audit", PRODUCER, UNSET).took(5).link(
@@ -447,6 +448,13 @@ async fn traceql_event_time_since_start_is_event_time_minus_span_start() {
 #[tokio::test]
 async fn traceql_event_values_take_part_in_arithmetic_and_span_comparisons() {
     assert_eq!(matches("{ event.retries * 2 = 6 }").await, [(2, 2)]);
+    // A bare value is a test for true; a non-boolean one never is.
+    assert_eq!(matches("{ event.handled }").await, [(2, 2)]);
+    assert_eq!(matches("{ event.retries }").await, []);
+    assert_eq!(
+        matches("{ event.handled && kind = client }").await,
+        [(2, 2)]
+    );
     assert_eq!(
         matches("{ event.retries = span.code - 500 }").await,
         [(2, 2)]
