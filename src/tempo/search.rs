@@ -8,16 +8,18 @@
 use std::collections::{HashMap, HashSet};
 
 use arrow::array::{Array, AsArray};
+use arrow::datatypes::DataType;
 use arrow::datatypes::Int64Type;
 use datafusion::common::ScalarValue;
-use datafusion::functions_aggregate::expr_fn::{count, sum};
-use datafusion::logical_expr::{case, cast};
+use datafusion::functions::core::expr_fn::get_field;
+use datafusion::functions_aggregate::expr_fn::sum;
+use datafusion::logical_expr::cast;
 use datafusion::prelude::{col, lit};
 
 use super::{TempoApi, TempoError, Window};
 use crate::query::search::{self as engine_search, SearchError, TraceResult};
-use crate::schema::spans;
 use crate::schema::to_otlp::key_values;
+use crate::schema::traces;
 use crate::tables::TableKind;
 use crate::tempopb::{
     SearchMetrics, SearchRequest, SearchResponse, Span, SpanSet, TraceSearchMetadata,
@@ -471,25 +473,29 @@ impl TempoApi {
             let id = super::trace::parse_trace_id(&t.trace_id)?;
             ids.push(lit(ScalarValue::FixedSizeBinary(16, Some(id.to_vec()))));
         }
-        let errors = case(cast(
-            col(spans::STATUS_CODE),
-            arrow::datatypes::DataType::Utf8,
-        ))
-        .when(lit("error"), lit(1i64))
-        .otherwise(lit(0i64))?;
+        // The `traces` table keeps per-service counts for each trace (one row per block the
+        // trace has spans in), a tenth of the size of the spans.
+        let item = |name: &str| get_field(col(SERVICE), name);
         let batches = self
             .engine
             .session(tenant)?
-            .table(TableKind::Spans.name())
+            .table(TableKind::Traces.name())
             .await?
-            .filter(col(spans::TRACE_ID).in_list(ids, false))?
+            .filter(col(traces::TRACE_ID).in_list(ids, false))?
+            .select(vec![
+                col(traces::TRACE_ID),
+                col(traces::SERVICES).alias(SERVICE),
+            ])?
+            .unnest_columns(&[SERVICE])?
             .aggregate(
                 vec![
-                    col(spans::TRACE_ID),
-                    cast(col(spans::SERVICE_NAME), arrow::datatypes::DataType::Utf8)
-                        .alias(spans::SERVICE_NAME),
+                    col(traces::TRACE_ID),
+                    cast(item(traces::service::SERVICE_NAME), DataType::Utf8).alias(SERVICE),
                 ],
-                vec![count(lit(1)).alias("spans"), sum(errors).alias("errors")],
+                vec![
+                    sum(item(traces::service::SPAN_COUNT)).alias("spans"),
+                    sum(item(traces::service::ERROR_COUNT)).alias("errors"),
+                ],
             )?
             .collect()
             .await?;
@@ -510,7 +516,9 @@ impl TempoApi {
                     .service_stats
                     .entry(services.value(row).to_string())
                     .or_default();
-                stats.span_count += span_counts.value(row) as u32;
+                if span_counts.is_valid(row) {
+                    stats.span_count += span_counts.value(row) as u32;
+                }
                 if error_counts.is_valid(row) {
                     stats.error_count += error_counts.value(row) as u32;
                 }
@@ -519,6 +527,9 @@ impl TempoApi {
         Ok(())
     }
 }
+
+/// The unnested `services` item in the service-stats query.
+const SERVICE: &str = "__service";
 
 fn stripped_hex(id: &[u8]) -> String {
     let hex = crate::schema::id_hex(id);
