@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use crate::api;
 use crate::config::Config;
 use crate::generator::Generator;
-use crate::ingest::{self, Receiver};
+use crate::ingest::{self, Receiver, Transport};
 use crate::ingester::{CutPolicy, Ingester, IngesterConfig};
 use crate::query::QueryEngine;
 use crate::storage::{Catalog, Storage, remove_uncommitted};
@@ -267,7 +267,8 @@ async fn run_demo(receiver: Receiver, stop: impl std::future::Future<Output = ()
             _ = tick.tick() => {
                 let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
                 let request = generator.trace_at(now);
-                if let Err(e) = receiver.export(Some("demo"), &request).await {
+                let bytes = prost::Message::encoded_len(&request);
+                if let Err(e) = receiver.receive(Transport::Demo, bytes, Some("demo"), &request).await {
                     tracing::warn!(error = %e, "demo traffic refused");
                 }
             }

@@ -72,6 +72,8 @@ impl IngestError {
 pub enum Transport {
     OtlpGrpc,
     OtlpHttp,
+    /// The synthetic traffic of `serve --demo`, which takes the receiver's path in-process.
+    Demo,
 }
 
 impl Transport {
@@ -80,6 +82,7 @@ impl Transport {
         match self {
             Transport::OtlpGrpc => "otlp_grpc",
             Transport::OtlpHttp => "otlp_http",
+            Transport::Demo => "demo",
         }
     }
 }
