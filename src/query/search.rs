@@ -1,15 +1,16 @@
 //! TraceQL search: a query in, the newest matching traces with their matched spans out.
 //!
 //! The query is checked by [`crate::traceql`], lowered to a DataFusion plan by
-//! [`crate::traceql::lower`], and run in the tenant's session: one plan picks the top traces
-//! by start time, a second fetches up to `spss` matched spans of each. Nothing here evaluates
-//! TraceQL by itself.
+//! [`crate::traceql::lower`], and run in the tenant's session: one plan over the window picks
+//! the top traces by start time; the query is then lowered again over the spans of those
+//! traces alone, which gives their spansets and up to `spss` matched spans of each. Nothing
+//! here evaluates TraceQL by itself.
 
 use std::collections::HashMap;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
-use datafusion::common::Column;
+use datafusion::common::{Column, ScalarValue};
 use datafusion::dataframe::DataFrame;
 use datafusion::functions_aggregate::expr_fn::{count, max};
 use datafusion::functions_window::expr_fn::row_number;
@@ -21,8 +22,9 @@ use super::{QueryEngine, QueryError};
 use crate::schema::{AttrValue, spans};
 use crate::tables::TableKind;
 use crate::traceql::lower::{
-    self, GROUP_KEY, LowerError, Lowerer, SPANSET_ATTRIBUTE_PREFIX, TRACE_SUMMARY_DURATION,
-    TRACE_SUMMARY_ID, TRACE_SUMMARY_ROOT_NAME, TRACE_SUMMARY_ROOT_SERVICE, TRACE_SUMMARY_START,
+    self, GROUP_KEY, LowerError, LoweredSearch, Lowerer, SPANSET_ATTRIBUTE_PREFIX,
+    TRACE_SUMMARY_DURATION, TRACE_SUMMARY_ID, TRACE_SUMMARY_ROOT_NAME, TRACE_SUMMARY_ROOT_SERVICE,
+    TRACE_SUMMARY_START,
 };
 use crate::traceql::{self, CheckError, ParseError, ValidateError};
 
@@ -171,43 +173,18 @@ pub async fn search(
         in_window = in_window.filter(ns(TRACE_SUMMARY_START).lt_eq(lit(end)))?;
     }
     let all_spans = ctx.table(TableKind::Spans.name()).await?;
-    let input = all_spans.join_on(
+    let input = all_spans.clone().join_on(
         in_window.select(vec![col(TRACE_SUMMARY_ID)])?,
         JoinType::LeftSemi,
         [col(spans::TRACE_ID).eq(col(TRACE_SUMMARY_ID))],
     )?;
 
+    // First pass, over every trace in the window: which traces match, newest first.
     let lowered = Lowerer::new(summary.clone()).search(&query, input)?;
-    let grouped = !lowered.group_by.is_empty();
-
-    // One row per output spanset: per trace, or per trace and group after by().
-    let mut set_columns = vec![col(spans::TRACE_ID)];
-    if grouped {
-        set_columns.push(col(GROUP_KEY));
-        for level in 0..lowered.group_by.len() {
-            set_columns.extend(lower::group_value(level).iter().map(|c| col(c.as_str())));
-        }
-    }
-    let aggregates: Vec<String> = lowered
-        .spans
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .filter(|n| n.starts_with(SPANSET_ATTRIBUTE_PREFIX))
-        .collect();
-    let mut set_values = vec![count(lit(1)).alias(MATCHED)];
-    for name in &aggregates {
-        // Constant within a spanset.
-        set_values.push(max(unqualified(name)).alias(name));
-    }
-    let sets = lowered.spans.clone().aggregate(set_columns, set_values)?;
-
-    let top = sets
-        .clone()
+    let top = spanset_rows(&lowered)?
         .aggregate(vec![col(spans::TRACE_ID)], vec![])?
         .join_on(
-            summary,
+            summary.clone(),
             JoinType::Inner,
             [col(spans::TRACE_ID).eq(col(TRACE_SUMMARY_ID))],
         )?
@@ -228,23 +205,32 @@ pub async fn search(
     if traces.is_empty() {
         return Ok(SearchResponse { traces });
     }
+    let mut ids = Vec::with_capacity(traces.len());
+    for batch in &top_batches {
+        let column = column(batch, spans::TRACE_ID)?;
+        for row in 0..batch.num_rows() {
+            ids.push(lit(ScalarValue::FixedSizeBinary(
+                16,
+                Some(bytes_at(column, row)),
+            )));
+        }
+    }
     let top_ids = ctx
         .read_batches(top_batches)?
         .select(vec![col(spans::TRACE_ID).alias(TRACE_SUMMARY_ID)])?;
 
+    // Second pass, over the spans of the chosen traces only (the trace id filter prunes row
+    // groups by bloom filter and statistics): their spansets and matched spans. TraceQL works
+    // per trace, so the answer for these traces is the same as in the first pass.
+    let top_spans = all_spans.filter(col(spans::TRACE_ID).in_list(ids, false))?;
+    let lowered = Lowerer::new(summary).search(&query, top_spans)?;
+    let grouped = !lowered.group_by.is_empty();
+    let aggregates = aggregate_columns(&lowered);
     let mut set_order = vec![col(spans::TRACE_ID).sort(true, false)];
     if grouped {
         set_order.push(col(GROUP_KEY).sort(true, false));
     }
-    let set_batches = sets
-        .join_on(
-            top_ids.clone(),
-            JoinType::LeftSemi,
-            [col(spans::TRACE_ID).eq(col(TRACE_SUMMARY_ID))],
-        )?
-        .sort(set_order)?
-        .collect()
-        .await?;
+    let set_batches = spanset_rows(&lowered)?.sort(set_order)?.collect().await?;
     let by_names: Vec<String> = lowered
         .group_by
         .iter()
@@ -262,6 +248,36 @@ pub async fn search(
         .await?;
     attach_spans(&mut traces, &index, &spans, &outputs)?;
     Ok(SearchResponse { traces })
+}
+
+/// The columns of `lowered.spans` that carry aggregate values of the spansets.
+fn aggregate_columns(lowered: &LoweredSearch) -> Vec<String> {
+    lowered
+        .spans
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|n| n.starts_with(SPANSET_ATTRIBUTE_PREFIX))
+        .collect()
+}
+
+/// One row per output spanset (per trace, or per trace and group after `by()`): the trace,
+/// the group, how many spans matched and the spanset's aggregate values.
+fn spanset_rows(lowered: &LoweredSearch) -> Result<DataFrame, SearchError> {
+    let mut set_columns = vec![col(spans::TRACE_ID)];
+    if !lowered.group_by.is_empty() {
+        set_columns.push(col(GROUP_KEY));
+        for level in 0..lowered.group_by.len() {
+            set_columns.extend(lower::group_value(level).iter().map(|c| col(c.as_str())));
+        }
+    }
+    let mut set_values = vec![count(lit(1)).alias(MATCHED)];
+    for name in aggregate_columns(lowered) {
+        // Constant within a spanset.
+        set_values.push(max(unqualified(&name)).alias(name));
+    }
+    Ok(lowered.spans.clone().aggregate(set_columns, set_values)?)
 }
 
 /// Where each spanset went: (trace id hex, group key) to (trace index, spanset index).
