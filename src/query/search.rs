@@ -16,7 +16,6 @@ use datafusion::functions_aggregate::expr_fn::{count, max};
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{Expr, ExprFunctionExt, JoinType, cast};
 use datafusion::prelude::{col, lit};
-use serde::Serialize;
 
 use super::{QueryEngine, QueryError};
 use crate::schema::{AttrValue, spans};
@@ -78,18 +77,16 @@ impl From<datafusion::error::DataFusionError> for SearchError {
 }
 
 /// The answer to a search: matching traces, newest first.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SearchResponse {
     /// At most `limit` traces.
     pub traces: Vec<TraceResult>,
 }
 
 /// One matching trace.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TraceResult {
     /// Lowercase hex with leading zeros stripped.
-    #[serde(rename = "traceID")]
     pub trace_id: String,
     /// Service of the root span, when the root is known.
     pub root_service_name: Option<String>,
@@ -104,7 +101,7 @@ pub struct TraceResult {
 }
 
 /// One output spanset of a trace.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SpanSetResult {
     /// Spans matched before truncation to `spss`.
     pub matched: usize,
@@ -116,11 +113,9 @@ pub struct SpanSetResult {
 }
 
 /// One matched span.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SpanResult {
     /// 16 lowercase hex characters.
-    #[serde(rename = "spanID")]
     pub span_id: String,
     /// Operation name.
     pub name: String,
