@@ -361,7 +361,7 @@ fn bytes_at(array: &dyn Array, row: usize) -> Vec<u8> {
 }
 
 /// Trace ids as TraceQL prints them: lowercase hex without leading zeros.
-fn trace_id_hex(id: &[u8]) -> String {
+pub fn trace_id_hex(id: &[u8]) -> String {
     let hex = crate::schema::id_hex(id);
     let stripped = hex.trim_start_matches('0');
     if stripped.is_empty() {

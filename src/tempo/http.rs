@@ -252,17 +252,14 @@ fn count_param(params: &HashMap<String, String>, name: &str) -> Result<usize, Te
 }
 
 fn tag_window(api: &TempoApi, params: &HashMap<String, String>) -> Result<Window, TempoError> {
-    if let Some(since) = param(params, "since") {
-        let since = super::search::parse_prometheus_duration(since).ok_or_else(|| {
-            TempoError::BadRequest(format!("invalid since: {since:?} is not a duration"))
-        })?;
-        let end_ns = super::now_ns();
-        return Ok(Window {
-            start_ns: end_ns.saturating_sub(super::duration_ns(since)),
-            end_ns,
-        });
-    }
-    api.search_window(seconds(params, "start")?, seconds(params, "end")?)
+    let since = param(params, "since")
+        .map(|v| {
+            super::search::parse_prometheus_duration(v).ok_or_else(|| {
+                TempoError::BadRequest(format!("invalid since: {v:?} is not a duration"))
+            })
+        })
+        .transpose()?;
+    api.request_window(seconds(params, "start")?, seconds(params, "end")?, since)
 }
 
 fn tags_request(

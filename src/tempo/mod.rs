@@ -162,6 +162,26 @@ impl TempoApi {
             .unwrap_or(Err(TempoError::Timeout))
     }
 
+    /// The window of a search or tag request: the last `since` when given (it wins over
+    /// `start`/`end`, as in Tempo), else [`Self::search_window`].
+    pub fn request_window(
+        &self,
+        start: Option<u64>,
+        end: Option<u64>,
+        since: Option<Duration>,
+    ) -> Result<Window, TempoError> {
+        match since {
+            Some(since) => {
+                let end_ns = now_ns();
+                Ok(Window {
+                    start_ns: end_ns.saturating_sub(duration_ns(since)),
+                    end_ns,
+                })
+            }
+            None => self.search_window(start, end),
+        }
+    }
+
     /// The window of a search or tag request from its `start`/`end` in Unix seconds: both or
     /// neither; neither means the most recent `default_search_window`.
     pub fn search_window(

@@ -337,16 +337,7 @@ impl TempoApi {
                 "invalid maxDuration: must be greater than minDuration".into(),
             ));
         }
-        let window = match raw.since {
-            Some(since) => {
-                let end_ns = super::now_ns();
-                Window {
-                    start_ns: end_ns.saturating_sub(super::duration_ns(since)),
-                    end_ns,
-                }
-            }
-            None => self.search_window(raw.start, raw.end)?,
-        };
+        let window = self.request_window(raw.start, raw.end, raw.since)?;
         let tag_search =
             !raw.tags.is_empty() || raw.min_duration_ms.is_some() || raw.max_duration_ms.is_some();
         let query = match raw.query {
@@ -510,7 +501,7 @@ impl TempoApi {
             let span_counts = batch.column(2).as_primitive::<Int64Type>();
             let error_counts = batch.column(3).as_primitive::<Int64Type>();
             for row in 0..batch.num_rows() {
-                let hex = stripped_hex(ids.value(row));
+                let hex = engine_search::trace_id_hex(ids.value(row));
                 let Some(&i) = index.get(&hex) else { continue };
                 let stats = traces[i]
                     .service_stats
@@ -530,16 +521,6 @@ impl TempoApi {
 
 /// The unnested `services` item in the service-stats query.
 const SERVICE: &str = "__service";
-
-fn stripped_hex(id: &[u8]) -> String {
-    let hex = crate::schema::id_hex(id);
-    let stripped = hex.trim_start_matches('0');
-    if stripped.is_empty() {
-        "0".into()
-    } else {
-        stripped.into()
-    }
-}
 
 fn search_error(e: SearchError) -> TempoError {
     match e {
