@@ -170,14 +170,17 @@ async fn main() {
         let mut found = 0;
         for _ in 0..3 {
             let started = Instant::now();
+            let request = spanlake::query::search::SearchRequest {
+                query: query.to_string(),
+                range: spanlake::time::TimeRange::ALL,
+                limit: 20,
+                spss: 3,
+            };
             let response = spanlake::query::search::search(
                 &ctx_engine,
-                "single-tenant",
-                query,
-                None,
-                None,
-                20,
-                3,
+                &["single-tenant".to_string()],
+                &request,
+                |_, _| {},
             )
             .await
             .unwrap();

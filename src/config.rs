@@ -1,5 +1,6 @@
 //! Configuration: defaults, overridden by a TOML file, overridden by environment variables and
-//! flags (flags win over their environment variable). Every default lives here.
+//! flags (flags win over their environment variable). The defaults of every configurable
+//! setting live here; protocol constants live with their protocol.
 //!
 //! ```toml
 //! data_dir = "./data"
@@ -65,14 +66,14 @@ pub struct QuerySettings {
     /// v2 a partial trace.
     pub max_bytes_per_trace: usize,
     /// Longest `start`..`end` window a search or tag request may ask for.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::time::serde_duration")]
     pub max_search_duration: Duration,
     /// Window searched when a request gives neither `start` nor `end`: the most recent data.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::time::serde_duration")]
     pub default_search_window: Duration,
     /// A query API request running longer than this is cancelled (HTTP 504, gRPC
     /// DEADLINE_EXCEEDED).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::time::serde_duration")]
     pub timeout: Duration,
     /// Most traces one search may return.
     pub max_result_limit: u32,
@@ -98,18 +99,18 @@ impl Default for QuerySettings {
 #[serde(default, deny_unknown_fields)]
 pub struct IngesterSettings {
     /// A trace with no new span for this long is complete.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::time::serde_duration")]
     pub trace_idle: Duration,
     /// Complete traces are flushed at the latest this long after completing.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::time::serde_duration")]
     pub max_block_age: Duration,
     /// Complete traces are flushed once they hold this many bytes.
     pub max_block_bytes: usize,
     /// How often the flusher checks whether a block is due.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::time::serde_duration")]
     pub flush_check: Duration,
     /// How long flushed rows stay readable live for queries planned before the flush.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::time::serde_duration")]
     pub flushed_grace: Duration,
     /// Number of shards; a trace's shard is a hash of its id.
     pub shards: u32,

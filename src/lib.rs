@@ -7,8 +7,10 @@
 pub mod api;
 pub mod config;
 pub mod generator;
+pub mod ids;
 pub mod ingest;
 pub mod ingester;
+pub mod live;
 pub mod query;
 pub mod schema;
 pub mod server;
@@ -16,6 +18,7 @@ pub mod storage;
 pub mod tables;
 pub mod tempo;
 pub mod tenant;
+pub mod time;
 pub mod traceql;
 
 /// Messages generated from `proto/spanlake.proto`.

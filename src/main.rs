@@ -12,12 +12,13 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use prost::Message;
 use spanlake::config::Config;
 use spanlake::generator::Generator;
-use spanlake::query::search::DEFAULT_LIMIT;
+use spanlake::query::search::{self, SearchRequest};
 use spanlake::server::{self, Server};
+use spanlake::tempo::TempoApi;
 use spanlake::tempo::json::TempoJson;
-use spanlake::tempo::search::SearchParams;
-use spanlake::tempo::{TempoApi, Window};
+use spanlake::tempo::params::SearchParams;
 use spanlake::tenant::{ORG_ID_HEADER, SINGLE_TENANT};
+use spanlake::time::{TimeRange, duration_arg};
 
 #[derive(Parser)]
 #[command(
@@ -49,15 +50,15 @@ struct TraceqlArgs {
     /// Only parse and validate: exit 0 when the query is valid, 1 with the error otherwise.
     #[arg(long, conflicts_with = "explain")]
     check: bool,
-    /// Print the DataFusion plan the query lowers to instead of running it.
+    /// Print the DataFusion plan the search runs instead of running it.
     #[arg(long)]
     explain: bool,
     /// Start of the search window, Unix seconds.
     #[arg(long)]
-    start: Option<i64>,
+    start: Option<u64>,
     /// End of the search window, Unix seconds.
     #[arg(long)]
-    end: Option<i64>,
+    end: Option<u64>,
     /// Most traces to return.
     #[arg(long, default_value_t = spanlake::query::search::DEFAULT_LIMIT)]
     limit: usize,
@@ -112,16 +113,16 @@ struct ServeArgs {
     #[arg(long, env = "SPANLAKE_MAX_REQUEST_BYTES")]
     max_request_bytes: Option<usize>,
     /// A trace with no new span for this long is complete (e.g. 5s).
-    #[arg(long, env = "SPANLAKE_TRACE_IDLE", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SPANLAKE_TRACE_IDLE", value_parser = duration_arg)]
     trace_idle: Option<Duration>,
     /// Flush complete traces at the latest this long after they complete.
-    #[arg(long, env = "SPANLAKE_MAX_BLOCK_AGE", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SPANLAKE_MAX_BLOCK_AGE", value_parser = duration_arg)]
     max_block_age: Option<Duration>,
     /// Flush complete traces once they hold this many bytes.
     #[arg(long, env = "SPANLAKE_MAX_BLOCK_BYTES")]
     max_block_bytes: Option<usize>,
     /// How often the flusher checks for due blocks.
-    #[arg(long, env = "SPANLAKE_FLUSH_CHECK", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SPANLAKE_FLUSH_CHECK", value_parser = duration_arg)]
     flush_check: Option<Duration>,
     /// Memory all queries together may use, in bytes.
     #[arg(long, env = "SPANLAKE_QUERY_MEMORY_LIMIT")]
@@ -445,38 +446,28 @@ async fn traceql(args: TraceqlArgs) -> anyhow::Result<()> {
     let config = args.config.load()?;
     let opened = server::open(&config, true).await?;
     let tenant = args.tenant.unwrap_or_else(|| SINGLE_TENANT.to_string());
-    let seconds = |s: Option<i64>| s.map(|s| s.saturating_mul(1_000_000_000));
+    // Without a window, all of time.
+    let request = SearchRequest {
+        query: args.query.clone(),
+        range: TimeRange::from_seconds(args.start, args.end),
+        limit: args.limit,
+        spss: args.spss,
+    };
     if args.explain {
-        let ctx = opened.engine.session(&tenant)?;
-        let summary = traceql::lower::trace_summary(&ctx).await?;
-        let spans = ctx.table(spanlake::tables::TableKind::Spans.name()).await?;
-        let lowered = traceql::lower::Lowerer::new(summary)
-            .search(&query, spans)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let plan = lowered.spans.explain(false, false)?.collect().await?;
-        println!("{}", arrow::util::pretty::pretty_format_batches(&plan)?);
+        println!(
+            "{}",
+            search::explain(&opened.engine, &tenant, &request).await?
+        );
         return Ok(());
     }
-    // Printed as Tempo's /api/search answers; without a window, all of time.
+    // Printed as Tempo's /api/search answers.
     let api = TempoApi::new(opened.engine.clone(), config.query.clone(), false);
     let params = SearchParams {
-        query: args.query.clone(),
+        request,
         tag_search: false,
-        limit: if args.limit == 0 {
-            DEFAULT_LIMIT
-        } else {
-            args.limit
-        },
-        spss: args.spss,
-        window: Window {
-            start_ns: seconds(args.start).unwrap_or(0),
-            end_ns: seconds(args.end).unwrap_or(i64::MAX),
-        },
+        explain: false,
     };
-    let response = api
-        .search(&[tenant], &params, |_, _| {})
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let response = api.search(&[tenant], &params, |_, _| {}).await?;
     println!("{}", serde_json::to_string_pretty(&response.tempo_json())?);
     Ok(())
 }

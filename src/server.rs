@@ -14,9 +14,9 @@ use crate::config::Config;
 use crate::generator::Generator;
 use crate::ingest::{self, Receiver, Transport};
 use crate::ingester::{CutPolicy, Ingester, IngesterConfig};
+use crate::live::LiveSource;
 use crate::query::QueryEngine;
 use crate::storage::{Catalog, Storage, remove_uncommitted};
-use crate::tables::LiveSource;
 use crate::tempo::{self, TempoApi, grpc::TempoGrpc};
 
 /// Errors while starting.
@@ -265,7 +265,7 @@ async fn run_demo(receiver: Receiver, stop: impl std::future::Future<Output = ()
         tokio::select! {
             _ = &mut stop => return,
             _ = tick.tick() => {
-                let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+                let now = crate::time::now_ns();
                 let request = generator.trace_at(now);
                 let bytes = prost::Message::encoded_len(&request);
                 if let Err(e) = receiver.receive(Transport::Demo, bytes, Some("demo"), &request).await {

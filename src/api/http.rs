@@ -4,12 +4,12 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
-use crate::query::{QueryEngine, QueryError};
-use crate::tenant::{self, ORG_ID_HEADER, TenantError};
+use crate::query::{QueryEngine, QueryError, Result};
+use crate::tenant::{self, ORG_ID_HEADER};
 
 /// Path of the SQL endpoint: POST the query text, receive an Arrow IPC stream.
 pub const SQL_PATH: &str = "/api/v1/sql";
@@ -28,46 +28,24 @@ pub fn router(state: ApiState) -> Router {
     Router::new().route(SQL_PATH, post(sql)).with_state(state)
 }
 
-fn error(status: StatusCode, message: String) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        message,
-    )
-        .into_response()
+async fn sql(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+    run_sql(&state, &headers, &body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn sql(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn run_sql(state: &ApiState, headers: &HeaderMap, body: &[u8]) -> Result<Response> {
     let org_id = headers.get(ORG_ID_HEADER).and_then(|v| v.to_str().ok());
-    let tenant = match tenant::resolve(org_id, state.multitenancy) {
-        Ok(t) => t,
-        Err(e @ TenantError::Missing) => return error(StatusCode::UNAUTHORIZED, e.to_string()),
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
-    };
-    let Ok(query) = std::str::from_utf8(&body) else {
-        return error(StatusCode::BAD_REQUEST, "the SQL text must be UTF-8".into());
-    };
-    match state.engine.sql(&tenant, query).await {
-        Ok((schema, batches)) => {
-            let mut out = Vec::new();
-            let written = (|| {
-                let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut out, &schema)?;
-                for batch in &batches {
-                    writer.write(batch)?;
-                }
-                writer.finish()
-            })();
-            match written {
-                Ok(()) => ([(header::CONTENT_TYPE, ARROW_STREAM)], out).into_response(),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-            }
-        }
-        Err(e @ QueryError::Invalid(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
-        Err(e @ QueryError::ResourcesExhausted(_)) => {
-            error(StatusCode::TOO_MANY_REQUESTS, e.to_string())
-        }
-        Err(e @ QueryError::Execution(_)) => {
-            error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-        }
+    let tenant = tenant::resolve(org_id, state.multitenancy)?;
+    let query = std::str::from_utf8(body)
+        .map_err(|_| QueryError::bad_request("the SQL text must be UTF-8"))?;
+    let (schema, batches) = state.engine.sql(&tenant, query).await?;
+    let mut out = Vec::new();
+    let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut out, &schema)?;
+    for batch in &batches {
+        writer.write(batch)?;
     }
+    writer.finish()?;
+    drop(writer);
+    Ok(([(header::CONTENT_TYPE, ARROW_STREAM)], out).into_response())
 }

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::live::LiveScan;
 use crate::schema::{SpanId, SpanRow, TraceId};
 
 /// One trace still receiving spans, deduplicated by span id.
@@ -96,6 +97,20 @@ pub struct Selection {
     pub trace_ids: Option<HashSet<TraceId>>,
     pub start_ns: Option<i64>,
     pub end_ns: Option<i64>,
+}
+
+impl From<&LiveScan> for Selection {
+    fn from(scan: &LiveScan) -> Self {
+        Self {
+            exclude_blocks: scan.exclude_blocks.iter().cloned().collect(),
+            trace_ids: scan
+                .trace_ids
+                .as_ref()
+                .map(|ids| ids.iter().copied().collect()),
+            start_ns: scan.start_ns,
+            end_ns: scan.end_ns,
+        }
+    }
 }
 
 impl Selection {

@@ -25,9 +25,10 @@ use arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock as AsyncRwLock;
 
+use crate::live::{LiveScan, LiveSource};
+use crate::schema::TableKind;
 use crate::schema::{self, SpanRow, TraceId};
 use crate::storage::{BlockData, Catalog, Storage, StorageError};
-use crate::tables::{LiveScan, LiveSource, TableKind};
 pub use live::{CutPolicy, Selection, shard_of};
 use live::{LiveState, PendingBlock};
 pub use wal::WalError;
@@ -311,7 +312,7 @@ fn block_data(block: &PendingBlock) -> Result<BlockData, StorageError> {
 
 impl LiveSource for Ingester {
     fn scan(&self, request: &LiveScan) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
-        let selection = request.selection();
+        let selection = Selection::from(request);
         let traces = self.live.lock().select(&request.tenant, &selection);
         if traces.is_empty() {
             return Ok(Vec::new());

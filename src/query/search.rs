@@ -1,79 +1,78 @@
 //! TraceQL search: a query in, the newest matching traces with their matched spans out.
 //!
-//! The query is checked by [`crate::traceql`], lowered to a DataFusion plan by
-//! [`crate::traceql::lower`], and run in the tenant's session: one plan over the window picks
-//! the top traces by start time; the query is then lowered again over the spans of those
-//! traces alone, which gives their spansets and up to `spss` matched spans of each. Nothing
-//! here evaluates TraceQL by itself.
+//! The query is checked by [`crate::traceql`] and lowered by [`super::traceql`]. A search runs
+//! newest first in slices of its window (at most [`SLICE_NS`] each, at most [`MAX_SLICES`]),
+//! so that a streaming client sees results as they are found and a search stops as soon as it
+//! holds `limit` traces. In each slice, one plan picks the top traces by start time
+//! ([`top_traces`], also what [`explain`] prints); the query is then lowered again over the
+//! spans of those traces alone, which gives their spansets and up to `spss` matched spans of
+//! each, and the `traces` table gives their per-service span and error counts. Nothing here
+//! evaluates TraceQL by itself.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::common::{Column, ScalarValue};
 use datafusion::dataframe::DataFrame;
-use datafusion::functions_aggregate::expr_fn::{count, max};
+use datafusion::functions::core::expr_fn::get_field;
+use datafusion::functions_aggregate::expr_fn::{count, max, sum};
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{Expr, ExprFunctionExt, JoinType, cast};
-use datafusion::prelude::{col, lit};
+use datafusion::prelude::{SessionContext, col, lit};
 
-use super::{QueryEngine, QueryError};
-use crate::schema::{AttrValue, spans};
-use crate::tables::TableKind;
-use crate::traceql::lower::{
-    self, GROUP_KEY, LowerError, LoweredSearch, Lowerer, SPANSET_ATTRIBUTE_PREFIX,
+use super::traceql::{
+    self as lower, GROUP_KEY, LoweredSearch, Lowerer, SPANSET_ATTRIBUTE_PREFIX,
     TRACE_SUMMARY_DURATION, TRACE_SUMMARY_ID, TRACE_SUMMARY_ROOT_NAME, TRACE_SUMMARY_ROOT_SERVICE,
     TRACE_SUMMARY_START,
 };
-use crate::traceql::{self, CheckError, ParseError, ValidateError};
+use super::{QueryEngine, QueryError, Result};
+use crate::ids;
+use crate::schema::{AttrValue, TableKind, spans, traces};
+use crate::time::TimeRange;
+use crate::traceql::{self, Query};
 
 /// Spans per spanset when the caller asks for 0, as the reference engine does.
 pub const DEFAULT_SPSS: usize = 3;
 /// Traces returned when the caller asks for 0.
 pub const DEFAULT_LIMIT: usize = 20;
+/// Windows are searched in slices of at most this many nanoseconds (six hours)...
+pub const SLICE_NS: i64 = 6 * 3_600_000_000_000;
+/// ...and in at most this many slices.
+pub const MAX_SLICES: i64 = 8;
 
-/// Why a search failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SearchError {
-    /// The query is not TraceQL.
-    #[error("invalid TraceQL: {0}")]
-    Parse(#[from] ParseError),
-    /// The query is TraceQL but ill-typed.
-    #[error("invalid TraceQL: {0}")]
-    Invalid(String),
-    /// The query is valid TraceQL that spanlake cannot run.
-    #[error("{0}")]
-    Unsupported(String),
-    /// Running the plan failed.
-    #[error(transparent)]
-    Execution(#[from] QueryError),
+/// A search: a TraceQL query over a window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchRequest {
+    /// TraceQL text.
+    pub query: String,
+    /// Traces overlapping this window are searched; [`TimeRange::ALL`] searches everything in
+    /// one pass.
+    pub range: TimeRange,
+    /// Traces at most; 0 for [`DEFAULT_LIMIT`].
+    pub limit: usize,
+    /// Matched spans shown per spanset; 0 for [`DEFAULT_SPSS`].
+    pub spss: usize,
 }
 
-impl From<CheckError> for SearchError {
-    fn from(e: CheckError) -> Self {
-        match e {
-            CheckError::Parse(p) => SearchError::Parse(p),
-            CheckError::Validate(ValidateError::Unsupported(m)) => {
-                SearchError::Unsupported(format!("unsupported TraceQL: {m}"))
-            }
-            CheckError::Validate(v) => SearchError::Invalid(v.to_string()),
-        }
+impl SearchRequest {
+    /// The checked query: what a search refuses before any job runs.
+    pub fn check(&self) -> Result<Query> {
+        Ok(traceql::check(&self.query)?)
     }
 }
 
-impl From<LowerError> for SearchError {
-    fn from(e: LowerError) -> Self {
-        match e {
-            LowerError::Unsupported(_) => SearchError::Unsupported(e.to_string()),
-            LowerError::Plan(p) => SearchError::Execution(p.into()),
-        }
-    }
-}
-
-impl From<datafusion::error::DataFusionError> for SearchError {
-    fn from(e: datafusion::error::DataFusionError) -> Self {
-        SearchError::Execution(e.into())
-    }
+/// How much a search looked at, and how far it got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SearchMetrics {
+    /// Blocks whose spans may fall in the window.
+    pub total_blocks: u32,
+    /// Bytes of those blocks' Parquet files.
+    pub total_block_bytes: u64,
+    /// Slices times tenants.
+    pub total_jobs: u32,
+    /// Of those, the ones finished.
+    pub completed_jobs: u32,
 }
 
 /// The answer to a search: matching traces, newest first.
@@ -81,6 +80,17 @@ impl From<datafusion::error::DataFusionError> for SearchError {
 pub struct SearchResponse {
     /// At most `limit` traces.
     pub traces: Vec<TraceResult>,
+    /// What the search covered.
+    pub metrics: SearchMetrics,
+}
+
+/// Spans and error spans of one service within one trace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServiceStats {
+    /// Spans of the service.
+    pub span_count: u32,
+    /// Of those, spans with status error.
+    pub error_count: u32,
 }
 
 /// One matching trace.
@@ -98,6 +108,8 @@ pub struct TraceResult {
     pub duration_ms: i64,
     /// The output spansets: one, or one per group after `by()`, ordered by group.
     pub span_sets: Vec<SpanSetResult>,
+    /// Spans and error spans per service of the whole trace.
+    pub service_stats: BTreeMap<String, ServiceStats>,
 }
 
 /// One output spanset of a trace.
@@ -140,46 +152,130 @@ fn attr_column(i: usize, slot: usize) -> String {
     format!("__attr_{i}_{slot}")
 }
 
-/// Runs a TraceQL search for `tenant`: traces overlapping `[start_ns, end_ns]` (either bound
-/// optional) that the query matches, newest first, at most `limit` (0: [`DEFAULT_LIMIT`]),
-/// each with up to `spss` (0: [`DEFAULT_SPSS`]) matched spans.
+/// Runs a search over `tenants`, newest slice first. After each job (one slice of one tenant)
+/// `progress` receives the traces that job added and the metrics so far; the return value is
+/// the complete answer, at most `limit` traces, newest first. A query that does not check is
+/// refused before any job runs.
 pub async fn search(
     engine: &QueryEngine,
-    tenant: &str,
-    query: &str,
-    start_ns: Option<i64>,
-    end_ns: Option<i64>,
-    limit: usize,
-    spss: usize,
-) -> Result<SearchResponse, SearchError> {
-    let limit = if limit == 0 { DEFAULT_LIMIT } else { limit };
-    let spss = if spss == 0 { DEFAULT_SPSS } else { spss };
-    let query = traceql::check(query)?;
-    let ctx = engine.session(tenant)?;
-    let summary = lower::trace_summary(&ctx).await?;
+    tenants: &[String],
+    request: &SearchRequest,
+    mut progress: impl FnMut(&[TraceResult], &SearchMetrics),
+) -> Result<SearchResponse> {
+    let query = request.check()?;
+    let limit = nonzero_or(request.limit, DEFAULT_LIMIT);
+    let slices = if request.range == TimeRange::ALL {
+        vec![TimeRange::ALL]
+    } else {
+        request.range.slices_newest_first(SLICE_NS, MAX_SLICES)
+    };
+    let mut metrics = block_metrics(engine, tenants, request.range);
+    metrics.total_jobs = (slices.len() * tenants.len()) as u32;
+    let mut held: Vec<TraceResult> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    'jobs: for slice in &slices {
+        for tenant in tenants {
+            let ctx = engine.session(tenant)?;
+            let found = search_slice(&ctx, &query, *slice, limit, request.spss).await?;
+            let mut added: Vec<TraceResult> = found
+                .into_iter()
+                .filter(|t| seen.insert(t.trace_id.clone()))
+                .take(limit - held.len())
+                .collect();
+            service_stats(&ctx, &mut added).await?;
+            metrics.completed_jobs += 1;
+            progress(&added, &metrics);
+            held.extend(added);
+            if held.len() >= limit {
+                break 'jobs;
+            }
+        }
+    }
+    held.sort_by(|a, b| {
+        b.start_time_unix_nano
+            .cmp(&a.start_time_unix_nano)
+            .then_with(|| a.trace_id.cmp(&b.trace_id))
+    });
+    Ok(SearchResponse {
+        traces: held,
+        metrics,
+    })
+}
 
+/// The plan a search runs to pick the matching traces of its window, as DataFusion's
+/// `EXPLAIN` prints it (logical and physical plan).
+pub async fn explain(
+    engine: &QueryEngine,
+    tenant: &str,
+    request: &SearchRequest,
+) -> Result<String> {
+    let query = request.check()?;
+    let ctx = engine.session(tenant)?;
+    let limit = nonzero_or(request.limit, DEFAULT_LIMIT);
+    let plan = top_traces(&ctx, &query, request.range, limit)
+        .await?
+        .explain(false, false)?
+        .collect()
+        .await?;
+    Ok(arrow::util::pretty::pretty_format_batches(&plan)?.to_string())
+}
+
+fn nonzero_or(value: usize, default: usize) -> usize {
+    if value == 0 { default } else { value }
+}
+
+/// Blocks of `tenants` whose spans may fall in `range`.
+fn block_metrics(engine: &QueryEngine, tenants: &[String], range: TimeRange) -> SearchMetrics {
+    let mut metrics = SearchMetrics::default();
+    for tenant in tenants {
+        for block in engine.catalog().blocks(tenant) {
+            if range.overlaps(block.min_start_ns, block.max_start_ns) {
+                metrics.total_blocks += 1;
+                metrics.total_block_bytes += block.spans_bytes + block.traces_bytes;
+            }
+        }
+    }
+    metrics
+}
+
+/// The spans of the traces overlapping `range`, with the trace summary beside them.
+async fn window_input(ctx: &SessionContext, range: TimeRange) -> Result<(DataFrame, DataFrame)> {
+    let summary = lower::trace_summary(ctx).await?;
     let mut in_window = summary.clone();
-    let ns = |c: &str| cast(col(c), DataType::Int64);
-    if let Some(start) = start_ns {
+    let (start, end) = range.bounds();
+    if let Some(start) = start {
         in_window = in_window
             .filter((ns(TRACE_SUMMARY_START) + col(TRACE_SUMMARY_DURATION)).gt_eq(lit(start)))?;
     }
-    if let Some(end) = end_ns {
+    if let Some(end) = end {
         in_window = in_window.filter(ns(TRACE_SUMMARY_START).lt_eq(lit(end)))?;
     }
-    let all_spans = ctx.table(TableKind::Spans.name()).await?;
-    let input = all_spans.clone().join_on(
+    let input = ctx.table(TableKind::Spans.name()).await?.join_on(
         in_window.select(vec![col(TRACE_SUMMARY_ID)])?,
         JoinType::LeftSemi,
         [col(spans::TRACE_ID).eq(col(TRACE_SUMMARY_ID))],
     )?;
+    Ok((input, summary))
+}
 
-    // First pass, over every trace in the window: which traces match, newest first.
-    let lowered = Lowerer::new(summary.clone()).search(&query, input)?;
-    let top = spanset_rows(&lowered)?
+fn ns(c: &str) -> Expr {
+    cast(col(c), DataType::Int64)
+}
+
+/// The plan of the first pass: which traces overlapping `range` match, newest first, at most
+/// `limit`, with their summary columns.
+async fn top_traces(
+    ctx: &SessionContext,
+    query: &Query,
+    range: TimeRange,
+    limit: usize,
+) -> Result<DataFrame> {
+    let (input, summary) = window_input(ctx, range).await?;
+    let lowered = Lowerer::new(summary.clone()).search(query, input)?;
+    Ok(spanset_rows(&lowered)?
         .aggregate(vec![col(spans::TRACE_ID)], vec![])?
         .join_on(
-            summary.clone(),
+            summary,
             JoinType::Inner,
             [col(spans::TRACE_ID).eq(col(TRACE_SUMMARY_ID))],
         )?
@@ -194,11 +290,27 @@ pub async fn search(
             col(START_NS).sort(false, false),
             col(spans::TRACE_ID).sort(true, false),
         ])?
-        .limit(0, Some(limit))?;
-    let top_batches = top.collect().await?;
+        .limit(0, Some(limit))?)
+}
+
+/// One job: the traces of one tenant's session overlapping `range` that `query` matches,
+/// newest first, at most `limit`, each with its spansets and up to `spss` (0:
+/// [`DEFAULT_SPSS`]) matched spans.
+async fn search_slice(
+    ctx: &SessionContext,
+    query: &Query,
+    range: TimeRange,
+    limit: usize,
+    spss: usize,
+) -> Result<Vec<TraceResult>> {
+    let spss = nonzero_or(spss, DEFAULT_SPSS);
+    let top_batches = top_traces(ctx, query, range, limit)
+        .await?
+        .collect()
+        .await?;
     let mut traces = read_traces(&top_batches)?;
     if traces.is_empty() {
-        return Ok(SearchResponse { traces });
+        return Ok(traces);
     }
     let mut ids = Vec::with_capacity(traces.len());
     for batch in &top_batches {
@@ -217,8 +329,12 @@ pub async fn search(
     // Second pass, over the spans of the chosen traces only (the trace id filter prunes row
     // groups by bloom filter and statistics): their spansets and matched spans. TraceQL works
     // per trace, so the answer for these traces is the same as in the first pass.
-    let top_spans = all_spans.filter(col(spans::TRACE_ID).in_list(ids, false))?;
-    let lowered = Lowerer::new(summary).search(&query, top_spans)?;
+    let summary = lower::trace_summary(ctx).await?;
+    let top_spans = ctx
+        .table(TableKind::Spans.name())
+        .await?
+        .filter(col(spans::TRACE_ID).in_list(ids, false))?;
+    let lowered = Lowerer::new(summary).search(query, top_spans)?;
     let grouped = !lowered.group_by.is_empty();
     let aggregates = aggregate_columns(&lowered);
     let mut set_order = vec![col(spans::TRACE_ID).sort(true, false)];
@@ -242,7 +358,72 @@ pub async fn search(
         .collect()
         .await?;
     attach_spans(&mut traces, &index, &spans, &outputs)?;
-    Ok(SearchResponse { traces })
+    Ok(traces)
+}
+
+/// The unnested `services` item in the service-stats query.
+const SERVICE: &str = "__service";
+
+/// Fills `service_stats` of `traces`: spans and error spans per service of each trace.
+async fn service_stats(ctx: &SessionContext, found: &mut [TraceResult]) -> Result<()> {
+    if found.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(found.len());
+    for t in found.iter() {
+        let id = ids::parse_trace_id(&t.trace_id)?;
+        ids.push(lit(ScalarValue::FixedSizeBinary(16, Some(id.to_vec()))));
+    }
+    // The `traces` table keeps per-service counts for each trace (one row per block the trace
+    // has spans in), a tenth of the size of the spans.
+    let item = |name: &str| get_field(col(SERVICE), name);
+    let batches = ctx
+        .table(TableKind::Traces.name())
+        .await?
+        .filter(col(traces::TRACE_ID).in_list(ids, false))?
+        .select(vec![
+            col(traces::TRACE_ID),
+            col(traces::SERVICES).alias(SERVICE),
+        ])?
+        .unnest_columns(&[SERVICE])?
+        .aggregate(
+            vec![
+                col(traces::TRACE_ID),
+                cast(item(traces::service::SERVICE_NAME), DataType::Utf8).alias(SERVICE),
+            ],
+            vec![
+                sum(item(traces::service::SPAN_COUNT)).alias("spans"),
+                sum(item(traces::service::ERROR_COUNT)).alias("errors"),
+            ],
+        )?
+        .collect()
+        .await?;
+    let index: HashMap<String, usize> = found
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.trace_id.clone(), i))
+        .collect();
+    for batch in &batches {
+        let ids = batch.column(0).as_fixed_size_binary();
+        let services = batch.column(1).as_string::<i32>();
+        let span_counts = batch.column(2).as_primitive::<Int64Type>();
+        let error_counts = batch.column(3).as_primitive::<Int64Type>();
+        for row in 0..batch.num_rows() {
+            let hex = ids::trace_id_short_hex(ids.value(row));
+            let Some(&i) = index.get(&hex) else { continue };
+            let stats = found[i]
+                .service_stats
+                .entry(services.value(row).to_string())
+                .or_default();
+            if span_counts.is_valid(row) {
+                stats.span_count += span_counts.value(row) as u32;
+            }
+            if error_counts.is_valid(row) {
+                stats.error_count += error_counts.value(row) as u32;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The columns of `lowered.spans` that carry aggregate values of the spansets.
@@ -259,7 +440,7 @@ fn aggregate_columns(lowered: &LoweredSearch) -> Vec<String> {
 
 /// One row per output spanset (per trace, or per trace and group after `by()`): the trace,
 /// the group, how many spans matched and the spanset's aggregate values.
-fn spanset_rows(lowered: &LoweredSearch) -> Result<DataFrame, SearchError> {
+fn spanset_rows(lowered: &LoweredSearch) -> Result<DataFrame> {
     let mut set_columns = vec![col(spans::TRACE_ID)];
     if !lowered.group_by.is_empty() {
         set_columns.push(col(GROUP_KEY));
@@ -286,7 +467,7 @@ fn matched_spans(
     outputs: &[(String, [Expr; 4])],
     spss: usize,
     grouped: bool,
-) -> Result<DataFrame, SearchError> {
+) -> Result<DataFrame> {
     let order = vec![
         col(spans::START_TIME).sort(true, false),
         col(spans::SPAN_ID).sort(true, false),
@@ -330,15 +511,11 @@ fn matched_spans(
     Ok(frame)
 }
 
-fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a dyn Array, SearchError> {
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
     batch
         .column_by_name(name)
         .map(|c| c.as_ref())
-        .ok_or_else(|| {
-            SearchError::Execution(QueryError::Execution(format!(
-                "search plan lost the column {name}"
-            )))
-        })
+        .ok_or_else(|| QueryError::internal(format!("search plan lost the column {name}")))
 }
 
 fn opt_string(array: &dyn Array, row: usize) -> Option<String> {
@@ -360,18 +537,7 @@ fn bytes_at(array: &dyn Array, row: usize) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-/// Trace ids as TraceQL prints them: lowercase hex without leading zeros.
-pub fn trace_id_hex(id: &[u8]) -> String {
-    let hex = crate::schema::id_hex(id);
-    let stripped = hex.trim_start_matches('0');
-    if stripped.is_empty() {
-        "0".to_string()
-    } else {
-        stripped.to_string()
-    }
-}
-
-fn read_traces(batches: &[RecordBatch]) -> Result<Vec<TraceResult>, SearchError> {
+fn read_traces(batches: &[RecordBatch]) -> Result<Vec<TraceResult>, QueryError> {
     let mut out = Vec::new();
     for batch in batches {
         let ids = column(batch, spans::TRACE_ID)?;
@@ -381,12 +547,13 @@ fn read_traces(batches: &[RecordBatch]) -> Result<Vec<TraceResult>, SearchError>
         let name = column(batch, TRACE_SUMMARY_ROOT_NAME)?;
         for row in 0..batch.num_rows() {
             out.push(TraceResult {
-                trace_id: trace_id_hex(&bytes_at(ids, row)),
+                trace_id: ids::trace_id_short_hex(&bytes_at(ids, row)),
                 root_service_name: opt_string(service, row),
                 root_trace_name: opt_string(name, row),
                 start_time_unix_nano: i64_at(start, row).unwrap_or_default(),
                 duration_ms: i64_at(duration, row).unwrap_or_default() / 1_000_000,
                 span_sets: Vec::new(),
+                service_stats: BTreeMap::new(),
             });
         }
     }
@@ -398,7 +565,7 @@ fn typed_value<S: AsRef<str>>(
     batch: &RecordBatch,
     names: &[S; 4],
     row: usize,
-) -> Result<Option<AttrValue>, SearchError> {
+) -> Result<Option<AttrValue>, QueryError> {
     let [text, int, float, boolean] = names.each_ref().map(AsRef::as_ref);
     if let Some(s) = opt_string(column(batch, text)?, row) {
         return Ok(Some(AttrValue::Str(s)));
@@ -433,7 +600,7 @@ fn attach_sets(
     batches: &[RecordBatch],
     by_names: &[String],
     aggregates: &[String],
-) -> Result<SetIndex, SearchError> {
+) -> Result<SetIndex, QueryError> {
     let positions: HashMap<String, usize> = traces
         .iter()
         .enumerate()
@@ -444,7 +611,7 @@ fn attach_sets(
         let ids = column(batch, spans::TRACE_ID)?;
         let matched = column(batch, MATCHED)?;
         for row in 0..batch.num_rows() {
-            let trace_id = trace_id_hex(&bytes_at(ids, row));
+            let trace_id = ids::trace_id_short_hex(&bytes_at(ids, row));
             let Some(&t) = positions.get(&trace_id) else {
                 continue;
             };
@@ -486,7 +653,7 @@ fn attach_spans(
     index: &SetIndex,
     batches: &[RecordBatch],
     outputs: &[(String, [Expr; 4])],
-) -> Result<(), SearchError> {
+) -> Result<(), QueryError> {
     for batch in batches {
         let ids = column(batch, spans::TRACE_ID)?;
         let span_ids = column(batch, spans::SPAN_ID)?;
@@ -494,7 +661,10 @@ fn attach_spans(
         let starts = column(batch, spans::START_TIME)?;
         let durations = column(batch, spans::DURATION_NS)?;
         for row in 0..batch.num_rows() {
-            let key = (trace_id_hex(&bytes_at(ids, row)), group_key(batch, row));
+            let key = (
+                ids::trace_id_short_hex(&bytes_at(ids, row)),
+                group_key(batch, row),
+            );
             let Some(&(t, set)) = index.get(&key) else {
                 continue;
             };
@@ -506,7 +676,7 @@ fn attach_spans(
                 }
             }
             traces[t].span_sets[set].spans.push(SpanResult {
-                span_id: crate::schema::id_hex(&bytes_at(span_ids, row)),
+                span_id: ids::hex(&bytes_at(span_ids, row)),
                 name: opt_string(names, row).unwrap_or_default(),
                 start_time_unix_nano: i64_at(starts, row).unwrap_or_default(),
                 duration_nanos: i64_at(durations, row).unwrap_or_default(),

@@ -24,7 +24,7 @@ fn hex_batch(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
             let hex: StringArray = binary
                 .as_binary::<i32>()
                 .iter()
-                .map(|v| v.map(hex::encode))
+                .map(|v| v.map(crate::ids::hex))
                 .collect();
             fields.push(Field::new(
                 field.name(),

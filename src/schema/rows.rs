@@ -2,10 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A 16-byte trace id.
-pub type TraceId = [u8; 16];
-/// An 8-byte span id.
-pub type SpanId = [u8; 8];
+pub use crate::ids::{SpanId, TraceId};
 
 /// An attribute value with its OTLP type kept: TraceQL and SQL compare `500` and `"500"`
 /// differently, so the type must survive storage.

@@ -84,7 +84,7 @@ impl BlockMeta {
 
     /// True when `trace_id` lies within the block's trace-id range.
     pub fn may_contain_trace(&self, trace_id: &[u8; 16]) -> bool {
-        let id = hex::encode(trace_id);
+        let id = crate::ids::hex(trace_id);
         self.min_trace_id <= id && id <= self.max_trace_id
     }
 }
@@ -137,8 +137,8 @@ impl Storage {
             compaction_level: 0,
             min_start_ns: block.min_start_ns,
             max_start_ns: block.max_start_ns,
-            min_trace_id: hex::encode(block.min_trace_id),
-            max_trace_id: hex::encode(block.max_trace_id),
+            min_trace_id: crate::ids::hex(&block.min_trace_id),
+            max_trace_id: crate::ids::hex(&block.max_trace_id),
             span_count: block.spans.num_rows() as u64,
             trace_count: block.trace_count,
             spans_bytes: spans_file.len() as u64,

@@ -14,7 +14,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use prost::Message;
 
-use super::{LiveScan, LiveSource};
+use crate::live::{LiveScan, LiveSource};
 use crate::proto;
 
 /// Reads live rows for one [`LiveScan`] from a [`LiveSource`], as a single partition.
@@ -212,7 +212,7 @@ impl PhysicalExtensionCodec for LiveExecCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tables::TableKind;
+    use crate::schema::TableKind;
     use datafusion::prelude::SessionContext;
     use datafusion_proto::physical_plan::DefaultPhysicalProtoConverter;
 

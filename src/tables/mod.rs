@@ -15,7 +15,6 @@ mod live_exec;
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
@@ -30,140 +29,18 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
 
-use crate::ingester::Selection;
-use crate::schema::{TraceId, spans, traces};
+use crate::live::{LiveScan, LiveSource};
+use crate::schema::TableKind;
 use crate::storage::{Catalog, SPANS_FILE, Storage, TRACES_FILE};
 pub use filters::ScanBounds;
 pub use live_exec::{LiveExec, LiveExecCodec};
 
-/// Which table a scan reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TableKind {
-    Spans,
-    Traces,
-}
-
-impl TableKind {
-    /// The SQL name of the table.
-    pub fn name(self) -> &'static str {
-        match self {
-            TableKind::Spans => "spans",
-            TableKind::Traces => "traces",
-        }
+/// The Parquet file of a block that holds `kind`'s rows.
+fn file_of(kind: TableKind) -> &'static str {
+    match kind {
+        TableKind::Spans => SPANS_FILE,
+        TableKind::Traces => TRACES_FILE,
     }
-
-    /// The table's Arrow schema.
-    pub fn schema(self) -> SchemaRef {
-        match self {
-            TableKind::Spans => spans::schema(),
-            TableKind::Traces => traces::schema(),
-        }
-    }
-
-    fn file(self) -> &'static str {
-        match self {
-            TableKind::Spans => SPANS_FILE,
-            TableKind::Traces => TRACES_FILE,
-        }
-    }
-
-    fn trace_id_column(self) -> &'static str {
-        match self {
-            TableKind::Spans => spans::TRACE_ID,
-            TableKind::Traces => traces::TRACE_ID,
-        }
-    }
-
-    fn start_time_column(self) -> &'static str {
-        match self {
-            TableKind::Spans => spans::START_TIME,
-            TableKind::Traces => traces::START_TIME,
-        }
-    }
-}
-
-/// A request for live rows: serialisable, so that it can travel to a remote ingester.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LiveScan {
-    pub tenant: String,
-    pub table: TableKind,
-    /// Blocks the reader already reads from Parquet.
-    pub exclude_blocks: Vec<String>,
-    pub trace_ids: Option<Vec<TraceId>>,
-    pub start_ns: Option<i64>,
-    pub end_ns: Option<i64>,
-}
-
-impl LiveScan {
-    /// The ingester-side selection this request asks for.
-    pub fn selection(&self) -> Selection {
-        Selection {
-            exclude_blocks: self.exclude_blocks.iter().cloned().collect(),
-            trace_ids: self
-                .trace_ids
-                .as_ref()
-                .map(|ids| ids.iter().copied().collect()),
-            start_ns: self.start_ns,
-            end_ns: self.end_ns,
-        }
-    }
-}
-
-impl From<&LiveScan> for crate::proto::LiveScan {
-    fn from(scan: &LiveScan) -> Self {
-        let table = match scan.table {
-            TableKind::Spans => crate::proto::Table::Spans,
-            TableKind::Traces => crate::proto::Table::Traces,
-        };
-        Self {
-            tenant: scan.tenant.clone(),
-            table: table as i32,
-            exclude_blocks: scan.exclude_blocks.clone(),
-            trace_ids: scan.trace_ids.as_ref().map(|ids| crate::proto::TraceIds {
-                ids: ids.iter().map(|id| id.to_vec()).collect(),
-            }),
-            start_ns: scan.start_ns,
-            end_ns: scan.end_ns,
-        }
-    }
-}
-
-impl TryFrom<crate::proto::LiveScan> for LiveScan {
-    type Error = String;
-
-    fn try_from(scan: crate::proto::LiveScan) -> Result<Self, String> {
-        let table = match crate::proto::Table::try_from(scan.table) {
-            Ok(crate::proto::Table::Spans) => TableKind::Spans,
-            Ok(crate::proto::Table::Traces) => TableKind::Traces,
-            Err(_) => return Err(format!("unknown live table {}", scan.table)),
-        };
-        let trace_ids = scan
-            .trace_ids
-            .map(|ids| {
-                ids.ids
-                    .iter()
-                    .map(|id| {
-                        TraceId::try_from(id.as_slice())
-                            .map_err(|_| format!("a trace id must be 16 bytes, got {}", id.len()))
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()?;
-        Ok(Self {
-            tenant: scan.tenant,
-            table,
-            exclude_blocks: scan.exclude_blocks,
-            trace_ids,
-            start_ns: scan.start_ns,
-            end_ns: scan.end_ns,
-        })
-    }
-}
-
-/// Where live rows come from: the in-process ingester, later a remote one over Arrow Flight.
-pub trait LiveSource: std::fmt::Debug + Send + Sync {
-    /// Live rows of the requested table, in the table's full schema.
-    fn scan(&self, request: &LiveScan) -> Result<Vec<RecordBatch>, arrow::error::ArrowError>;
 }
 
 /// `spans` or `traces` of one tenant.
@@ -239,7 +116,7 @@ impl TableProvider for SpanlakeTable {
         let files: Vec<PartitionedFile> = blocks
             .iter()
             .filter(|b| bounds.admits_block(b))
-            .map(|b| PartitionedFile::new_from_meta(b.file(self.kind.file())))
+            .map(|b| PartitionedFile::new_from_meta(b.file(file_of(self.kind))))
             .collect();
         if files.is_empty() {
             return Ok(Arc::new(live));

@@ -12,14 +12,17 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::tags::{TagValuesRequest, TagsRequest};
-use super::{TempoApi, TempoError, Window};
+use super::TempoApi;
+use super::params::{self, RawSearch, SearchParams};
+use crate::api::status::grpc_status;
+use crate::query::QueryError;
+use crate::query::tags::{TagValuesRequest, TagsRequest};
 use crate::tempopb::querier_server::{Querier, QuerierServer};
 use crate::tempopb::streaming_querier_server::{StreamingQuerier, StreamingQuerierServer};
 use crate::tempopb::{
     SearchMetrics, SearchRequest, SearchResponse, SearchTagValuesRequest, SearchTagValuesResponse,
     SearchTagValuesV2Response, SearchTagsRequest, SearchTagsResponse, SearchTagsV2Response,
-    TraceByIdMetrics, TraceByIdRequest, TraceByIdResponse, TraceSearchMetadata,
+    TraceByIdRequest, TraceByIdResponse, TraceSearchMetadata,
 };
 use crate::tenant::ORG_ID_HEADER;
 
@@ -61,90 +64,66 @@ impl TempoGrpc {
             .metadata()
             .get(ORG_ID_HEADER)
             .and_then(|v| v.to_str().ok());
-        self.api.tenants(org_id).map_err(|e| e.grpc())
+        self.api.tenants(org_id).map_err(|e| grpc_status(&e))
     }
 
-    fn window(&self, start: u32, end: u32) -> Result<Window, TempoError> {
-        let nonzero = |v: u32| (v != 0).then_some(u64::from(v));
-        self.api.search_window(nonzero(start), nonzero(end))
-    }
-
-    fn tags_request(&self, request: &SearchTagsRequest) -> Result<TagsRequest, TempoError> {
-        let window = self.window(request.start, request.end)?;
-        Ok(TagsRequest {
-            scope: request.scope.parse()?,
-            query: Some(request.query.clone()).filter(|q| !q.trim().is_empty()),
-            start_ns: Some(window.start_ns),
-            end_ns: Some(window.end_ns),
-            limit: request.max_tags_per_scope as usize,
-        })
-    }
-
-    fn values_request(
+    fn tags(
         &self,
-        request: &SearchTagValuesRequest,
-    ) -> Result<TagValuesRequest, TempoError> {
-        if request.tag_name.is_empty() {
-            return Err(TempoError::BadRequest(
-                "please provide a non-empty tagName".into(),
-            ));
-        }
-        let window = self.window(request.start, request.end)?;
-        Ok(TagValuesRequest {
-            tag: request.tag_name.clone(),
-            query: Some(request.query.clone()).filter(|q| !q.trim().is_empty()),
-            start_ns: Some(window.start_ns),
-            end_ns: Some(window.end_ns),
-            limit: request.max_tag_values as usize,
-        })
+        request: &Request<SearchTagsRequest>,
+    ) -> Result<(Vec<String>, TagsRequest), Status> {
+        let tenants = self.tenants(request)?;
+        let tags = params::tags_from_grpc(&self.api, request.get_ref()).map_err(status)?;
+        Ok((tenants, tags))
+    }
+
+    fn values(
+        &self,
+        request: &Request<SearchTagValuesRequest>,
+    ) -> Result<(Vec<String>, TagValuesRequest), Status> {
+        let tenants = self.tenants(request)?;
+        let values = params::values_from_grpc(&self.api, request.get_ref()).map_err(status)?;
+        Ok((tenants, values))
     }
 
     async fn tags_v1(
         &self,
         request: Request<SearchTagsRequest>,
     ) -> Result<SearchTagsResponse, Status> {
-        let tenants = self.tenants(&request)?;
-        let result = async {
-            let tags = self.tags_request(request.get_ref())?;
-            self.api.search_tags(&tenants, &tags).await
-        };
-        result.await.map_err(|e| e.grpc())
+        let (tenants, tags) = self.tags(&request)?;
+        self.api.search_tags(&tenants, &tags).await.map_err(status)
     }
 
     async fn tags_v2(
         &self,
         request: Request<SearchTagsRequest>,
     ) -> Result<SearchTagsV2Response, Status> {
-        let tenants = self.tenants(&request)?;
-        let result = async {
-            let tags = self.tags_request(request.get_ref())?;
-            self.api.search_tags_v2(&tenants, &tags).await
-        };
-        result.await.map_err(|e| e.grpc())
+        let (tenants, tags) = self.tags(&request)?;
+        self.api
+            .search_tags_v2(&tenants, &tags)
+            .await
+            .map_err(status)
     }
 
     async fn values_v1(
         &self,
         request: Request<SearchTagValuesRequest>,
     ) -> Result<SearchTagValuesResponse, Status> {
-        let tenants = self.tenants(&request)?;
-        let result = async {
-            let values = self.values_request(request.get_ref())?;
-            self.api.search_tag_values(&tenants, &values).await
-        };
-        result.await.map_err(|e| e.grpc())
+        let (tenants, values) = self.values(&request)?;
+        self.api
+            .search_tag_values(&tenants, &values)
+            .await
+            .map_err(status)
     }
 
     async fn values_v2(
         &self,
         request: Request<SearchTagValuesRequest>,
     ) -> Result<SearchTagValuesV2Response, Status> {
-        let tenants = self.tenants(&request)?;
-        let result = async {
-            let values = self.values_request(request.get_ref())?;
-            self.api.search_tag_values_v2(&tenants, &values).await
-        };
-        result.await.map_err(|e| e.grpc())
+        let (tenants, values) = self.values(&request)?;
+        self.api
+            .search_tag_values_v2(&tenants, &values)
+            .await
+            .map_err(status)
     }
 
     /// Runs a search, sending a message per finished job and the complete result last.
@@ -154,21 +133,20 @@ impl TempoGrpc {
     ) -> Result<Streamed<SearchResponse>, Status> {
         let tenants = self.tenants(&request)?;
         let api = self.api.clone();
-        let raw = api.raw_search_from_grpc(request.get_ref());
-        let params = api.search_params(raw).map_err(|e| e.grpc())?;
-        crate::traceql::check(&params.query)
-            .map_err(|e| Status::invalid_argument(format!("invalid TraceQL query: {e}")))?;
+        let params = search_params(&api, request.get_ref())?;
+        // Refuse a bad query with the call's status, before the stream starts.
+        params.request.check().map_err(status)?;
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             let progress = tx.clone();
             let result = api
-                .timed(api.search(&tenants, &params, move |traces, metrics| {
+                .search(&tenants, &params, move |traces, metrics| {
                     if !traces.is_empty() {
                         for segment in segments(traces, metrics) {
                             let _ = progress.send(Ok(segment));
                         }
                     }
-                }))
+                })
                 .await;
             match result {
                 Ok(done) => {
@@ -178,12 +156,25 @@ impl TempoGrpc {
                     }
                 }
                 Err(e) => {
-                    let _ = tx.send(Err(e.grpc()));
+                    let _ = tx.send(Err(status(e)));
                 }
             }
         });
         Ok(Box::pin(UnboundedReceiverStream::new(rx)))
     }
+}
+
+fn status(e: QueryError) -> Status {
+    grpc_status(&e)
+}
+
+fn search_params(api: &TempoApi, request: &SearchRequest) -> Result<SearchParams, Status> {
+    SearchParams::new(
+        RawSearch::from_grpc(request),
+        &api.settings,
+        &api.window_rule(),
+    )
+    .map_err(status)
 }
 
 /// Search messages of about [`STREAM_SEGMENT_BYTES`] each, every one with `metrics`; at
@@ -268,28 +259,9 @@ impl Querier for TempoGrpc {
         request: Request<TraceByIdRequest>,
     ) -> Result<Response<TraceByIdResponse>, Status> {
         let tenants = self.tenants(&request)?;
-        let raw = &request.get_ref().trace_id;
-        if raw.is_empty() || raw.len() > 16 {
-            return Err(Status::invalid_argument(format!(
-                "traceID must be 1 to 16 bytes, got {}",
-                raw.len()
-            )));
-        }
-        let mut id = [0; 16];
-        id[16 - raw.len()..].copy_from_slice(raw);
-        let api = &self.api;
-        let found = api
-            .timed(api.find_trace(&tenants, id, None))
-            .await
-            .map_err(|e| e.grpc())?;
-        Ok(Response::new(match found {
-            Some(f) => f.into_response(api.settings.max_bytes_per_trace),
-            None => TraceByIdResponse {
-                trace: Some(Default::default()),
-                metrics: Some(TraceByIdMetrics::default()),
-                ..Default::default()
-            },
-        }))
+        let trace = params::trace_from_grpc(request.get_ref()).map_err(status)?;
+        let response = self.api.trace_v2(&tenants, &trace).await.map_err(status)?;
+        Ok(Response::new(response))
     }
 
     async fn search_recent(
@@ -297,12 +269,13 @@ impl Querier for TempoGrpc {
         request: Request<SearchRequest>,
     ) -> Result<Response<SearchResponse>, Status> {
         let tenants = self.tenants(&request)?;
-        let api = &self.api;
-        let result = async {
-            let params = api.search_params(api.raw_search_from_grpc(request.get_ref()))?;
-            api.timed(api.search(&tenants, &params, |_, _| {})).await
-        };
-        result.await.map(Response::new).map_err(|e| e.grpc())
+        let params = search_params(&self.api, request.get_ref())?;
+        let response = self
+            .api
+            .search(&tenants, &params, |_, _| {})
+            .await
+            .map_err(status)?;
+        Ok(Response::new(response))
     }
 
     async fn search_tags(

@@ -20,8 +20,6 @@
 
 use std::collections::HashMap;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use opentelemetry_proto::tonic::common::v1::{
     AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue, KeyValueList, any_value,
 };
@@ -146,7 +144,7 @@ fn strings(items: &[String]) -> Vec<Value> {
 
 /// Bytes as Go's `encoding/json` writes `[]byte`: standard alphabet, padded.
 fn base64(bytes: &[u8]) -> Value {
-    Value::String(BASE64.encode(bytes))
+    Value::String(crate::ids::base64(bytes))
 }
 
 /// A double as a JSON number, or `"NaN"`, `"Infinity"`, `"-Infinity"` where JSON has no number.

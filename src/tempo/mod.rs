@@ -2,143 +2,58 @@
 //! services, answering exactly as Tempo's query frontend does so that Grafana, tempo-cli and
 //! tempo-vulture work unchanged.
 //!
-//! [`TempoApi`] holds what both transports share: tenant resolution, parameter rules and
-//! limits, and the queries themselves. [`http`] and [`grpc`] only translate requests and
-//! responses; [`json`] writes Tempo's JSON.
+//! A thin edge: [`params`] reads a request into a typed query request, [`crate::query`] runs
+//! it, and this module turns the answer into tempopb messages, which [`http`] writes as
+//! Tempo's JSON ([`json`]) or protobuf and [`grpc`] sends. Errors are the query layer's one
+//! [`QueryError`], mapped to a status by [`crate::api::status`]. Nothing here builds a plan.
 
 pub mod grpc;
 pub mod http;
 pub mod json;
-pub mod search;
-pub mod tags;
-pub mod trace;
+pub mod params;
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::time::Duration;
 
-use axum::http::StatusCode;
+use prost::Message;
 
 use crate::config::QuerySettings;
-use crate::query::{QueryEngine, QueryError};
-use crate::tempopb::{
-    MetadataMetrics, SearchTagValuesResponse, SearchTagValuesV2Response, SearchTagsResponse,
-    SearchTagsV2Response, SearchTagsV2Scope, TagValue,
-};
-use crate::tenant::{self, TenantError};
+use crate::query::search::{self, SearchMetrics, SearchResponse, TraceResult};
+use crate::query::tags::{self, TagScope, TagValuesRequest, TagsRequest};
+use crate::query::trace::{self, TraceRequest};
+use crate::query::{ErrorKind, QueryEngine, QueryError, Result};
+use crate::schema::SpanRow;
+use crate::schema::to_otlp::{key_values, resource_spans};
+use crate::tempopb;
+use crate::tenant;
+use crate::time::WindowRule;
+use params::SearchParams;
 
-/// Why a query API request failed; each maps to Tempo's HTTP status and gRPC code.
-#[derive(Debug, thiserror::Error)]
-pub enum TempoError {
-    /// A parameter is missing or wrong (HTTP 400, INVALID_ARGUMENT).
-    #[error("{0}")]
-    BadRequest(String),
-    /// No tenant was named while multitenancy is on (HTTP 401, UNAUTHENTICATED).
-    #[error("no org id")]
-    NoOrgId,
-    /// The trace is larger than allowed (HTTP 422 on the v1 trace endpoint).
-    #[error("trace exceeds max size (max bytes: {0})")]
-    TraceTooLarge(usize),
-    /// The query needed more memory than it may use (HTTP 429, RESOURCE_EXHAUSTED).
-    #[error("{0}")]
-    ResourcesExhausted(String),
-    /// The request ran past the query timeout (HTTP 504, DEADLINE_EXCEEDED).
-    #[error("context deadline exceeded")]
-    Timeout,
-    /// Anything else (HTTP 500, INTERNAL).
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl TempoError {
-    /// The HTTP status Tempo answers with.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            TempoError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            TempoError::NoOrgId => StatusCode::UNAUTHORIZED,
-            TempoError::TraceTooLarge(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            TempoError::ResourcesExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
-            TempoError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            TempoError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    /// The gRPC status Tempo answers with.
-    pub fn grpc(&self) -> tonic::Status {
-        let message = self.to_string();
-        match self {
-            TempoError::BadRequest(_) | TempoError::TraceTooLarge(_) => {
-                tonic::Status::invalid_argument(message)
-            }
-            TempoError::NoOrgId => tonic::Status::unauthenticated(message),
-            TempoError::ResourcesExhausted(_) => tonic::Status::resource_exhausted(message),
-            TempoError::Timeout => tonic::Status::deadline_exceeded(message),
-            TempoError::Internal(_) => tonic::Status::internal(message),
-        }
-    }
-}
-
-impl From<TenantError> for TempoError {
-    fn from(e: TenantError) -> Self {
-        match e {
-            TenantError::Missing => TempoError::NoOrgId,
-            TenantError::Invalid(_) => TempoError::BadRequest(e.to_string()),
-        }
-    }
-}
-
-impl From<QueryError> for TempoError {
-    fn from(e: QueryError) -> Self {
-        match e {
-            QueryError::Invalid(m) => TempoError::BadRequest(m),
-            QueryError::ResourcesExhausted(m) => TempoError::ResourcesExhausted(m),
-            QueryError::Execution(m) => TempoError::Internal(m),
-        }
-    }
-}
-
-impl From<datafusion::error::DataFusionError> for TempoError {
-    fn from(e: datafusion::error::DataFusionError) -> Self {
-        QueryError::from(e).into()
-    }
-}
-
-impl From<arrow::error::ArrowError> for TempoError {
-    fn from(e: arrow::error::ArrowError) -> Self {
-        TempoError::Internal(e.to_string())
-    }
-}
-
-impl From<tags::TagsError> for TempoError {
-    fn from(e: tags::TagsError) -> Self {
-        match e {
-            tags::TagsError::Invalid(m) => TempoError::BadRequest(m),
-            tags::TagsError::Execution(q) => q.into(),
-        }
-    }
-}
-
-/// A time window in Unix nanoseconds, both ends inclusive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    pub start_ns: i64,
-    pub end_ns: i64,
-}
-
-const NANOS_PER_SECOND: i64 = 1_000_000_000;
-
-fn now_ns() -> i64 {
-    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
-}
+/// Root service name of a trace whose root span has not arrived, as Tempo reports it.
+pub const ROOT_NOT_RECEIVED: &str = "<root span not yet received>";
 
 /// The query API over one engine.
 #[derive(Debug, Clone)]
 pub struct TempoApi {
+    /// Runs the queries.
     pub engine: QueryEngine,
+    /// Limits and defaults of the query API.
     pub settings: QuerySettings,
+    /// Whether requests must name their tenant.
     pub multitenancy: bool,
 }
 
+/// A trace as found: complete, or cut down to the size limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoundTrace {
+    /// The spans kept.
+    pub trace: tempopb::Trace,
+    /// Set when spans were left out to respect `max_bytes_per_trace`.
+    pub truncated: bool,
+}
+
 impl TempoApi {
+    /// The API over `engine` with `settings`.
     pub fn new(engine: QueryEngine, settings: QuerySettings, multitenancy: bool) -> Self {
         Self {
             engine,
@@ -148,119 +63,169 @@ impl TempoApi {
     }
 
     /// The tenants a request reads, from its org id (`a|b` reads both).
-    pub fn tenants(&self, org_id: Option<&str>) -> Result<Vec<String>, TempoError> {
+    pub fn tenants(&self, org_id: Option<&str>) -> Result<Vec<String>> {
         Ok(tenant::resolve_many(org_id, self.multitenancy)?)
     }
 
+    /// The window rule of search and tag requests.
+    pub fn window_rule(&self) -> WindowRule {
+        WindowRule {
+            default_window: self.settings.default_search_window,
+            max_duration: self.settings.max_search_duration,
+        }
+    }
+
     /// Runs `work` under the query timeout.
-    pub async fn timed<T>(
-        &self,
-        work: impl Future<Output = Result<T, TempoError>>,
-    ) -> Result<T, TempoError> {
+    pub async fn timed<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
         tokio::time::timeout(self.settings.timeout, work)
             .await
-            .unwrap_or(Err(TempoError::Timeout))
+            .unwrap_or_else(|_| Err(QueryError::timeout()))
     }
 
-    /// The window of a search or tag request: the last `since` when given (it wins over
-    /// `start`/`end`, as in Tempo), else [`Self::search_window`].
-    pub fn request_window(
-        &self,
-        start: Option<u64>,
-        end: Option<u64>,
-        since: Option<Duration>,
-    ) -> Result<Window, TempoError> {
-        match since {
-            Some(since) => {
-                let end_ns = now_ns();
-                Ok(Window {
-                    start_ns: end_ns.saturating_sub(duration_ns(since)),
-                    end_ns,
-                })
-            }
-            None => self.search_window(start, end),
-        }
-    }
-
-    /// The window of a search or tag request from its `start`/`end` in Unix seconds: both or
-    /// neither; neither means the most recent `default_search_window`.
-    pub fn search_window(
-        &self,
-        start: Option<u64>,
-        end: Option<u64>,
-    ) -> Result<Window, TempoError> {
-        match (start, end) {
-            (None, None) => {
-                let end_ns = now_ns();
-                Ok(Window {
-                    start_ns: end_ns.saturating_sub(duration_ns(self.settings.default_search_window)),
-                    end_ns,
-                })
-            }
-            (Some(start), Some(end)) => {
-                if end <= start {
-                    return Err(TempoError::BadRequest(format!(
-                        "http parameter start must be before end. received start={start} end={end}"
-                    )));
-                }
-                let max = self.settings.max_search_duration;
-                if Duration::from_secs(end - start) > max {
-                    return Err(TempoError::BadRequest(format!(
-                        "range specified by start and end exceeds {}. received start={start} end={end}",
-                        go_duration(max)
-                    )));
-                }
-                Ok(Window {
-                    start_ns: seconds_to_ns(start),
-                    // The whole last second belongs to the window.
-                    end_ns: seconds_to_ns(end).saturating_add(NANOS_PER_SECOND - 1),
-                })
-            }
-            _ => Err(TempoError::BadRequest(
-                "error parsing date range: only one of start and end provided: must provide both or neither"
-                    .into(),
-            )),
-        }
-    }
-}
-
-impl TempoApi {
-    /// Tag names of `tenants`, per scope; several tenants' names are merged.
-    async fn tag_names(
+    /// Runs a search. After each job `progress` receives the traces that job added and the
+    /// metrics so far; the return value is the complete response.
+    pub async fn search(
         &self,
         tenants: &[String],
-        request: &tags::TagsRequest,
-    ) -> Result<Vec<tags::ScopeTags>, TempoError> {
-        let mut merged: Vec<tags::ScopeTags> = Vec::new();
-        for tenant in tenants {
-            for scope in tags::tag_names(&self.engine, tenant, request).await? {
-                match merged.iter_mut().find(|m| m.name == scope.name) {
-                    Some(m) => m.tags.extend(scope.tags),
-                    None => merged.push(scope),
-                }
-            }
+        params: &SearchParams,
+        mut progress: impl FnMut(Vec<tempopb::TraceSearchMetadata>, tempopb::SearchMetrics),
+    ) -> Result<tempopb::SearchResponse> {
+        let tag_search = params.tag_search;
+        let work = search::search(&self.engine, tenants, &params.request, |added, metrics| {
+            let added = added.iter().map(|t| metadata(t, tag_search)).collect();
+            progress(added, search_metrics(metrics));
+        });
+        let SearchResponse { traces, metrics } = self.timed(work).await?;
+        Ok(tempopb::SearchResponse {
+            traces: traces.iter().map(|t| metadata(t, tag_search)).collect(),
+            metrics: Some(search_metrics(&metrics)),
+        })
+    }
+
+    /// The plan a search runs, as text, for the first of `tenants`.
+    pub async fn explain_search(
+        &self,
+        tenants: &[String],
+        params: &SearchParams,
+    ) -> Result<String> {
+        let tenant = tenants
+            .first()
+            .ok_or_else(|| QueryError::bad_request("no tenant to explain the search for"))?;
+        self.timed(search::explain(&self.engine, tenant, &params.request))
+            .await
+    }
+
+    /// The trace a trace-by-id request asks for, cut to `max_bytes_per_trace`; `None` when it
+    /// does not exist.
+    pub async fn find_trace(
+        &self,
+        tenants: &[String],
+        request: &TraceRequest,
+    ) -> Result<Option<FoundTrace>> {
+        let rows = self
+            .timed(trace::find_trace(&self.engine, tenants, request))
+            .await?;
+        Ok(rows.map(|rows| self.sized(rows)))
+    }
+
+    /// The v1 answer: the whole trace, refused when too large.
+    pub async fn trace_v1(
+        &self,
+        tenants: &[String],
+        request: &TraceRequest,
+    ) -> Result<Option<tempopb::Trace>> {
+        match self.find_trace(tenants, request).await? {
+            Some(found) if found.truncated => Err(QueryError::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "trace exceeds max size (max bytes: {})",
+                    self.settings.max_bytes_per_trace
+                ),
+            )),
+            found => Ok(found.map(|f| f.trace)),
         }
-        for scope in &mut merged {
-            scope.tags.sort();
-            scope.tags.dedup();
-            if request.limit > 0 {
-                scope.tags.truncate(request.limit);
-            }
+    }
+
+    /// The v2 answer: the trace, with PARTIAL status and Tempo's message when truncated, and
+    /// an empty trace when there is none.
+    pub async fn trace_v2(
+        &self,
+        tenants: &[String],
+        request: &TraceRequest,
+    ) -> Result<tempopb::TraceByIdResponse> {
+        let Some(found) = self.find_trace(tenants, request).await? else {
+            return Ok(tempopb::TraceByIdResponse {
+                trace: Some(Default::default()),
+                metrics: Some(tempopb::TraceByIdMetrics::default()),
+                ..Default::default()
+            });
+        };
+        let (status, message) = if found.truncated {
+            (
+                tempopb::PartialStatus::Partial as i32,
+                format!(
+                    "Trace exceeds maximum size of {} bytes, a partial trace is returned",
+                    self.settings.max_bytes_per_trace
+                ),
+            )
+        } else {
+            (tempopb::PartialStatus::Complete as i32, String::new())
+        };
+        Ok(tempopb::TraceByIdResponse {
+            trace: Some(found.trace),
+            metrics: Some(tempopb::TraceByIdMetrics::default()),
+            status,
+            message,
+        })
+    }
+
+    /// The trace of `rows`, cut to its earliest spans when larger than `max_bytes_per_trace`.
+    fn sized(&self, rows: Vec<SpanRow>) -> FoundTrace {
+        let max = self.settings.max_bytes_per_trace;
+        let trace = tempopb::Trace {
+            resource_spans: resource_spans(&rows),
+        };
+        if trace.encoded_len() <= max {
+            return FoundTrace {
+                trace,
+                truncated: false,
+            };
         }
-        Ok(merged)
+        // Keep the longest prefix of spans that fits.
+        let mut budget = max;
+        let mut kept = 0;
+        for row in &rows {
+            let cost = tempopb::Trace {
+                resource_spans: resource_spans(std::slice::from_ref(row)),
+            }
+            .encoded_len();
+            if cost > budget {
+                break;
+            }
+            budget -= cost;
+            kept += 1;
+        }
+        FoundTrace {
+            trace: tempopb::Trace {
+                resource_spans: resource_spans(&rows[..kept]),
+            },
+            truncated: true,
+        }
     }
 
     /// v1 tag names: one sorted list, intrinsics only when asked for by scope.
     pub async fn search_tags(
         &self,
         tenants: &[String],
-        request: &tags::TagsRequest,
-    ) -> Result<SearchTagsResponse, TempoError> {
-        let intrinsic_scope = matches!(request.scope, tags::TagScope::Intrinsic);
-        let scopes = self.timed(self.tag_names(tenants, request)).await?;
+        request: &TagsRequest,
+    ) -> Result<tempopb::SearchTagsResponse> {
+        let intrinsic_scope = request.scope == TagScope::Intrinsic;
+        let scopes = self
+            .timed(tags::tag_names(&self.engine, tenants, request))
+            .await?;
         let mut names: Vec<String> = scopes
             .into_iter()
-            .filter(|s| intrinsic_scope || s.name != "intrinsic")
+            .filter(|s| intrinsic_scope || s.name != TagScope::Intrinsic.name())
             .flat_map(|s| s.tags)
             .collect();
         names.sort();
@@ -268,9 +233,9 @@ impl TempoApi {
         if request.limit > 0 {
             names.truncate(request.limit);
         }
-        Ok(SearchTagsResponse {
+        Ok(tempopb::SearchTagsResponse {
             tag_names: names,
-            metrics: Some(MetadataMetrics::default()),
+            metrics: Some(tempopb::MetadataMetrics::default()),
         })
     }
 
@@ -278,117 +243,119 @@ impl TempoApi {
     pub async fn search_tags_v2(
         &self,
         tenants: &[String],
-        request: &tags::TagsRequest,
-    ) -> Result<SearchTagsV2Response, TempoError> {
-        let scopes = self.timed(self.tag_names(tenants, request)).await?;
-        Ok(SearchTagsV2Response {
+        request: &TagsRequest,
+    ) -> Result<tempopb::SearchTagsV2Response> {
+        let scopes = self
+            .timed(tags::tag_names(&self.engine, tenants, request))
+            .await?;
+        Ok(tempopb::SearchTagsV2Response {
             scopes: scopes
                 .into_iter()
-                .map(|s| SearchTagsV2Scope {
+                .map(|s| tempopb::SearchTagsV2Scope {
                     name: s.name.to_string(),
                     tags: s.tags,
                 })
                 .collect(),
-            metrics: Some(MetadataMetrics::default()),
+            metrics: Some(tempopb::MetadataMetrics::default()),
         })
     }
 
-    /// v2 tag values: typed values of a TraceQL attribute or intrinsic across `tenants`.
+    /// v2 tag values: typed values of a TraceQL attribute or intrinsic.
     pub async fn search_tag_values_v2(
         &self,
         tenants: &[String],
-        request: &tags::TagValuesRequest,
-    ) -> Result<SearchTagValuesV2Response, TempoError> {
-        let found = self
-            .timed(async {
-                let mut values: Vec<tags::TypedValue> = Vec::new();
-                for tenant in tenants {
-                    for value in tags::tag_values_v2(&self.engine, tenant, request).await? {
-                        if !values.contains(&value) {
-                            values.push(value);
-                        }
-                    }
-                }
-                Ok(values)
-            })
+        request: &TagValuesRequest,
+    ) -> Result<tempopb::SearchTagValuesV2Response> {
+        let values = self
+            .timed(tags::tag_values(&self.engine, tenants, request))
             .await?;
-        let limit = if request.limit > 0 {
-            request.limit
-        } else {
-            usize::MAX
-        };
-        Ok(SearchTagValuesV2Response {
-            tag_values: found
+        Ok(tempopb::SearchTagValuesV2Response {
+            tag_values: values
                 .into_iter()
-                .take(limit)
-                .map(|v| TagValue {
+                .map(|v| tempopb::TagValue {
                     r#type: v.kind.to_string(),
                     value: v.value,
                 })
                 .collect(),
-            metrics: Some(MetadataMetrics::default()),
+            metrics: Some(tempopb::MetadataMetrics::default()),
         })
     }
 
-    /// v1 tag values: values of a bare attribute name across `tenants`, sorted.
+    /// v1 tag values: values of a bare attribute name, sorted.
     pub async fn search_tag_values(
         &self,
         tenants: &[String],
-        request: &tags::TagValuesRequest,
-    ) -> Result<SearchTagValuesResponse, TempoError> {
-        let mut values = self
-            .timed(async {
-                let mut values = Vec::new();
-                for tenant in tenants {
-                    values.extend(tags::tag_values_v1(&self.engine, tenant, request).await?);
-                }
-                Ok(values)
-            })
+        request: &TagValuesRequest,
+    ) -> Result<tempopb::SearchTagValuesResponse> {
+        let values = self
+            .timed(tags::bare_tag_values(&self.engine, tenants, request))
             .await?;
-        values.sort();
-        values.dedup();
-        if request.limit > 0 {
-            values.truncate(request.limit);
-        }
-        Ok(SearchTagValuesResponse {
+        Ok(tempopb::SearchTagValuesResponse {
             tag_values: values,
-            metrics: Some(MetadataMetrics::default()),
+            metrics: Some(tempopb::MetadataMetrics::default()),
         })
     }
 }
 
-fn seconds_to_ns(seconds: u64) -> i64 {
-    i64::try_from(seconds)
-        .unwrap_or(i64::MAX)
-        .saturating_mul(NANOS_PER_SECOND)
-}
-
-fn duration_ns(d: Duration) -> i64 {
-    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
-}
-
-/// A duration the way Go prints one (`168h0m0s`, `15m0s`, `30s`), for messages that quote
-/// Tempo's.
-pub fn go_duration(d: Duration) -> String {
-    let total = d.as_secs();
-    let (h, m, s) = (total / 3600, total / 60 % 60, total % 60);
-    if h > 0 {
-        format!("{h}h{m}m{s}s")
-    } else if m > 0 {
-        format!("{m}m{s}s")
-    } else {
-        format!("{s}s")
+fn search_metrics(m: &SearchMetrics) -> tempopb::SearchMetrics {
+    tempopb::SearchMetrics {
+        total_blocks: m.total_blocks,
+        total_block_bytes: m.total_block_bytes,
+        total_jobs: m.total_jobs,
+        completed_jobs: m.completed_jobs,
+        ..Default::default()
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn go_durations_read_like_tempos_messages() {
-        assert_eq!(go_duration(Duration::from_secs(168 * 3600)), "168h0m0s");
-        assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
-        assert_eq!(go_duration(Duration::from_secs(5)), "5s");
+/// A search result as Tempo lists it; a tag search shows no spansets.
+fn metadata(trace: &TraceResult, tag_search: bool) -> tempopb::TraceSearchMetadata {
+    let span_sets: Vec<tempopb::SpanSet> = if tag_search {
+        Vec::new()
+    } else {
+        trace
+            .span_sets
+            .iter()
+            .map(|set| tempopb::SpanSet {
+                spans: set
+                    .spans
+                    .iter()
+                    .map(|s| tempopb::Span {
+                        span_id: s.span_id.clone(),
+                        name: s.name.clone(),
+                        start_time_unix_nano: s.start_time_unix_nano.max(0) as u64,
+                        duration_nanos: s.duration_nanos.max(0) as u64,
+                        attributes: key_values(&s.attributes),
+                    })
+                    .collect(),
+                matched: set.matched as u32,
+                attributes: key_values(&set.attributes),
+            })
+            .collect()
+    };
+    let service_stats: HashMap<String, tempopb::ServiceStats> = trace
+        .service_stats
+        .iter()
+        .map(|(service, stats)| {
+            (
+                service.clone(),
+                tempopb::ServiceStats {
+                    span_count: stats.span_count,
+                    error_count: stats.error_count,
+                },
+            )
+        })
+        .collect();
+    tempopb::TraceSearchMetadata {
+        trace_id: trace.trace_id.clone(),
+        root_service_name: trace
+            .root_service_name
+            .clone()
+            .unwrap_or_else(|| ROOT_NOT_RECEIVED.to_string()),
+        root_trace_name: trace.root_trace_name.clone().unwrap_or_default(),
+        start_time_unix_nano: trace.start_time_unix_nano.max(0) as u64,
+        duration_ms: u32::try_from(trace.duration_ms.max(0)).unwrap_or(u32::MAX),
+        span_set: span_sets.first().cloned(),
+        span_sets,
+        service_stats,
     }
 }

@@ -5,6 +5,7 @@
 
 use super::ParseError;
 use super::ast::AttrScope;
+use crate::time::{DurationSyntax, parse_duration_ns};
 
 /// A position in the query text, 1-based.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -384,7 +385,7 @@ impl Lexer {
         if run > 0 {
             let mut candidate = text.clone();
             candidate.extend((0..run).filter_map(|i| self.peek(i)));
-            if let Some(nanos) = parse_duration(&candidate) {
+            if let Some(nanos) = parse_duration_ns(&candidate, DurationSyntax::Either) {
                 for _ in 0..run {
                     self.bump();
                 }
@@ -479,107 +480,6 @@ impl Lexer {
             }
         }
     }
-}
-
-/// Nanoseconds per duration unit.
-const UNITS: &[(&str, i64)] = &[
-    ("ns", 1),
-    ("us", 1_000),
-    ("µs", 1_000),
-    ("ms", 1_000_000),
-    ("s", 1_000_000_000),
-    ("m", 60_000_000_000),
-    ("h", 3_600_000_000_000),
-    ("d", 86_400_000_000_000),
-    ("w", 604_800_000_000_000),
-    ("y", 31_536_000_000_000_000),
-];
-
-/// Parses a duration the way Tempo does: Prometheus syntax first, then Go's.
-pub(crate) fn parse_duration(text: &str) -> Option<i64> {
-    let segments = duration_segments(text)?;
-    prometheus_duration(&segments).or_else(|| go_duration(&segments))
-}
-
-struct Segment<'a> {
-    whole: &'a str,
-    fraction: Option<&'a str>,
-    unit: &'static str,
-    nanos: i64,
-}
-
-fn duration_segments(text: &str) -> Option<Vec<Segment<'_>>> {
-    let mut rest = text;
-    let mut segments = Vec::new();
-    while !rest.is_empty() {
-        let whole_len = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let whole = rest.get(..whole_len)?;
-        rest = rest.get(whole_len..)?;
-        let fraction = match rest.strip_prefix('.') {
-            Some(after) => {
-                let len = after
-                    .find(|c: char| !c.is_ascii_digit())
-                    .unwrap_or(after.len());
-                rest = after.get(len..)?;
-                Some(after.get(..len)?)
-            }
-            None => None,
-        };
-        if whole.is_empty() && fraction.is_none_or(str::is_empty) {
-            return None;
-        }
-        // Two-rune units first, so that "ms" is not read as "m".
-        let (unit, nanos) = UNITS
-            .iter()
-            .filter(|(u, _)| u.chars().count() == 2)
-            .chain(UNITS.iter().filter(|(u, _)| u.chars().count() == 1))
-            .find(|(u, _)| rest.starts_with(u))?;
-        rest = rest.get(unit.len()..)?;
-        segments.push(Segment {
-            whole,
-            fraction,
-            unit,
-            nanos: *nanos,
-        });
-    }
-    (!segments.is_empty()).then_some(segments)
-}
-
-fn prometheus_duration(segments: &[Segment<'_>]) -> Option<i64> {
-    let mut total: i64 = 0;
-    let mut last_unit = i64::MAX;
-    for s in segments {
-        if s.fraction.is_some() || matches!(s.unit, "ns" | "us" | "µs") || s.nanos >= last_unit {
-            return None;
-        }
-        last_unit = s.nanos;
-        let whole: i64 = s.whole.parse().ok()?;
-        total = total.checked_add(whole.checked_mul(s.nanos)?)?;
-    }
-    Some(total)
-}
-
-fn go_duration(segments: &[Segment<'_>]) -> Option<i64> {
-    let mut total: i64 = 0;
-    for s in segments {
-        if matches!(s.unit, "d" | "w" | "y") {
-            return None;
-        }
-        let whole: i64 = if s.whole.is_empty() {
-            0
-        } else {
-            s.whole.parse().ok()?
-        };
-        let mut value = whole.checked_mul(s.nanos)?;
-        if let Some(fraction) = s.fraction.filter(|f| !f.is_empty()) {
-            let digits: f64 = format!("0.{fraction}").parse().ok()?;
-            value = value.checked_add((digits * s.nanos as f64) as i64)?;
-        }
-        total = total.checked_add(value)?;
-    }
-    Some(total)
 }
 
 #[cfg(test)]

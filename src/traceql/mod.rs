@@ -1,10 +1,10 @@
-//! The TraceQL front end: text in, checked syntax tree out.
+//! The TraceQL language: text in, checked syntax tree out.
 //!
 //! Queries are written in Grafana Tempo's TraceQL. This module owns the [`lexer`], the
 //! recursive-descent [`parser`], the [`ast`], the static checks of [`validate`], canonical
-//! printing (`Display` on every AST node, in `print`), constant folding ([`rewrite`]) and
-//! [`lower`]ing a validated [`Query`] to DataFusion plans over `spans` and `traces`. It never evaluates a query itself: DataFusion
-//! runs the lowered plans, and [`crate::query::search`] shapes their results.
+//! printing (`Display` on every AST node, in `print`) and constant folding ([`rewrite`]). It
+//! knows nothing of tables or plans and never evaluates a query: [`crate::query::traceql`]
+//! lowers a checked [`Query`] to DataFusion plans, and [`crate::query::search`] runs them.
 //!
 //! Errors come in three kinds, as in Tempo's conformance list: [`ParseError`] (with line and
 //! column), [`ValidateError::Invalid`] (the query is ill-typed) and
@@ -22,7 +22,6 @@
 
 pub mod ast;
 pub mod lexer;
-pub mod lower;
 pub mod parser;
 mod print;
 pub mod rewrite;

@@ -1,5 +1,6 @@
 //! spanlake's integration tests: one binary, one module per area.
 
+mod architecture;
 mod common;
 mod crash;
 mod ingest_grpc;

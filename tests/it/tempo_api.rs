@@ -1094,3 +1094,102 @@ async fn grpc_querier_finds_traces_and_searches() {
     let ids: Vec<&str> = recent.traces.iter().map(|t| t.trace_id.as_str()).collect();
     assert_eq!(ids, [B]);
 }
+
+/// The status and message of a failed gRPC call.
+fn grpc_error<T: std::fmt::Debug>(result: Result<T, tonic::Status>) -> (tonic::Code, String) {
+    let status = result.expect_err("the call should fail");
+    (status.code(), status.message().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_read_the_same_over_http_and_grpc() {
+    use spanlake::tempopb::querier_client::QuerierClient;
+    let server = dataset().await;
+    let mut streaming = streaming_client(server.server.grpc_addr).await;
+    let mut querier = QuerierClient::connect(format!("http://{}", server.server.grpc_addr))
+        .await
+        .unwrap();
+
+    // A bad TraceQL query.
+    let http = get(
+        &server,
+        &format!("/api/search?q=%7B%20.a%20%3C%20&{}", window()),
+    )
+    .await;
+    let grpc = grpc_error(
+        streaming
+            .search(SearchRequest {
+                query: "{ .a < ".into(),
+                start: (BASE_S - 60) as u32,
+                end: (BASE_S + 60) as u32,
+                ..Default::default()
+            })
+            .await,
+    );
+    assert_eq!(http.status, 400);
+    assert_eq!(grpc, (tonic::Code::InvalidArgument, http.text()));
+    // Said once: no second "invalid TraceQL" wrapped around the parser's message.
+    assert!(
+        http.text()
+            .starts_with("invalid TraceQL query: parse error at line 1, col "),
+        "{}",
+        http.text()
+    );
+    assert_eq!(http.text().matches("TraceQL").count(), 1, "{}", http.text());
+
+    // A bad time range, on search and on tag requests.
+    let http = get(&server, "/api/search?q=%7B%7D&start=20&end=10").await;
+    let grpc = grpc_error(
+        querier
+            .search_recent(SearchRequest {
+                query: "{}".into(),
+                start: 20,
+                end: 10,
+                ..Default::default()
+            })
+            .await,
+    );
+    assert_eq!(
+        (http.status, http.text().as_str()),
+        (
+            400,
+            "http parameter start must be before end. received start=20 end=10"
+        )
+    );
+    assert_eq!(grpc, (tonic::Code::InvalidArgument, http.text()));
+    let http = get(&server, "/api/v2/search/tags?start=20&end=10").await;
+    let grpc = grpc_error(
+        querier
+            .search_tags_v2(tempopb::SearchTagsRequest {
+                start: 20,
+                end: 10,
+                ..Default::default()
+            })
+            .await,
+    );
+    assert_eq!(http.status, 400);
+    assert_eq!(grpc, (tonic::Code::InvalidArgument, http.text()));
+
+    // An unknown trace: v2 over HTTP and FindTraceByID over gRPC give the same empty answer.
+    let unknown = "0123456789abcdef0123456789abcdef";
+    let http = get_with(
+        &server,
+        &format!("/api/v2/traces/{unknown}"),
+        &[("Accept", "application/protobuf")],
+    )
+    .await;
+    assert_eq!(http.status, 200);
+    let over_http = tempopb::TraceByIdResponse::decode(http.body.as_slice()).unwrap();
+    let over_grpc = querier
+        .find_trace_by_id(tempopb::TraceByIdRequest {
+            trace_id: hex::decode(unknown).unwrap(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(over_http, over_grpc);
+    assert_eq!(over_grpc.trace, Some(tempopb::Trace::default()));
+    let v1 = get(&server, &format!("/api/traces/{unknown}")).await;
+    assert_eq!((v1.status, v1.text().as_str()), (404, ""));
+}

@@ -17,13 +17,15 @@
 
 use std::time::Duration;
 
+use spanlake::query::tags::{
+    ScopeTags, TagScope, TagValuesRequest, TagsRequest, TypedValue, bare_tag_values, tag_names,
+    tag_values,
+};
+use spanlake::query::{ErrorKind, QueryError};
 use spanlake::schema::{AttrValue, EventRow, LinkRow, SpanRow};
 use spanlake::server::Opened;
-use spanlake::tempo::tags::{
-    ScopeTags, TagScope, TagValuesRequest, TagsError, TagsRequest, TypedValue, tag_names,
-    tag_values_v1, tag_values_v2,
-};
 use spanlake::tenant::SINGLE_TENANT;
+use spanlake::time::TimeRange;
 use tempfile::TempDir;
 
 const OTHER_TENANT: &str = "tenant-b";
@@ -217,12 +219,15 @@ async fn fixture() -> Fixture {
     Fixture { opened, _dir: dir }
 }
 
+fn tenants() -> Vec<String> {
+    vec![SINGLE_TENANT.to_string()]
+}
+
 fn names_request(scope: TagScope) -> TagsRequest {
     TagsRequest {
         scope,
         query: None,
-        start_ns: None,
-        end_ns: None,
+        range: TimeRange::ALL,
         limit: 0,
     }
 }
@@ -231,8 +236,7 @@ fn values_request(tag: &str) -> TagValuesRequest {
     TagValuesRequest {
         tag: tag.to_string(),
         query: None,
-        start_ns: None,
-        end_ns: None,
+        range: TimeRange::ALL,
         limit: 0,
     }
 }
@@ -285,13 +289,13 @@ const INTRINSICS: [&str; 25] = [
 
 impl Fixture {
     async fn names(&self, req: &TagsRequest) -> Vec<ScopeTags> {
-        tag_names(&self.opened.engine, SINGLE_TENANT, req)
+        tag_names(&self.opened.engine, &tenants(), req)
             .await
             .unwrap_or_else(|e| panic!("{req:?}: {e}"))
     }
 
     async fn values(&self, req: &TagValuesRequest) -> Vec<TypedValue> {
-        tag_values_v2(&self.opened.engine, SINGLE_TENANT, req)
+        tag_values(&self.opened.engine, &tenants(), req)
             .await
             .unwrap_or_else(|e| panic!("{req:?}: {e}"))
     }
@@ -301,7 +305,7 @@ impl Fixture {
     }
 
     async fn v1(&self, tag: &str) -> Vec<String> {
-        tag_values_v1(&self.opened.engine, SINGLE_TENANT, &values_request(tag))
+        bare_tag_values(&self.opened.engine, &tenants(), &values_request(tag))
             .await
             .unwrap_or_else(|e| panic!("{tag}: {e}"))
     }
@@ -374,7 +378,10 @@ fn scope_names_parse_and_unknown_scopes_are_invalid() {
         assert_eq!(text.parse::<TagScope>().unwrap(), scope, "{text:?}");
     }
     match "spans".parse::<TagScope>() {
-        Err(TagsError::Invalid(message)) => assert_eq!(message, "invalid scope: spans"),
+        Err(QueryError {
+            kind: ErrorKind::BadRequest,
+            message,
+        }) => assert_eq!(message, "invalid scope: spans"),
         other => panic!("{other:?}"),
     }
 }
@@ -417,8 +424,11 @@ async fn an_invalid_query_for_tag_names_is_invalid_with_the_parser_message() {
         query: Some("{ .a < 3".into()),
         ..names_request(TagScope::All)
     };
-    match tag_names(&f.opened.engine, SINGLE_TENANT, &req).await {
-        Err(TagsError::Invalid(message)) => {
+    match tag_names(&f.opened.engine, &tenants(), &req).await {
+        Err(QueryError {
+            kind: ErrorKind::BadRequest,
+            message,
+        }) => {
             assert!(message.contains("parse error at line 1"), "{message}")
         }
         other => panic!("{other:?}"),
@@ -428,9 +438,11 @@ async fn an_invalid_query_for_tag_names_is_invalid_with_the_parser_message() {
 #[tokio::test]
 async fn the_time_window_keeps_spans_starting_inside_it() {
     let f = fixture().await;
-    let window = |start_ns, end_ns| TagsRequest {
-        start_ns,
-        end_ns,
+    let window = |start_ns: Option<i64>, end_ns: Option<i64>| TagsRequest {
+        range: TimeRange {
+            start_ns: start_ns.unwrap_or(i64::MIN),
+            end_ns: end_ns.unwrap_or(i64::MAX),
+        },
         ..names_request(TagScope::Span)
     };
     // Trace 2 starts at BASE + 10 s, its second span one second later.
@@ -489,7 +501,7 @@ async fn another_tenants_tags_and_values_never_appear() {
 
     let theirs = tag_names(
         &f.opened.engine,
-        OTHER_TENANT,
+        &[OTHER_TENANT.to_string()],
         &names_request(TagScope::All),
     )
     .await
@@ -499,9 +511,9 @@ async fn another_tenants_tags_and_values_never_appear() {
         tags_of(&theirs, "resource"),
         strings(&["secret.res", "service.name"])
     );
-    let values = tag_values_v2(
+    let values = tag_values(
         &f.opened.engine,
-        OTHER_TENANT,
+        &[OTHER_TENANT.to_string()],
         &values_request("resource.service.name"),
     )
     .await
@@ -660,7 +672,10 @@ async fn an_invalid_query_for_tag_values_is_ignored() {
 async fn the_time_window_restricts_values() {
     let f = fixture().await;
     let req = TagValuesRequest {
-        start_ns: Some(BASE + 5 * SECOND),
+        range: TimeRange {
+            start_ns: BASE + 5 * SECOND,
+            end_ns: i64::MAX,
+        },
         ..values_request("name")
     };
     assert_eq!(
@@ -668,7 +683,10 @@ async fn the_time_window_restricts_values() {
         ["POST /pay", "charge"].map(|v| typed("string", v))
     );
     let req = TagValuesRequest {
-        end_ns: Some(BASE),
+        range: TimeRange {
+            start_ns: i64::MIN,
+            end_ns: BASE,
+        },
         ..values_request("name")
     };
     assert_eq!(f.values(&req).await, [typed("string", "GET /")]);
@@ -694,7 +712,7 @@ async fn limit_caps_values() {
         limit: 1,
         ..values_request("code")
     };
-    let v1 = tag_values_v1(&f.opened.engine, SINGLE_TENANT, &req)
+    let v1 = bare_tag_values(&f.opened.engine, &tenants(), &req)
         .await
         .unwrap();
     assert_eq!(v1, ["500"]);
@@ -712,8 +730,11 @@ async fn invalid_v2_tag_names_are_invalid() {
         "{ .a }",
         "parent.a",
     ] {
-        match tag_values_v2(&f.opened.engine, SINGLE_TENANT, &values_request(tag)).await {
-            Err(TagsError::Invalid(message)) => assert!(
+        match tag_values(&f.opened.engine, &tenants(), &values_request(tag)).await {
+            Err(QueryError {
+                kind: ErrorKind::BadRequest,
+                message,
+            }) => assert!(
                 message.starts_with(&format!("please provide a valid tagName: {tag}")),
                 "{tag:?}: {message}"
             ),

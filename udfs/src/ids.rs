@@ -1,4 +1,5 @@
-//! Hex ⇄ binary id conversion.
+//! Hex ⇄ binary id conversion: the one parser of hex trace and span ids ([`parse_hex_id`]),
+//! shared by the SQL functions here and by every spanlake endpoint that reads an id.
 
 use std::sync::Arc;
 
@@ -45,21 +46,50 @@ impl ToId {
     }
 
     fn parse(&self, text: &str) -> Result<Vec<u8>> {
-        let width = self.bytes as usize * 2;
-        if text.is_empty() || text.len() > width {
-            return exec_err!(
-                "{}: {text:?} is not an id: expected 1 to {width} hex digits",
-                self.name
-            );
-        }
-        let padded = format!("{text:0>width$}");
-        hex::decode(&padded).or_else(|_| {
-            exec_err!(
-                "{}: {text:?} is not an id: expected hex digits 0-9, a-f",
-                self.name
-            )
-        })
+        parse_hex_id(text, self.bytes as usize)
+            .or_else(|e| exec_err!("{}: {text:?} is not an id: {e}", self.name))
     }
+}
+
+/// Why a text is not a hex id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    /// No digits at all.
+    #[error("the id is empty")]
+    Empty,
+    /// A character that is not a hex digit, at a 1-based position.
+    #[error("invalid character '{character}' at position {position}")]
+    NotHex { character: char, position: usize },
+    /// More digits than the id has room for.
+    #[error("more than {digits} hex digits")]
+    TooLong { digits: usize },
+}
+
+/// Parses an id of `bytes` bytes from 1 to `2 * bytes` hex digits, either case. Shorter ids are
+/// left-padded with zeroes (an odd count gets a leading zero), as Tempo and OTLP JSON clients
+/// strip leading zeroes.
+pub fn parse_hex_id(text: &str, bytes: usize) -> std::result::Result<Vec<u8>, IdError> {
+    if let Some((i, character)) = text.char_indices().find(|(_, c)| !c.is_ascii_hexdigit()) {
+        return Err(IdError::NotHex {
+            character,
+            position: text[..i].chars().count() + 1,
+        });
+    }
+    let digits = bytes * 2;
+    if text.is_empty() {
+        return Err(IdError::Empty);
+    }
+    if text.len() > digits {
+        return Err(IdError::TooLong { digits });
+    }
+    let padded = format!("{text:0>digits$}");
+    let mut id = vec![0u8; bytes];
+    for (i, pair) in padded.as_bytes().chunks(2).enumerate() {
+        let high = (pair[0] as char).to_digit(16).unwrap_or(0);
+        let low = (pair[1] as char).to_digit(16).unwrap_or(0);
+        id[i] = (high * 16 + low) as u8;
+    }
+    Ok(id)
 }
 
 impl ScalarUDFImpl for ToId {
@@ -178,6 +208,26 @@ mod tests {
     async fn hex_round_trips_through_binary_with_leading_zeroes_restored() {
         let out = one("SELECT id_hex(to_trace_id('abc')) AS id").await;
         assert!(out.contains("00000000000000000000000000000abc"), "{out}");
+    }
+
+    #[test]
+    fn ids_parse_left_padded_in_either_case() {
+        use super::{IdError, parse_hex_id};
+        assert_eq!(parse_hex_id("1", 2), Ok(vec![0, 1]));
+        assert_eq!(parse_hex_id("AbCd", 2), Ok(vec![0xab, 0xcd]));
+        assert_eq!(parse_hex_id("abc", 2), Ok(vec![0x0a, 0xbc]));
+        assert_eq!(parse_hex_id("", 2), Err(IdError::Empty));
+        assert_eq!(
+            parse_hex_id("abcde", 2),
+            Err(IdError::TooLong { digits: 4 })
+        );
+        assert_eq!(
+            parse_hex_id("1é2", 2),
+            Err(IdError::NotHex {
+                character: 'é',
+                position: 2
+            })
+        );
     }
 
     #[tokio::test]

@@ -17,7 +17,7 @@ mod ids;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
 
-pub use ids::{IdHex, ToId};
+pub use ids::{IdError, IdHex, ToId, parse_hex_id};
 
 /// Every scalar function of this crate.
 pub fn scalar_functions() -> Vec<ScalarUDF> {

@@ -1,14 +1,15 @@
 //! Tag names and tag values: what Grafana offers for autocompletion.
 //!
 //! Answers Tempo's `/api/search/tags`, `/api/search/tag/{tag}/values` and their v2 forms (see
-//! `tempo-api.md` §1.7, §1.8, §6.3) for one tenant. Everything is a DataFusion plan over the
+//! `tempo-api.md` §1.7, §1.8, §6.3). Everything is a DataFusion plan over the
 //! tenant's `spans` (and, for the root intrinsics, `traces`): attribute names are the
 //! `map_keys` of the typed attribute maps, unnested and made distinct; attribute values are
-//! the maps read at one key. A `q` filter is lowered by [`crate::traceql::lower`] exactly as
-//! search lowers it, so that only attributes of matching spans are offered.
+//! the maps read at one key. A `q` filter is lowered by [`super::traceql`] exactly as search
+//! lowers it, so that only attributes of matching spans are offered. Several tenants' answers
+//! are merged.
 //!
 //! This module decides what is asked and shapes the answer; it never reads files or walks
-//! spans itself, and it knows nothing of HTTP: the caller maps [`TagsError`] to a status.
+//! spans itself, and it knows nothing of HTTP or of Tempo's wire formats.
 //!
 //! Decisions where the reference leaves a choice:
 //! - results are deterministic: tag names sorted, values sorted by value then type, and a
@@ -28,48 +29,20 @@ use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
-use datafusion::error::DataFusionError;
 use datafusion::functions::core::expr_fn::{get_field, named_struct};
 use datafusion::functions_nested::expr_fn::{array_concat, make_array, map_keys};
 use datafusion::logical_expr::{Expr, JoinType, cast};
 use datafusion::prelude::{SessionContext, col, lit};
 
-use crate::query::{QueryEngine, QueryError};
-use crate::schema::rows::{STATUS_CODE_ERROR, kind_name, status_name};
-use crate::schema::{attrs, spans};
-use crate::tables::TableKind;
-use crate::traceql::ast::{AttrRef, AttrScope, Body, FieldExpr, Intrinsic, SpansetExpr, Stage};
-use crate::traceql::lower::{
-    self, LowerError, Lowerer, TRACE_SUMMARY_ID, TRACE_SUMMARY_ROOT_NAME,
-    TRACE_SUMMARY_ROOT_SERVICE,
+use super::traceql::{
+    self as lower, Lowerer, TRACE_SUMMARY_ID, TRACE_SUMMARY_ROOT_NAME, TRACE_SUMMARY_ROOT_SERVICE,
 };
+use super::{ErrorKind, QueryEngine, QueryError, Result};
+use crate::schema::rows::{STATUS_CODE_ERROR, kind_name, status_name};
+use crate::schema::{TableKind, attrs, spans};
+use crate::time::TimeRange;
+use crate::traceql::ast::{AttrRef, AttrScope, Body, FieldExpr, Intrinsic, SpansetExpr, Stage};
 use crate::traceql::{self, Query};
-
-/// Why a tags or tag-values request failed.
-#[derive(Debug, thiserror::Error)]
-pub enum TagsError {
-    /// The request is invalid (scope, tag name or query): the client's to fix (HTTP 400).
-    #[error("{0}")]
-    Invalid(String),
-    /// Running the plan failed (HTTP 500).
-    #[error(transparent)]
-    Execution(#[from] QueryError),
-}
-
-impl From<DataFusionError> for TagsError {
-    fn from(e: DataFusionError) -> Self {
-        TagsError::Execution(e.into())
-    }
-}
-
-impl From<LowerError> for TagsError {
-    fn from(e: LowerError) -> Self {
-        match e {
-            LowerError::Unsupported(_) => TagsError::Invalid(e.to_string()),
-            LowerError::Plan(p) => p.into(),
-        }
-    }
-}
 
 /// Which attributes a tag-name request covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,7 +100,7 @@ impl TagScope {
 }
 
 impl FromStr for TagScope {
-    type Err = TagsError;
+    type Err = QueryError;
 
     /// `""` and `none` mean every scope; otherwise one of the names in [`TagScope::name`].
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -138,7 +111,7 @@ impl FromStr for TagScope {
             .iter()
             .find(|(_, name)| *name == s)
             .map(|(scope, _)| *scope)
-            .ok_or_else(|| TagsError::Invalid(format!("invalid scope: {s}")))
+            .ok_or_else(|| QueryError::bad_request(format!("invalid scope: {s}")))
     }
 }
 
@@ -178,10 +151,8 @@ pub struct TagsRequest {
     pub scope: TagScope,
     /// A TraceQL spanset filter: only attributes of matching spans are listed.
     pub query: Option<String>,
-    /// Only spans starting at or after this time, in Unix nanoseconds.
-    pub start_ns: Option<i64>,
-    /// Only spans starting at or before this time, in Unix nanoseconds.
-    pub end_ns: Option<i64>,
+    /// Only spans starting within this window.
+    pub range: TimeRange,
     /// Tag names per scope; 0 for no limit.
     pub limit: usize,
 }
@@ -195,16 +166,76 @@ pub struct ScopeTags {
     pub tags: Vec<String>,
 }
 
-/// Lists the tag names of `tenant` in the requested scopes: one entry per attribute scope
-/// covered, and the `intrinsic` scope first when the request covers it.
+/// Lists the tag names of `tenants` in the requested scopes: one entry per attribute scope
+/// covered, and the `intrinsic` scope first when the request covers it. Names are sorted,
+/// distinct across tenants and at most `limit` per scope.
 pub async fn tag_names(
+    engine: &QueryEngine,
+    tenants: &[String],
+    req: &TagsRequest,
+) -> Result<Vec<ScopeTags>> {
+    let mut merged: Vec<ScopeTags> = Vec::new();
+    for tenant in tenants {
+        for scope in tenant_tag_names(engine, tenant, req).await? {
+            match merged.iter_mut().find(|m| m.name == scope.name) {
+                Some(m) => m.tags.extend(scope.tags),
+                None => merged.push(scope),
+            }
+        }
+    }
+    for scope in &mut merged {
+        scope.tags.sort();
+        scope.tags.dedup();
+        scope.tags.truncate(limit_or_all(req.limit));
+    }
+    Ok(merged)
+}
+
+/// Lists the distinct values of a TraceQL attribute or intrinsic (`resource.service.name`,
+/// `.foo`, `status`, `event:name`, …) in `tenants`' spans with their types, at most `limit`.
+pub async fn tag_values(
+    engine: &QueryEngine,
+    tenants: &[String],
+    req: &TagValuesRequest,
+) -> Result<Vec<TypedValue>> {
+    let mut values: Vec<TypedValue> = Vec::new();
+    for tenant in tenants {
+        for value in tenant_values_v2(engine, tenant, req).await? {
+            if !values.contains(&value) {
+                values.push(value);
+            }
+        }
+    }
+    values.truncate(limit_or_all(req.limit));
+    Ok(values)
+}
+
+/// Lists the distinct values of the span or resource attribute named `tag` (a bare name, no
+/// scope) in `tenants`' spans, as strings, sorted, at most `limit`.
+pub async fn bare_tag_values(
+    engine: &QueryEngine,
+    tenants: &[String],
+    req: &TagValuesRequest,
+) -> Result<Vec<String>> {
+    let mut values = Vec::new();
+    for tenant in tenants {
+        values.extend(tenant_values_v1(engine, tenant, req).await?);
+    }
+    values.sort();
+    values.dedup();
+    values.truncate(limit_or_all(req.limit));
+    Ok(values)
+}
+
+/// The tag names of one tenant, per scope.
+async fn tenant_tag_names(
     engine: &QueryEngine,
     tenant: &str,
     req: &TagsRequest,
-) -> Result<Vec<ScopeTags>, TagsError> {
+) -> Result<Vec<ScopeTags>> {
     let query = filter_query(req.query.as_deref())?;
     let ctx = engine.session(tenant)?;
-    let matched = matching_spans(&ctx, query.as_ref(), req.start_ns, req.end_ns).await?;
+    let matched = matching_spans(&ctx, query.as_ref(), req.range).await?;
     let mut out = Vec::new();
     if req.scope.covers(TagScope::Intrinsic) {
         let mut tags: Vec<String> = INTRINSICS.iter().map(|t| t.to_string()).collect();
@@ -238,10 +269,8 @@ pub struct TagValuesRequest {
     pub tag: String,
     /// A TraceQL spanset filter: only values on matching spans are listed.
     pub query: Option<String>,
-    /// Only spans starting at or after this time, in Unix nanoseconds.
-    pub start_ns: Option<i64>,
-    /// Only spans starting at or before this time, in Unix nanoseconds.
-    pub end_ns: Option<i64>,
+    /// Only spans starting within this window.
+    pub range: TimeRange,
     /// Values at most; 0 for no limit.
     pub limit: usize,
 }
@@ -266,13 +295,12 @@ const VALUE_MAPS: [(&str, &str); 4] = [
     (attrs::BOOL, "bool"),
 ];
 
-/// Lists the distinct values of a TraceQL attribute or intrinsic (`resource.service.name`,
-/// `.foo`, `status`, `event:name`, …) in `tenant`'s spans, with their types, sorted by value.
-pub async fn tag_values_v2(
+/// The typed values of a tag in one tenant's spans, sorted by value.
+async fn tenant_values_v2(
     engine: &QueryEngine,
     tenant: &str,
     req: &TagValuesRequest,
-) -> Result<Vec<TypedValue>, TagsError> {
+) -> Result<Vec<TypedValue>> {
     let tag = tag_ref(&req.tag)?;
     let source = match &tag {
         AttrRef::Intrinsic(Intrinsic::Status) => {
@@ -322,15 +350,14 @@ pub async fn tag_values_v2(
     Ok(out)
 }
 
-/// Lists the distinct values of the span or resource attribute named `tag` (a bare name, no
-/// scope) in `tenant`'s spans, as strings, sorted.
-pub async fn tag_values_v1(
+/// The values of a bare attribute name in one tenant's spans, sorted.
+async fn tenant_values_v1(
     engine: &QueryEngine,
     tenant: &str,
     req: &TagValuesRequest,
-) -> Result<Vec<String>, TagsError> {
+) -> Result<Vec<String>> {
     if req.tag.is_empty() {
-        return Err(TagsError::Invalid(
+        return Err(QueryError::bad_request(
             "please provide a non-empty tagName".to_string(),
         ));
     }
@@ -370,8 +397,8 @@ fn limit_or_all(limit: usize) -> usize {
     if limit == 0 { usize::MAX } else { limit }
 }
 
-fn internal(message: String) -> TagsError {
-    TagsError::Execution(QueryError::Execution(message))
+fn internal(message: String) -> QueryError {
+    QueryError::internal(message)
 }
 
 fn keywords<const N: usize>(values: [&str; N], limit: usize) -> Vec<TypedValue> {
@@ -387,13 +414,11 @@ fn keywords<const N: usize>(values: [&str; N], limit: usize) -> Vec<TypedValue> 
 
 /// The checked filter query, or `None` when there is none (`{}` filters nothing either, but
 /// is lowered like any other query).
-fn filter_query(text: Option<&str>) -> Result<Option<Query>, TagsError> {
+fn filter_query(text: Option<&str>) -> Result<Option<Query>> {
     let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
         return Ok(None);
     };
-    traceql::check(text)
-        .map(Some)
-        .map_err(|e| TagsError::Invalid(format!("invalid TraceQL: {e}")))
+    Ok(Some(traceql::check(text)?))
 }
 
 fn timestamp(ns: i64) -> Expr {
@@ -403,15 +428,14 @@ fn timestamp(ns: i64) -> Expr {
     ))
 }
 
-/// The spans starting within `[start_ns, end_ns]` that `query` matches, with the columns of
-/// `spans`.
+/// The spans starting within `range` that `query` matches, with the columns of `spans`.
 async fn matching_spans(
     ctx: &SessionContext,
     query: Option<&Query>,
-    start_ns: Option<i64>,
-    end_ns: Option<i64>,
-) -> Result<DataFrame, TagsError> {
+    range: TimeRange,
+) -> Result<DataFrame> {
     let mut frame = ctx.table(TableKind::Spans.name()).await?;
+    let (start_ns, end_ns) = range.bounds();
     if let Some(start) = start_ns {
         frame = frame.filter(col(spans::START_TIME).gt_eq(timestamp(start)))?;
     }
@@ -427,13 +451,10 @@ async fn matching_spans(
 
 /// The spans a tag-values request reads: as [`matching_spans`], but a query that does not
 /// parse or cannot run filters nothing.
-async fn values_input(
-    ctx: &SessionContext,
-    req: &TagValuesRequest,
-) -> Result<DataFrame, TagsError> {
+async fn values_input(ctx: &SessionContext, req: &TagValuesRequest) -> Result<DataFrame> {
     let query = filter_query(req.query.as_deref()).unwrap_or(None);
-    match matching_spans(ctx, query.as_ref(), req.start_ns, req.end_ns).await {
-        Err(TagsError::Invalid(_)) => matching_spans(ctx, None, req.start_ns, req.end_ns).await,
+    match matching_spans(ctx, query.as_ref(), req.range).await {
+        Err(e) if e.kind == ErrorKind::BadRequest => matching_spans(ctx, None, req.range).await,
         result => result,
     }
 }
@@ -460,9 +481,9 @@ impl AttributeMaps {
 fn attribute_maps(
     matched: DataFrame,
     scope: AttrScope,
-) -> Result<Option<(DataFrame, Vec<AttributeMaps>)>, TagsError> {
+) -> Result<Option<(DataFrame, Vec<AttributeMaps>)>> {
     let table = |prefix| AttributeMaps { base: None, prefix };
-    let elements = |list: &str, prefix| -> Result<_, TagsError> {
+    let elements = |list: &str, prefix| -> Result<_> {
         let frame = matched
             .clone()
             .select(vec![col(list).alias(ELEMENT)])?
@@ -491,7 +512,7 @@ async fn attribute_names(
     frame: DataFrame,
     maps: &[AttributeMaps],
     limit_to: usize,
-) -> Result<Vec<String>, TagsError> {
+) -> Result<Vec<String>> {
     let keys: Vec<Expr> = maps
         .iter()
         .flat_map(|m| attrs::SUFFIXES.iter().map(|s| map_keys(m.map(s))))
@@ -542,12 +563,8 @@ fn intrinsic_source(intrinsic: Intrinsic) -> Option<ValueSource> {
 impl ValueSource {
     /// A frame of ([`KIND`], [`VALUE`]) string pairs, one per value occurrence, no NULL
     /// values; `None` when there can be no values.
-    async fn values(
-        &self,
-        ctx: &SessionContext,
-        matched: DataFrame,
-    ) -> Result<Option<DataFrame>, TagsError> {
-        let strings_of = |frame: DataFrame, value: Expr| -> Result<_, TagsError> {
+    async fn values(&self, ctx: &SessionContext, matched: DataFrame) -> Result<Option<DataFrame>> {
+        let strings_of = |frame: DataFrame, value: Expr| -> Result<_> {
             let frame = frame
                 .select(vec![
                     lit(STRING).alias(KIND),
@@ -582,11 +599,7 @@ impl ValueSource {
 
 /// The typed values at `key` in `maps`: each map set and type gives one (type, value) struct
 /// per row, and the structs are unnested into rows, keeping those with a value.
-fn attribute_values(
-    frame: DataFrame,
-    maps: &[AttributeMaps],
-    key: &str,
-) -> Result<DataFrame, TagsError> {
+fn attribute_values(frame: DataFrame, maps: &[AttributeMaps], key: &str) -> Result<DataFrame> {
     let mut present = Vec::new();
     let mut pairs = Vec::new();
     for m in maps {
@@ -615,7 +628,7 @@ fn attribute_values(
 }
 
 /// The string column `index` of `batch`.
-fn strings(batch: &RecordBatch, index: usize) -> Result<Vec<Option<String>>, TagsError> {
+fn strings(batch: &RecordBatch, index: usize) -> Result<Vec<Option<String>>> {
     let column = batch
         .column(index)
         .as_string_opt::<i32>()
@@ -624,9 +637,10 @@ fn strings(batch: &RecordBatch, index: usize) -> Result<Vec<Option<String>>, Tag
 }
 
 /// Reads a v2 tag name as the TraceQL attribute or intrinsic it names.
-fn tag_ref(tag: &str) -> Result<AttrRef, TagsError> {
-    let invalid =
-        |why: &str| TagsError::Invalid(format!("please provide a valid tagName: {tag} ({why})"));
+fn tag_ref(tag: &str) -> Result<AttrRef> {
+    let invalid = |why: &str| {
+        QueryError::bad_request(format!("please provide a valid tagName: {tag} ({why})"))
+    };
     let query = traceql::parse(&format!("{{ {tag} }}")).map_err(|e| invalid(&e.message))?;
     let reference = match &query.body {
         Body::Pipeline(p) if query.hints.is_empty() => match p.stages.as_slice() {

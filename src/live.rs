@@ -1,0 +1,83 @@
+//! The live-rows contract between the ingester and the tables: "the live rows of a tenant's
+//! table, filtered and projected". The [`tables`](crate::tables) read through [`LiveSource`];
+//! the [`ingester`](crate::ingester) implements it in process, and a remote ingester can
+//! implement it over the network with the same [`LiveScan`] (which has a protobuf form for
+//! that). This module sits below both and imports neither.
+
+use arrow::array::RecordBatch;
+
+use crate::schema::{TableKind, TraceId};
+
+/// A request for live rows: serialisable, so that it can travel to a remote ingester.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveScan {
+    /// Whose rows.
+    pub tenant: String,
+    /// Which table's rows.
+    pub table: TableKind,
+    /// Blocks the reader already reads from Parquet: their rows are left out.
+    pub exclude_blocks: Vec<String>,
+    /// Only these traces, when given.
+    pub trace_ids: Option<Vec<TraceId>>,
+    /// Only traces with a span starting at or after this time (Unix nanoseconds).
+    pub start_ns: Option<i64>,
+    /// Only traces with a span starting before this time (Unix nanoseconds).
+    pub end_ns: Option<i64>,
+}
+
+impl From<&LiveScan> for crate::proto::LiveScan {
+    fn from(scan: &LiveScan) -> Self {
+        let table = match scan.table {
+            TableKind::Spans => crate::proto::Table::Spans,
+            TableKind::Traces => crate::proto::Table::Traces,
+        };
+        Self {
+            tenant: scan.tenant.clone(),
+            table: table as i32,
+            exclude_blocks: scan.exclude_blocks.clone(),
+            trace_ids: scan.trace_ids.as_ref().map(|ids| crate::proto::TraceIds {
+                ids: ids.iter().map(|id| id.to_vec()).collect(),
+            }),
+            start_ns: scan.start_ns,
+            end_ns: scan.end_ns,
+        }
+    }
+}
+
+impl TryFrom<crate::proto::LiveScan> for LiveScan {
+    type Error = String;
+
+    fn try_from(scan: crate::proto::LiveScan) -> Result<Self, String> {
+        let table = match crate::proto::Table::try_from(scan.table) {
+            Ok(crate::proto::Table::Spans) => TableKind::Spans,
+            Ok(crate::proto::Table::Traces) => TableKind::Traces,
+            Err(_) => return Err(format!("unknown live table {}", scan.table)),
+        };
+        let trace_ids = scan
+            .trace_ids
+            .map(|ids| {
+                ids.ids
+                    .iter()
+                    .map(|id| {
+                        TraceId::try_from(id.as_slice())
+                            .map_err(|_| format!("a trace id must be 16 bytes, got {}", id.len()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        Ok(Self {
+            tenant: scan.tenant,
+            table,
+            exclude_blocks: scan.exclude_blocks,
+            trace_ids,
+            start_ns: scan.start_ns,
+            end_ns: scan.end_ns,
+        })
+    }
+}
+
+/// Where live rows come from: the in-process ingester, later a remote one over Arrow Flight.
+pub trait LiveSource: std::fmt::Debug + Send + Sync {
+    /// Live rows of the requested table, in the table's full schema.
+    fn scan(&self, request: &LiveScan) -> Result<Vec<RecordBatch>, arrow::error::ArrowError>;
+}
