@@ -2,7 +2,8 @@
 //!
 //! Spans arrive over OTLP ([`ingest`]), are made durable and held live by the [`ingester`],
 //! flushed as Parquet blocks to [`storage`], and read as DataFusion [`tables`] through the
-//! [`query`] engine. [`server`] wires the pieces into one process.
+//! [`query`] engine. [`server`] wires the pieces into one process; any of them may count into
+//! its [`telemetry`].
 
 pub mod api;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod schema;
 pub mod server;
 pub mod storage;
 pub mod tables;
+pub mod telemetry;
 pub mod tempo;
 pub mod tenant;
 pub mod time;

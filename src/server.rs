@@ -17,6 +17,7 @@ use crate::ingester::{CutPolicy, Ingester, IngesterConfig};
 use crate::live::LiveSource;
 use crate::query::QueryEngine;
 use crate::storage::{Catalog, Storage, remove_uncommitted};
+use crate::telemetry::{Telemetry, TenantBlocks};
 use crate::tempo::{self, TempoApi, grpc::TempoGrpc};
 
 /// Errors while starting.
@@ -115,16 +116,13 @@ impl Server {
     pub async fn start(config: Config, demo: bool) -> Result<Server, StartError> {
         let opened = open(&config, false).await?;
         let (stop, stop_rx) = watch::channel(false);
-        let metrics = Arc::new(api::metrics::Metrics::new(
-            opened.catalog.clone(),
-            opened.ingester.clone(),
-        ));
-        let measure = api::metrics::MeasureLayer::new(metrics.clone());
+        let telemetry = telemetry(&opened.catalog, &opened.ingester);
+        let measure = api::measure::MeasureLayer::new(telemetry.clone());
         let receiver = Receiver {
             ingester: opened.ingester.clone(),
             multitenancy: config.multitenancy,
             max_request_bytes: config.max_request_bytes,
-            metrics: metrics.clone(),
+            telemetry: telemetry.clone(),
         };
 
         let http = bind(config.http_listen).await?;
@@ -161,7 +159,7 @@ impl Server {
         })
         .merge(tempo::http::router(tempo_api))
         .merge(grpc_routes)
-        .merge(api::metrics::router(metrics))
+        .merge(api::metrics::router(telemetry))
         .fallback(unmatched)
         .layer(measure.clone());
         tasks.push(serve_http(http, api, stopped(stop_rx.clone())));
@@ -223,6 +221,30 @@ impl Server {
         }
         let _ = self.flusher.await;
     }
+}
+
+/// The server's self-metrics, with the block gauges read from `catalog` and the live-span gauge
+/// from `ingester` at every scrape.
+fn telemetry(catalog: &Arc<Catalog>, ingester: &Arc<Ingester>) -> Telemetry {
+    let telemetry = Telemetry::new();
+    let catalog = catalog.clone();
+    telemetry.blocks_from(move || {
+        catalog
+            .tenants()
+            .into_iter()
+            .map(|tenant| {
+                let blocks = catalog.blocks(&tenant);
+                TenantBlocks {
+                    bytes: blocks.iter().map(|b| b.spans_bytes + b.traces_bytes).sum(),
+                    blocks: blocks.len() as u64,
+                    tenant,
+                }
+            })
+            .collect()
+    });
+    let ingester = ingester.clone();
+    telemetry.live_spans_from(move || ingester.live_span_count() as u64);
+    telemetry
 }
 
 /// Paths no route serves: gRPC callers get UNIMPLEMENTED, everyone else a plain 404.

@@ -1,6 +1,8 @@
-//! Query-side network interfaces that are not Tempo's: SQL over HTTP, the metrics endpoint,
-//! and the one mapping of query errors to HTTP and gRPC statuses that every interface uses.
+//! Network interfaces that are not Tempo's: SQL over HTTP, the metrics endpoint, the layer that
+//! measures every request, and the one mapping of query errors to HTTP and gRPC statuses that
+//! every interface uses.
 
 pub mod http;
+pub mod measure;
 pub mod metrics;
 pub mod status;

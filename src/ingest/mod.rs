@@ -18,9 +18,9 @@ use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
-use crate::api::metrics::Metrics;
 use crate::ingester::{Ingester, IngesterError};
 use crate::schema::otlp::{OtlpError, span_count, spans_from_request};
+use crate::telemetry::Telemetry;
 use crate::tenant::TenantError;
 
 /// Why an export was refused.
@@ -94,7 +94,7 @@ pub struct Receiver {
     pub multitenancy: bool,
     pub max_request_bytes: usize,
     /// Where receivers count requests, spans and bytes.
-    pub metrics: Arc<Metrics>,
+    pub telemetry: Telemetry,
 }
 
 impl Receiver {
@@ -121,9 +121,9 @@ impl Receiver {
         let result = self.export(org_id, request).await;
         match &result {
             Ok(spans) => self
-                .metrics
+                .telemetry
                 .ingest_accepted(transport.label(), bytes, *spans),
-            Err(e) => self.metrics.ingest_refused(
+            Err(e) => self.telemetry.ingest_refused(
                 transport.label(),
                 e.reason(),
                 bytes,
@@ -135,7 +135,7 @@ impl Receiver {
 
     /// Counts a request refused before it could be decoded.
     pub fn refused_undecoded(&self, transport: Transport, error: &IngestError) {
-        self.metrics
+        self.telemetry
             .ingest_refused(transport.label(), error.reason(), 0, 0);
     }
 }
