@@ -1,9 +1,30 @@
 //! spanlake: an analytical query service for OpenTelemetry traces on Apache DataFusion.
 //!
-//! Spans arrive over OTLP ([`ingest`]), are made durable and held live by the [`ingester`],
-//! flushed as Parquet blocks to [`storage`], and read as DataFusion [`tables`] through the
-//! [`query`] engine. [`server`] wires the pieces into one process; any of them may count into
-//! its [`telemetry`].
+//! The modules are layers; each imports only the layers below it (checked by
+//! `tests/it/architecture.rs`):
+//!
+//! ```text
+//! server                     wiring: one process, every listener (main.rs: the CLI)
+//! tempo                      Tempo's API: HTTP + tempopb gRPC → typed requests → tempopb
+//! api                        SQL over HTTP, /metrics, request measuring, error → status
+//! query                      every plan: search, trace by id, tags, SQL; one error type
+//! traceql  tables  ingest    the TraceQL language | blocks ∪ live rows | OTLP receivers
+//! ingester                   WAL, live traces, block cutting and flush
+//! storage  live  generator   blocks and catalog | the live-rows contract | synthetic traces
+//! schema  config             columns and OTLP ⇄ rows | configuration
+//! ids  time  tenant  telemetry                    facts and counters every layer may use
+//! ```
+//!
+//! A span's path: [`ingest`] decodes an OTLP export into [`schema`] rows and hands them to the
+//! [`ingester`], which appends them to its WAL, fsyncs, makes them live and acknowledges; later
+//! it cuts complete traces into Parquet blocks that [`storage`] commits to the catalog.
+//!
+//! A query's path: an edge ([`tempo`], [`api`], the CLI) reads its parameters into a typed
+//! request and calls [`query`]; the query layer checks TraceQL with [`traceql`], lowers it to a
+//! DataFusion plan over the tenant's [`tables`] — committed blocks first, then the live rows of
+//! the ingester through the [`live`] contract, excluding those blocks — runs it, and returns
+//! typed results or a [`query::QueryError`] whose kind each edge maps once to its status.
+//! [`telemetry`] counts what happens on the way; any layer may use it.
 
 pub mod api;
 pub mod config;

@@ -1,5 +1,6 @@
 //! One spanlake process: storage, ingester, query engine and every listener, started together
-//! and stopped together (stopping flushes every live trace to a block).
+//! and stopped together (stopping flushes every live trace to a block). This module wires the
+//! layers together and decides nothing they decide.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,5 +1,5 @@
-//! SQL over HTTP on the HTTP port (Arrow IPC stream results). Tempo's endpoints beside it are
-//! in [`crate::tempo::http`].
+//! SQL over HTTP on the HTTP port (Arrow IPC stream results), run by [`crate::query`]. Tempo's
+//! endpoints on the same port live in the `tempo` module, above this one.
 
 use axum::Router;
 use axum::body::Bytes;

@@ -10,6 +10,8 @@
 //! | body over `max_request_bytes` (after gunzip) | 413 | `ResourceExhausted` |
 //! | missing or invalid tenant (multitenancy on) | 401 / 400 | `Unauthenticated` / `InvalidArgument` |
 //! | WAL or storage failure | 503 | `Unavailable` |
+//!
+//! Receivers count what they accept and refuse in [`crate::telemetry`]; they never query.
 
 pub mod grpc;
 pub mod http;

@@ -12,6 +12,9 @@
 //! covers the record's segment (`wal_through`), so a crash at any point of a flush neither loses
 //! nor duplicates acknowledged spans. Changing the shard count needs a graceful shutdown first,
 //! which flushes everything and leaves the WAL empty.
+//!
+//! Readers reach live rows only through [`crate::live::LiveSource`], which the ingester
+//! implements; it knows nothing of tables or queries.
 
 pub mod live;
 mod wal;

@@ -3,7 +3,7 @@
 //! This module is the one place that spells column names: everything else refers to the
 //! constants in [`spans`] and [`traces`]. It owns the in-memory span representation
 //! ([`SpanRow`]) that the WAL persists and the ingester holds, and turns sets of rows into
-//! Arrow record batches. It does no I/O.
+//! Arrow record batches. It does no I/O and imports nothing of spanlake but [`crate::ids`].
 
 pub mod attrs;
 pub mod display;

@@ -6,6 +6,8 @@
 //! `data.parquet` holds `spans` rows sorted by trace id then start time; `traces.parquet` holds
 //! the per-trace rows. A block exists for readers only once its `meta.json` is written; a
 //! directory without one is a half-written block and is removed at startup.
+//!
+//! Storage knows nothing of the ingester that writes blocks or the queries that read them.
 
 mod block;
 mod catalog;

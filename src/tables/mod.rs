@@ -9,6 +9,9 @@
 //! Filters are pushed down inexactly (DataFusion re-applies them): to Parquet as a pruning
 //! predicate (statistics, page index, bloom filter on `trace_id`), to block selection as time
 //! and trace-id ranges from `meta.json`, and to the live source as trace ids and a time range.
+//!
+//! Live rows come through the [`crate::live`] contract, never from the ingester directly, so
+//! the same tables read an in-process or a remote ingester.
 
 mod filters;
 mod live_exec;

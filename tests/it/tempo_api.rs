@@ -1193,3 +1193,77 @@ async fn errors_read_the_same_over_http_and_grpc() {
     let v1 = get(&server, &format!("/api/traces/{unknown}")).await;
     assert_eq!((v1.status, v1.text().as_str()), (404, ""));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_explain_answers_the_plan_the_search_runs() {
+    let server = dataset().await;
+    // Both plans below list the same blocks only if no flush falls between them.
+    server.server.ingester.flush(true).await.unwrap();
+    let query = r#"{ resource.service.name = "frontend" }"#;
+    let reply = get(
+        &server,
+        &format!(
+            "/api/search?q={}&limit=5&explain=true&{}",
+            query.replace(' ', "%20").replace('"', "%22"),
+            window()
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let request = spanlake::query::search::SearchRequest {
+        query: query.to_string(),
+        range: spanlake::time::TimeRange::from_seconds(Some(BASE_S - 60), Some(BASE_S + 60)),
+        limit: 5,
+        spss: 0,
+    };
+    let plan = spanlake::query::search::explain(
+        &server.server.engine,
+        spanlake::tenant::SINGLE_TENANT,
+        &request,
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.text(), plan);
+    assert!(
+        plan.contains("logical_plan") && plan.contains("physical_plan"),
+        "{plan}"
+    );
+    assert!(plan.contains("frontend"), "{plan}");
+
+    let bad = get(
+        &server,
+        &format!("/api/search?q=%7B%7D&explain=yes&{}", window()),
+    )
+    .await;
+    assert_eq!(
+        (bad.status, bad.text().as_str()),
+        (400, "invalid explain: must be true or false, got \"yes\"")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traceql_command_explains_the_search_plan() {
+    let server = dataset().await;
+    let data_dir = server.dir.path().to_path_buf();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_spanlake"))
+            .args(["traceql", "{ span.db.system = \"pg\" }", "--explain"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let plan = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        plan.contains("logical_plan") && plan.contains("physical_plan"),
+        "{plan}"
+    );
+    assert!(plan.contains("db.system"), "{plan}");
+}
