@@ -63,6 +63,7 @@ async fn main() {
     config.grpc_listen = any;
     config.otlp_grpc_listen = any;
     config.otlp_http_listen = any;
+    config.flight_listen = any;
     config.ingester.trace_idle = Duration::from_millis(500);
     config.ingester.max_block_age = Duration::from_secs(2);
     config.ingester.flush_check = Duration::from_millis(200);

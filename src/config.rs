@@ -30,6 +30,8 @@ pub const DEFAULT_OTLP_GRPC_PORT: u16 = 4317;
 pub const DEFAULT_OTLP_HTTP_PORT: u16 = 4318;
 /// Default port of the tempopb gRPC services.
 pub const DEFAULT_GRPC_PORT: u16 = 9095;
+/// Default Arrow Flight SQL port.
+pub const DEFAULT_FLIGHT_PORT: u16 = 8815;
 
 /// The whole configuration of a spanlake process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +50,8 @@ pub struct Config {
     pub otlp_grpc_listen: SocketAddr,
     /// OTLP/HTTP receiver.
     pub otlp_http_listen: SocketAddr,
+    /// Arrow Flight SQL and plain Flight.
+    pub flight_listen: SocketAddr,
     /// When on, every request must name its tenant in `X-Scope-OrgID`.
     pub multitenancy: bool,
     /// Largest accepted OTLP request body, after decompression.
@@ -56,6 +60,48 @@ pub struct Config {
     pub query_memory_limit: usize,
     pub ingester: IngesterSettings,
     pub query: QuerySettings,
+    pub flight: FlightSettings,
+}
+
+/// Who may use Flight SQL, and its limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlightSettings {
+    /// Bearer tokens and the tenant each one reads.
+    pub tokens: std::collections::BTreeMap<String, String>,
+    /// Users who may sign in with basic auth (the handshake answers a bearer token).
+    pub users: Vec<FlightUser>,
+    /// Queries one tenant may run at once; more are refused with RESOURCE_EXHAUSTED.
+    pub max_concurrent_queries: usize,
+    /// Prepared statements held at once, all sessions together.
+    pub max_prepared_statements: usize,
+    /// A prepared statement unused for this long is closed.
+    #[serde(with = "crate::time::serde_duration")]
+    pub prepared_statement_ttl: Duration,
+}
+
+/// A Flight SQL user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlightUser {
+    /// Name given in basic auth.
+    pub username: String,
+    /// Password given in basic auth.
+    pub password: String,
+    /// The tenant the user reads.
+    pub tenant: String,
+}
+
+impl Default for FlightSettings {
+    fn default() -> Self {
+        Self {
+            tokens: Default::default(),
+            users: Vec::new(),
+            max_concurrent_queries: 16,
+            max_prepared_statements: 1024,
+            prepared_statement_ttl: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// Limits of the Tempo query API.
@@ -125,11 +171,13 @@ impl Default for Config {
             grpc_listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_GRPC_PORT)),
             otlp_grpc_listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_OTLP_GRPC_PORT)),
             otlp_http_listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_OTLP_HTTP_PORT)),
+            flight_listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_FLIGHT_PORT)),
             multitenancy: false,
             max_request_bytes: 16 << 20,
             query_memory_limit: 2 << 30,
             ingester: IngesterSettings::default(),
             query: QuerySettings::default(),
+            flight: FlightSettings::default(),
         }
     }
 }
@@ -205,6 +253,18 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "query.timeout must be above zero".into(),
             ));
+        }
+        if self.flight.max_concurrent_queries == 0 {
+            return Err(ConfigError::Invalid(
+                "flight.max_concurrent_queries must be at least 1".into(),
+            ));
+        }
+        for (token, tenant) in &self.flight.tokens {
+            if token.is_empty() || tenant.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "flight.tokens: tokens and tenants must not be empty".into(),
+                ));
+            }
         }
         if self.max_request_bytes == 0 {
             return Err(ConfigError::Invalid(

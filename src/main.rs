@@ -106,6 +106,9 @@ struct ServeArgs {
     /// OTLP/gRPC receiver address.
     #[arg(long, env = "SPANLAKE_OTLP_GRPC_LISTEN")]
     otlp_grpc_listen: Option<SocketAddr>,
+    /// Arrow Flight SQL address.
+    #[arg(long, env = "SPANLAKE_FLIGHT_LISTEN")]
+    flight_listen: Option<SocketAddr>,
     /// OTLP/HTTP receiver address.
     #[arg(long, env = "SPANLAKE_OTLP_HTTP_LISTEN")]
     otlp_http_listen: Option<SocketAddr>,
@@ -225,6 +228,7 @@ impl ServeArgs {
             self.grpc_listen => config.grpc_listen,
             self.otlp_grpc_listen => config.otlp_grpc_listen,
             self.otlp_http_listen => config.otlp_http_listen,
+            self.flight_listen => config.flight_listen,
             self.max_request_bytes => config.max_request_bytes,
             self.query_memory_limit => config.query_memory_limit,
         }
@@ -269,8 +273,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server = Server::start(config, args.demo).await?;
     // Parsable by scripts and tests that start the server on port 0.
     println!(
-        "http={} grpc={} otlp_grpc={} otlp_http={}",
-        server.http_addr, server.grpc_addr, server.otlp_grpc_addr, server.otlp_http_addr
+        "http={} grpc={} otlp_grpc={} otlp_http={} flight={}",
+        server.http_addr,
+        server.grpc_addr,
+        server.otlp_grpc_addr,
+        server.otlp_http_addr,
+        server.flight_addr
     );
     shutdown_signal().await;
     tracing::info!("shutting down: flushing live traces");

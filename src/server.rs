@@ -32,6 +32,8 @@ pub enum StartError {
     Ingester(#[from] crate::ingester::IngesterError),
     #[error(transparent)]
     Query(#[from] crate::query::QueryError),
+    #[error("cannot start Flight SQL: {0}")]
+    Flight(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -95,6 +97,7 @@ pub struct Server {
     pub grpc_addr: SocketAddr,
     pub otlp_grpc_addr: SocketAddr,
     pub otlp_http_addr: SocketAddr,
+    pub flight_addr: SocketAddr,
     pub ingester: Arc<Ingester>,
     pub engine: QueryEngine,
     stop: watch::Sender<bool>,
@@ -119,6 +122,7 @@ impl Server {
         let (stop, stop_rx) = watch::channel(false);
         let telemetry = telemetry(&opened.catalog, &opened.ingester);
         let measure = api::measure::MeasureLayer::new(telemetry.clone());
+        let flight_measure = measure.clone();
         let receiver = Receiver {
             ingester: opened.ingester.clone(),
             multitenancy: config.multitenancy,
@@ -130,17 +134,19 @@ impl Server {
         let grpc = bind(config.grpc_listen).await?;
         let otlp_http = bind(config.otlp_http_listen).await?;
         let otlp_grpc = bind(config.otlp_grpc_listen).await?;
+        let flight = bind(config.flight_listen).await?;
         let addr = |l: &TcpListener| {
             l.local_addr().map_err(|source| StartError::Bind {
                 addr: config.http_listen,
                 source,
             })
         };
-        let (http_addr, grpc_addr, otlp_http_addr, otlp_grpc_addr) = (
+        let (http_addr, grpc_addr, otlp_http_addr, otlp_grpc_addr, flight_addr) = (
             addr(&http)?,
             addr(&grpc)?,
             addr(&otlp_http)?,
             addr(&otlp_grpc)?,
+            addr(&flight)?,
         );
 
         let mut tasks = Vec::new();
@@ -196,16 +202,36 @@ impl Server {
                 tracing::error!(error = %e, "OTLP gRPC server failed");
             }
         }));
+        let flight_service = api::flight::FlightSql::new(
+            opened.engine.clone(),
+            config.flight.clone(),
+            config.multitenancy,
+        )
+        .map_err(|e| StartError::Flight(e.to_string()))?
+        .service();
+        let flight_stop = stopped(stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(flight);
+            let result = tonic::transport::Server::builder()
+                .layer(flight_measure)
+                .add_service(flight_service)
+                .serve_with_incoming_shutdown(incoming, flight_stop)
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "Flight SQL server failed");
+            }
+        }));
         if demo {
             tasks.push(tokio::spawn(run_demo(receiver, stopped(stop_rx.clone()))));
         }
         let flusher = tokio::spawn(opened.ingester.clone().run_flusher(stopped(stop_rx)));
-        tracing::info!(%http_addr, %grpc_addr, %otlp_grpc_addr, %otlp_http_addr, storage = %opened.storage.url(), "spanlake is serving");
+        tracing::info!(%http_addr, %grpc_addr, %otlp_grpc_addr, %otlp_http_addr, %flight_addr, storage = %opened.storage.url(), "spanlake is serving");
         Ok(Server {
             http_addr,
             grpc_addr,
             otlp_grpc_addr,
             otlp_http_addr,
+            flight_addr,
             ingester: opened.ingester,
             engine: opened.engine,
             stop,

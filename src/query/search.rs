@@ -15,6 +15,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::common::{Column, ScalarValue};
 use datafusion::dataframe::DataFrame;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::functions::core::expr_fn::get_field;
 use datafusion::functions_aggregate::expr_fn::{count, max, sum};
 use datafusion::functions_window::expr_fn::row_number;
@@ -218,6 +219,42 @@ pub async fn explain(
         .collect()
         .await?;
     Ok(arrow::util::pretty::pretty_format_batches(&plan)?.to_string())
+}
+
+/// The matched spans, with the columns of `spans`, of the newest `limit` traces the search
+/// finds in its window (searched in one pass), ordered by trace and start time: a stream
+/// computed as it is read.
+pub async fn matched_spans_stream(
+    engine: &QueryEngine,
+    tenant: &str,
+    request: &SearchRequest,
+) -> Result<SendableRecordBatchStream> {
+    let query = request.check()?;
+    let ctx = engine.session(tenant)?;
+    let limit = nonzero_or(request.limit, DEFAULT_LIMIT);
+    let top = top_traces(&ctx, &query, request.range, limit)
+        .await?
+        .select(vec![col(spans::TRACE_ID).alias(TRACE_SUMMARY_ID)])?;
+    let (input, summary) = window_input(&ctx, request.range).await?;
+    let lowered = Lowerer::new(summary).search(&query, input)?;
+    let columns: Vec<Expr> = spans::schema()
+        .fields()
+        .iter()
+        .map(|f| unqualified(f.name()))
+        .collect();
+    let frame = lowered
+        .spans
+        .join_on(
+            top,
+            JoinType::LeftSemi,
+            [col(spans::TRACE_ID).eq(col(TRACE_SUMMARY_ID))],
+        )?
+        .select(columns)?
+        .sort(vec![
+            col(spans::TRACE_ID).sort(true, false),
+            col(spans::START_TIME).sort(true, false),
+        ])?;
+    Ok(frame.execute_stream().await?)
 }
 
 fn nonzero_or(value: usize, default: usize) -> usize {

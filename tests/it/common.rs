@@ -23,6 +23,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config.grpc_listen = any;
     config.otlp_grpc_listen = any;
     config.otlp_http_listen = any;
+    config.flight_listen = any;
     config.ingester.flush_check = Duration::from_millis(50);
     config.ingester.trace_idle = Duration::from_millis(100);
     config.ingester.max_block_age = Duration::from_millis(100);
@@ -142,6 +143,7 @@ pub fn spawn_serve(data: &std::path::Path, extra: &[&str]) -> ServeProcess {
         .args(["--grpc-listen", "127.0.0.1:0"])
         .args(["--otlp-grpc-listen", "127.0.0.1:0"])
         .args(["--otlp-http-listen", "127.0.0.1:0"])
+        .args(["--flight-listen", "127.0.0.1:0"])
         .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
@@ -162,4 +164,19 @@ pub fn spawn_serve(data: &std::path::Path, extra: &[&str]) -> ServeProcess {
         otlp_grpc: format!("http://{}", addr("otlp_grpc")),
         child,
     }
+}
+
+/// Runs `command` to completion off the async runtime and returns its stdout; panics with its
+/// stderr when it fails.
+pub async fn run_to_success(mut command: std::process::Command) -> Vec<u8> {
+    let described = format!("{command:?}");
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{described} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
 }

@@ -3,6 +3,7 @@
 mod architecture;
 mod common;
 mod crash;
+mod flight_sql;
 mod ingest_grpc;
 mod ingest_http;
 mod limits;

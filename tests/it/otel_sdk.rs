@@ -51,22 +51,10 @@ async fn exported_spans_arrive_with_types(protocol: &'static str) {
         _ => format!("http://{}", server.server.otlp_http_addr),
     };
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/export_spans.py");
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python())
-            .arg(script)
-            .arg(protocol)
-            .arg(endpoint)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "exporter failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let ids: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let mut exporter = Command::new(python());
+    exporter.arg(script).arg(protocol).arg(endpoint);
+    let stdout = crate::common::run_to_success(exporter).await;
+    let ids: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
     let trace_id = ids["trace_id"].as_str().unwrap();
     found_through_tempo_api(&server, protocol, trace_id, &ids).await;
 

@@ -1023,23 +1023,12 @@ async fn requests_past_the_query_timeout_are_cancelled() {
 async fn traceql_command_prints_tempo_search_json() {
     let server = dataset().await;
     let data_dir = server.dir.path().to_path_buf();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_spanlake"))
-            .arg("traceql")
-            .arg("{ status = error }")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let body: Json = serde_json::from_slice(&output.stdout).unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_spanlake"));
+    command
+        .args(["traceql", "{ status = error }", "--data-dir"])
+        .arg(data_dir);
+    let stdout = crate::common::run_to_success(command).await;
+    let body: Json = serde_json::from_slice(&stdout).unwrap();
     assert_eq!(body["traces"][0]["traceID"], "a1");
     assert_eq!(
         body["traces"][0]["startTimeUnixNano"],
@@ -1245,22 +1234,17 @@ async fn search_explain_answers_the_plan_the_search_runs() {
 async fn traceql_command_explains_the_search_plan() {
     let server = dataset().await;
     let data_dir = server.dir.path().to_path_buf();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_spanlake"))
-            .args(["traceql", "{ span.db.system = \"pg\" }", "--explain"])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let plan = String::from_utf8_lossy(&output.stdout);
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_spanlake"));
+    command
+        .args([
+            "traceql",
+            "{ span.db.system = \"pg\" }",
+            "--explain",
+            "--data-dir",
+        ])
+        .arg(data_dir);
+    let stdout = crate::common::run_to_success(command).await;
+    let plan = String::from_utf8_lossy(&stdout);
     assert!(
         plan.contains("logical_plan") && plan.contains("physical_plan"),
         "{plan}"
