@@ -146,10 +146,16 @@ enum Format {
 struct SqlArgs {
     /// The query, e.g. "SELECT service_name, count(*) FROM spans GROUP BY 1".
     query: String,
-    /// Query a running server (its HTTP address, e.g. http://127.0.0.1:3200) instead of
-    /// reading the data directory.
+    /// Query a running server instead of reading the data directory: its Flight SQL address
+    /// (e.g. http://127.0.0.1:8815), or with --http its HTTP address (http://127.0.0.1:3200).
     #[arg(long, env = "SPANLAKE_SERVER")]
     server: Option<String>,
+    /// Use the server's SQL-over-HTTP endpoint instead of Flight SQL.
+    #[arg(long, requires = "server")]
+    http: bool,
+    /// Bearer token for Flight SQL.
+    #[arg(long, env = "SPANLAKE_TOKEN")]
+    token: Option<String>,
     /// Tenant to query (X-Scope-OrgID).
     #[arg(long, env = "SPANLAKE_TENANT")]
     tenant: Option<String>,
@@ -309,7 +315,10 @@ async fn shutdown_signal() {
 
 async fn sql(args: SqlArgs) -> anyhow::Result<()> {
     let batches = match &args.server {
-        Some(server) => remote_sql(server, args.tenant.as_deref(), &args.query).await?,
+        Some(server) if args.http => {
+            remote_sql(server, args.tenant.as_deref(), &args.query).await?
+        }
+        Some(server) => flight_sql(server, &args).await?,
         None => {
             let config = args.config.load()?;
             let opened = server::open(&config, true).await?;
@@ -349,6 +358,34 @@ async fn sql(args: SqlArgs) -> anyhow::Result<()> {
     use std::io::Write;
     std::io::stdout().write_all(&out)?;
     Ok(())
+}
+
+/// Runs the query over Flight SQL.
+async fn flight_sql(server: &str, args: &SqlArgs) -> anyhow::Result<Vec<RecordBatch>> {
+    use arrow_flight::sql::client::FlightSqlServiceClient;
+    use futures::TryStreamExt;
+    let address = server.replacen("grpc://", "http://", 1);
+    let channel = tonic::transport::Channel::from_shared(address.clone())
+        .with_context(|| format!("{server} is not a server address"))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach {server}"))?;
+    let mut client = FlightSqlServiceClient::new(channel);
+    if let Some(token) = &args.token {
+        client.set_token(token.clone());
+    }
+    if let Some(tenant) = &args.tenant {
+        client.set_header(ORG_ID_HEADER, tenant.clone());
+    }
+    let info = client.execute(args.query.clone(), None).await?;
+    let mut batches = Vec::new();
+    for endpoint in info.endpoint {
+        let Some(ticket) = endpoint.ticket else {
+            continue;
+        };
+        batches.extend(client.do_get(ticket).await?.try_collect::<Vec<_>>().await?);
+    }
+    Ok(batches)
 }
 
 async fn remote_sql(

@@ -1,12 +1,19 @@
-//! SQL over HTTP on the HTTP port (Arrow IPC stream results), run by [`crate::query`]. Tempo's
+//! SQL over HTTP on the HTTP port, run by [`crate::query`]: POST the query text, receive the
+//! answer batch by batch as it is computed, as an Arrow IPC stream (the default), JSON lines
+//! (`Accept: application/x-ndjson`) or CSV (`Accept: text/csv`). Errors found before the first
+//! batch are a status with the message; an error after it ends the body early. Tempo's
 //! endpoints on the same port live in the `tempo` module, above this one.
 
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use futures::StreamExt;
 
 use crate::query::{QueryEngine, QueryError, Result};
 use crate::tenant::{self, ORG_ID_HEADER};
@@ -15,17 +22,118 @@ use crate::tenant::{self, ORG_ID_HEADER};
 pub const SQL_PATH: &str = "/api/v1/sql";
 /// Content type of Arrow IPC stream responses.
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+/// Content type of JSON lines responses: one object per row.
+pub const JSON_LINES: &str = "application/x-ndjson";
+/// Content type of CSV responses, with a header row.
+pub const CSV: &str = "text/csv";
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct ApiState {
+    /// Runs the queries.
     pub engine: QueryEngine,
+    /// Whether requests must name their tenant.
     pub multitenancy: bool,
 }
 
 /// Routes of the HTTP API.
 pub fn router(state: ApiState) -> Router {
     Router::new().route(SQL_PATH, post(sql)).with_state(state)
+}
+
+/// The format an answer is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Arrow,
+    JsonLines,
+    Csv,
+}
+
+impl Format {
+    fn from_accept(headers: &HeaderMap) -> Self {
+        let accept = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if accept.contains(JSON_LINES) || accept.contains("application/jsonl") {
+            Format::JsonLines
+        } else if accept.contains(CSV) {
+            Format::Csv
+        } else {
+            Format::Arrow
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Arrow => ARROW_STREAM,
+            Format::JsonLines => JSON_LINES,
+            Format::Csv => CSV,
+        }
+    }
+}
+
+/// Writes batches of one answer, each into the bytes it adds to the body.
+enum Encoder {
+    Arrow(arrow::ipc::writer::StreamWriter<Vec<u8>>),
+    JsonLines,
+    Csv { header: bool },
+}
+
+impl Encoder {
+    fn new(format: Format, schema: &SchemaRef) -> std::result::Result<Self, ArrowError> {
+        Ok(match format {
+            Format::Arrow => Encoder::Arrow(arrow::ipc::writer::StreamWriter::try_new(
+                Vec::new(),
+                schema,
+            )?),
+            Format::JsonLines => Encoder::JsonLines,
+            Format::Csv => Encoder::Csv { header: true },
+        })
+    }
+
+    /// The bytes written so far and not yet sent (the IPC schema message, at the start).
+    fn pending(&mut self) -> Vec<u8> {
+        match self {
+            Encoder::Arrow(writer) => std::mem::take(writer.get_mut()),
+            _ => Vec::new(),
+        }
+    }
+
+    fn batch(&mut self, batch: &RecordBatch) -> std::result::Result<Vec<u8>, ArrowError> {
+        match self {
+            Encoder::Arrow(writer) => {
+                writer.write(batch)?;
+                Ok(std::mem::take(writer.get_mut()))
+            }
+            Encoder::JsonLines => {
+                let mut writer = arrow::json::LineDelimitedWriter::new(Vec::new());
+                writer.write(batch)?;
+                writer.finish()?;
+                Ok(writer.into_inner())
+            }
+            Encoder::Csv { header } => {
+                let mut out = Vec::new();
+                let mut writer = arrow::csv::WriterBuilder::new()
+                    .with_header(*header)
+                    .build(&mut out);
+                writer.write(batch)?;
+                drop(writer);
+                *header = false;
+                Ok(out)
+            }
+        }
+    }
+
+    fn finish(&mut self) -> std::result::Result<Vec<u8>, ArrowError> {
+        match self {
+            Encoder::Arrow(writer) => {
+                writer.finish()?;
+                Ok(std::mem::take(writer.get_mut()))
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
 }
 
 async fn sql(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -39,13 +147,40 @@ async fn run_sql(state: &ApiState, headers: &HeaderMap, body: &[u8]) -> Result<R
     let tenant = tenant::resolve(org_id, state.multitenancy)?;
     let query = std::str::from_utf8(body)
         .map_err(|_| QueryError::bad_request("the SQL text must be UTF-8"))?;
-    let (schema, batches) = state.engine.sql(&tenant, query).await?;
-    let mut out = Vec::new();
-    let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut out, &schema)?;
-    for batch in &batches {
-        writer.write(batch)?;
+    let format = Format::from_accept(headers);
+    let statement = state.engine.plan_sql(&tenant, query).await?;
+    let mut encoder = Encoder::new(format, &statement.schema())?;
+    let mut batches = statement.execute().await?;
+    // The first batch decides the status: an error before it is the query's answer.
+    let first = match batches.next().await {
+        Some(Err(e)) => return Err(QueryError::from(e)),
+        first => first,
+    };
+    let mut head = encoder.pending();
+    match &first {
+        Some(Ok(batch)) => head.extend(encoder.batch(batch)?),
+        // An empty answer: the header, then the end.
+        _ => head.extend(encoder.finish()?),
     }
-    writer.finish()?;
-    drop(writer);
-    Ok(([(header::CONTENT_TYPE, ARROW_STREAM)], out).into_response())
+    let rest = futures::stream::unfold(
+        (batches, encoder, first.is_none()),
+        |(mut batches, mut encoder, done)| async move {
+            if done {
+                return None;
+            }
+            let chunk = match batches.next().await {
+                Some(Ok(batch)) => encoder.batch(&batch),
+                Some(Err(e)) => Err(ArrowError::ExternalError(Box::new(e))),
+                None => {
+                    let end = encoder.finish();
+                    return Some((end.map(Bytes::from), (batches, encoder, true)));
+                }
+            };
+            let failed = chunk.is_err();
+            Some((chunk.map(Bytes::from), (batches, encoder, failed)))
+        },
+    );
+    let chunks = futures::stream::once(async move { Ok(Bytes::from(head)) }).chain(rest);
+    let body = Body::from_stream(chunks.map(|chunk| chunk.map_err(std::io::Error::other)));
+    Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
 }

@@ -180,3 +180,18 @@ pub async fn run_to_success(mut command: std::process::Command) -> Vec<u8> {
     );
     output.stdout
 }
+
+/// The Python of the end-to-end tests: `SPANLAKE_TEST_PYTHON`, else the project's `.venv`
+/// that `scripts/test` sets up with `tests/python/requirements.txt`.
+pub fn python() -> std::path::PathBuf {
+    if let Ok(path) = std::env::var("SPANLAKE_TEST_PYTHON") {
+        return std::path::PathBuf::from(path);
+    }
+    let venv = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "{} is missing: run scripts/test (it creates the venv with the test clients) or set SPANLAKE_TEST_PYTHON",
+        venv.display()
+    );
+    venv
+}

@@ -3,6 +3,7 @@
 mod architecture;
 mod common;
 mod crash;
+mod flight_clients;
 mod flight_sql;
 mod ingest_grpc;
 mod ingest_http;
@@ -12,6 +13,7 @@ mod otel_sdk;
 mod restart;
 mod slt;
 mod sql_guard;
+mod sql_http;
 mod tempo_api;
 mod tempo_tags;
 mod tenancy;

@@ -1,28 +1,13 @@
 //! End to end with a client spanlake did not write: the OpenTelemetry Python SDK's OTLP
 //! exporters (gRPC and HTTP) send to a real server; right after the exporter's
 //! acknowledgement, with no flush and no waiting, the Tempo API finds the trace by id and by
-//! TraceQL search, and `spanlake sql` sees exactly those spans with their attribute types
+//! TraceQL search, and `spanlake sql` (over Flight SQL) sees exactly those spans with their attribute types
 //! intact.
 
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::common::TestServer;
-
-/// The Python with the OpenTelemetry SDK: `SPANLAKE_TEST_PYTHON`, else the project's `.venv`
-/// that `scripts/test` sets up.
-fn python() -> PathBuf {
-    if let Ok(path) = std::env::var("SPANLAKE_TEST_PYTHON") {
-        return PathBuf::from(path);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        venv.exists(),
-        "{} is missing: run scripts/test (it creates the venv with the OpenTelemetry SDK) or set SPANLAKE_TEST_PYTHON",
-        venv.display()
-    );
-    venv
-}
+use crate::common::{TestServer, python};
 
 fn spanlake_sql(server: &TestServer, query: &str) -> serde_json::Value {
     let output = Command::new(env!("CARGO_BIN_EXE_spanlake"))
@@ -31,7 +16,7 @@ fn spanlake_sql(server: &TestServer, query: &str) -> serde_json::Value {
             "--format",
             "json",
             "--server",
-            &server.http_url(),
+            &format!("grpc://{}", server.server.flight_addr),
             query,
         ])
         .output()
