@@ -75,7 +75,7 @@ impl Format {
 
 /// Writes batches of one answer, each into the bytes it adds to the body.
 enum Encoder {
-    Arrow(arrow::ipc::writer::StreamWriter<Vec<u8>>),
+    Arrow(Box<arrow::ipc::writer::StreamWriter<Vec<u8>>>),
     JsonLines,
     Csv { header: bool },
 }
@@ -83,10 +83,10 @@ enum Encoder {
 impl Encoder {
     fn new(format: Format, schema: &SchemaRef) -> std::result::Result<Self, ArrowError> {
         Ok(match format {
-            Format::Arrow => Encoder::Arrow(arrow::ipc::writer::StreamWriter::try_new(
+            Format::Arrow => Encoder::Arrow(Box::new(arrow::ipc::writer::StreamWriter::try_new(
                 Vec::new(),
                 schema,
-            )?),
+            )?)),
             Format::JsonLines => Encoder::JsonLines,
             Format::Csv => Encoder::Csv { header: true },
         })
