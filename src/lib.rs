@@ -6,7 +6,7 @@
 //! ```text
 //! server                     wiring: one process, every listener (main.rs: the CLI)
 //! tempo                      Tempo's API: HTTP + tempopb gRPC → typed requests → tempopb
-//! api                        SQL over HTTP, /metrics, request measuring, error → status
+//! api                        Flight SQL, SQL over HTTP, /metrics, request measuring, error → status
 //! query                      every plan: search, trace by id, tags, SQL; one error type
 //! traceql  tables  ingest    the TraceQL language | blocks ∪ live rows | OTLP receivers
 //! ingester                   WAL, live traces, block cutting and flush
