@@ -58,6 +58,8 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// Memory all queries together may use.
     pub query_memory_limit: usize,
+    /// Memory one tenant's queries together may use; all of `query_memory_limit` when unset.
+    pub query_memory_limit_per_tenant: Option<usize>,
     pub ingester: IngesterSettings,
     pub query: QuerySettings,
     pub flight: FlightSettings,
@@ -175,6 +177,7 @@ impl Default for Config {
             multitenancy: false,
             max_request_bytes: 16 << 20,
             query_memory_limit: 2 << 30,
+            query_memory_limit_per_tenant: None,
             ingester: IngesterSettings::default(),
             query: QuerySettings::default(),
             flight: FlightSettings::default(),

@@ -82,7 +82,15 @@ pub async fn open(config: &Config, read_only: bool) -> Result<Opened, StartError
         read_only,
     )?);
     let live: Arc<dyn LiveSource> = ingester.clone();
-    let engine = QueryEngine::new(&storage, catalog.clone(), live, config.query_memory_limit)?;
+    let engine = QueryEngine::new(
+        &storage,
+        catalog.clone(),
+        live,
+        config.query_memory_limit,
+        config
+            .query_memory_limit_per_tenant
+            .unwrap_or(config.query_memory_limit),
+    )?;
     Ok(Opened {
         storage,
         catalog,

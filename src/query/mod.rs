@@ -15,17 +15,20 @@
 //! touches storage or the ingester except through [`crate::tables`].
 
 pub mod error;
+pub mod memory;
 pub mod search;
 pub mod sql;
 pub mod tags;
 pub mod trace;
 pub mod traceql;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
+use parking_lot::Mutex;
 
 pub use error::{ErrorKind, QueryError, Result};
 
@@ -37,29 +40,52 @@ use crate::tables::SpanlakeTable;
 /// Builds tenant-scoped sessions over the blocks of a catalog and a live source.
 #[derive(Debug, Clone)]
 pub struct QueryEngine {
-    runtime: Arc<RuntimeEnv>,
+    shared_pool: Arc<dyn MemoryPool>,
+    tenant_memory_limit: usize,
+    /// One runtime per tenant, each with its share of the shared pool.
+    runtimes: Arc<Mutex<HashMap<String, Arc<RuntimeEnv>>>>,
+    storage: Storage,
     catalog: Arc<Catalog>,
     live: Arc<dyn LiveSource>,
 }
 
 impl QueryEngine {
     /// An engine reading `storage` and `live`, with all queries together bounded to
-    /// `memory_limit` bytes.
+    /// `memory_limit` bytes and each tenant's queries together to `tenant_memory_limit`.
     pub fn new(
         storage: &Storage,
         catalog: Arc<Catalog>,
         live: Arc<dyn LiveSource>,
         memory_limit: usize,
+        tenant_memory_limit: usize,
     ) -> Result<Self> {
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_pool(Arc::new(FairSpillPool::new(memory_limit)))
-            .build_arc()?;
-        runtime.register_object_store(Storage::object_store_url().as_ref(), storage.store());
         Ok(Self {
-            runtime,
+            shared_pool: Arc::new(FairSpillPool::new(memory_limit)),
+            tenant_memory_limit: tenant_memory_limit.min(memory_limit),
+            runtimes: Arc::new(Mutex::new(HashMap::new())),
+            storage: storage.clone(),
             catalog,
             live,
         })
+    }
+
+    /// The runtime of `tenant`'s queries.
+    fn runtime(&self, tenant: &str) -> Result<Arc<RuntimeEnv>> {
+        if let Some(runtime) = self.runtimes.lock().get(tenant) {
+            return Ok(runtime.clone());
+        }
+        let pool =
+            memory::TenantPool::new(tenant, self.shared_pool.clone(), self.tenant_memory_limit);
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(pool))
+            .build_arc()?;
+        runtime.register_object_store(Storage::object_store_url().as_ref(), self.storage.store());
+        Ok(self
+            .runtimes
+            .lock()
+            .entry(tenant.to_string())
+            .or_insert(runtime)
+            .clone())
     }
 
     /// The blocks this engine reads.
@@ -72,7 +98,7 @@ impl QueryEngine {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("spanlake", "public");
-        let ctx = SessionContext::new_with_config_rt(config, self.runtime.clone());
+        let ctx = SessionContext::new_with_config_rt(config, self.runtime(tenant)?);
         for kind in [TableKind::Spans, TableKind::Traces] {
             let table = SpanlakeTable::new(kind, tenant, self.catalog.clone(), self.live.clone());
             ctx.register_table(kind.name(), Arc::new(table))?;
