@@ -80,6 +80,10 @@ pub struct FlightSettings {
     /// A prepared statement unused for this long is closed.
     #[serde(with = "crate::time::serde_duration")]
     pub prepared_statement_ttl: Duration,
+    /// PEM certificate chain: with `tls_key`, Flight is served over TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// A Flight SQL user.
@@ -102,6 +106,8 @@ impl Default for FlightSettings {
             max_concurrent_queries: 16,
             max_prepared_statements: 1024,
             prepared_statement_ttl: Duration::from_secs(3600),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -260,6 +266,11 @@ impl Config {
         if self.flight.max_concurrent_queries == 0 {
             return Err(ConfigError::Invalid(
                 "flight.max_concurrent_queries must be at least 1".into(),
+            ));
+        }
+        if self.flight.tls_cert.is_some() != self.flight.tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "flight.tls_cert and flight.tls_key go together: give both or neither".into(),
             ));
         }
         for (token, tenant) in &self.flight.tokens {

@@ -218,9 +218,20 @@ impl Server {
         .map_err(|e| StartError::Flight(e.to_string()))?
         .service();
         let flight_stop = stopped(stop_rx.clone());
+        let mut flight_server = tonic::transport::Server::builder();
+        if let (Some(cert), Some(key)) = (&config.flight.tls_cert, &config.flight.tls_key) {
+            let read = |path: &std::path::PathBuf| {
+                std::fs::read(path)
+                    .map_err(|e| StartError::Flight(format!("cannot read {}: {e}", path.display())))
+            };
+            let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+            flight_server = flight_server
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .map_err(|e| StartError::Flight(format!("TLS: {e}")))?;
+        }
         tasks.push(tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(flight);
-            let result = tonic::transport::Server::builder()
+            let result = flight_server
                 .layer(flight_measure)
                 .add_service(flight_service)
                 .serve_with_incoming_shutdown(incoming, flight_stop)

@@ -446,3 +446,55 @@ async fn plain_flight_takes_sql_and_traceql_tickets() {
         .collect();
     assert_eq!(paths, ["spans", "traces"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flight_serves_tls_from_certificate_files() {
+    let certs = tempfile::tempdir().unwrap();
+    let dir = certs.path();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost\n").unwrap();
+    // A test CA, and the server's certificate signed by it.
+    for args in [
+        "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=spanlake-test-ca -keyout ca.key -out ca.pem",
+        "req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout key.pem -out server.csr",
+        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile ext.cnf -out cert.pem",
+    ] {
+        let made = std::process::Command::new("openssl")
+            .args(args.split(' '))
+            .current_dir(dir)
+            .output()
+            .expect("openssl makes the test certificates");
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    }
+    let (tls_cert, tls_key) = (cert.clone(), key.clone());
+    let server = TestServer::start_with(move |c| {
+        c.flight.tls_cert = Some(tls_cert);
+        c.flight.tls_key = Some(tls_key);
+    })
+    .await;
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(
+            std::fs::read(dir.join("ca.pem")).unwrap(),
+        ))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://{}", server.server.flight_addr))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut secure = FlightSqlServiceClient::new(channel);
+    assert_eq!(
+        single_count(&query(&mut secure, "SELECT count(*) FROM spans").await),
+        0
+    );
+
+    // A plain-text client gets no answer from the TLS port.
+    let mut plain = client(&server).await;
+    assert!(plain.execute("SELECT 1".to_string(), None).await.is_err());
+}
