@@ -11,7 +11,6 @@
 //! (default 10,000,000 rows of two Int64 columns), `SPANLAKE_BENCH_SPANS` the spans of the
 //! analytic queries (default 1,000,000).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -158,16 +157,7 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000_000);
     let dir = tempfile::tempdir().unwrap();
-    let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut config = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
-    config.http_listen = any;
-    config.grpc_listen = any;
-    config.otlp_grpc_listen = any;
-    config.otlp_http_listen = any;
-    config.flight_listen = any;
+    let config = Config::loopback(dir.path());
     let server = Server::start(config, false).await.unwrap();
     let sql = format!("SELECT value, value * 2 AS twice FROM generate_series(1, {rows})");
 

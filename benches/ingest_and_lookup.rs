@@ -11,7 +11,6 @@
 //! `cargo bench --bench ingest_and_lookup`; `SPANLAKE_BENCH_SPANS` sets the dataset size
 //! (default 1,000,000 spans).
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -54,16 +53,7 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let dir = tempfile::tempdir().unwrap();
-    let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut config = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
-    config.http_listen = any;
-    config.grpc_listen = any;
-    config.otlp_grpc_listen = any;
-    config.otlp_http_listen = any;
-    config.flight_listen = any;
+    let mut config = Config::loopback(dir.path());
     config.ingester.trace_idle = Duration::from_millis(500);
     config.ingester.max_block_age = Duration::from_secs(2);
     config.ingester.flush_check = Duration::from_millis(200);

@@ -222,6 +222,21 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The defaults with data in `data_dir` and every listener on a port of 127.0.0.1 that the
+    /// system picks: a server that can run beside any other, as tests and benchmarks run it.
+    pub fn loopback(data_dir: &Path) -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            data_dir: data_dir.to_path_buf(),
+            http_listen: any,
+            grpc_listen: any,
+            otlp_grpc_listen: any,
+            otlp_http_listen: any,
+            flight_listen: any,
+            ..Self::default()
+        }
+    }
+
     /// Reads a TOML file over the defaults.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

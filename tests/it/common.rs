@@ -1,6 +1,5 @@
 //! Shared helpers: a real server on 127.0.0.1:0 with its data in a temp dir, and clients.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use arrow::array::{AsArray, RecordBatch};
@@ -14,16 +13,7 @@ use tempfile::TempDir;
 
 /// A config for tests: loopback ports chosen by the OS, data in `dir`, fast flushes.
 pub fn test_config(dir: &std::path::Path) -> Config {
-    let mut config = Config {
-        data_dir: dir.to_path_buf(),
-        ..Config::default()
-    };
-    let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    config.http_listen = any;
-    config.grpc_listen = any;
-    config.otlp_grpc_listen = any;
-    config.otlp_http_listen = any;
-    config.flight_listen = any;
+    let mut config = Config::loopback(dir);
     config.ingester.flush_check = Duration::from_millis(50);
     config.ingester.trace_idle = Duration::from_millis(100);
     config.ingester.max_block_age = Duration::from_millis(100);

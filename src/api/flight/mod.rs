@@ -319,12 +319,15 @@ impl FlightSql {
         Ok(Response::new(info))
     }
 
-    /// A `FlightInfo` for a metadata command: its schema, and the command itself as ticket.
+    /// A `FlightInfo` for a metadata command of an authenticated caller: its schema, and the
+    /// command itself as ticket.
     fn command_info(
+        &self,
         schema: &SchemaRef,
         command: impl ProstMessageExt,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        self.tenant(&request)?;
         let ticket = Ticket::new(command.as_any().encode_to_vec());
         Self::info(schema, request.into_inner(), ticket)
     }
@@ -416,7 +419,7 @@ impl FlightSqlService for FlightSql {
             .await?;
         self.register(&String::from_utf8_lossy(&query.prepared_statement_handle));
         let schema = statement.schema();
-        Self::command_info(&schema, query, request)
+        self.command_info(&schema, query, request)
     }
 
     async fn get_flight_info_catalogs(
@@ -424,9 +427,8 @@ impl FlightSqlService for FlightSql {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.tenant(&request)?;
         let schema = query.into_builder().schema();
-        Self::command_info(&schema, query, request)
+        self.command_info(&schema, query, request)
     }
 
     async fn get_flight_info_schemas(
@@ -434,9 +436,8 @@ impl FlightSqlService for FlightSql {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.tenant(&request)?;
         let schema = query.clone().into_builder().schema();
-        Self::command_info(&schema, query, request)
+        self.command_info(&schema, query, request)
     }
 
     async fn get_flight_info_tables(
@@ -444,9 +445,8 @@ impl FlightSqlService for FlightSql {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.tenant(&request)?;
         let schema = query.clone().into_builder().schema();
-        Self::command_info(&schema, query, request)
+        self.command_info(&schema, query, request)
     }
 
     async fn get_flight_info_table_types(
@@ -454,9 +454,8 @@ impl FlightSqlService for FlightSql {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.tenant(&request)?;
         let schema = query.into_builder().schema();
-        Self::command_info(&schema, query, request)
+        self.command_info(&schema, query, request)
     }
 
     async fn get_flight_info_sql_info(
@@ -464,9 +463,8 @@ impl FlightSqlService for FlightSql {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.tenant(&request)?;
         let schema = query.clone().into_builder(&self.sql_info).schema();
-        Self::command_info(&schema, query, request)
+        self.command_info(&schema, query, request)
     }
 
     async fn get_flight_info_primary_keys(
@@ -474,8 +472,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetPrimaryKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.tenant(&request)?;
-        Self::command_info(&keys::schema(), query, request)
+        self.command_info(&keys::schema(), query, request)
     }
 
     async fn get_flight_info_exported_keys(
@@ -483,8 +480,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetExportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.tenant(&request)?;
-        Self::command_info(&keys::schema(), query, request)
+        self.command_info(&keys::schema(), query, request)
     }
 
     async fn get_flight_info_imported_keys(
@@ -492,8 +488,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetImportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.tenant(&request)?;
-        Self::command_info(&keys::schema(), query, request)
+        self.command_info(&keys::schema(), query, request)
     }
 
     async fn get_flight_info_cross_reference(
@@ -501,8 +496,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetCrossReference,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.tenant(&request)?;
-        Self::command_info(&keys::schema(), query, request)
+        self.command_info(&keys::schema(), query, request)
     }
 
     async fn get_flight_info_xdbc_type_info(
@@ -510,9 +504,8 @@ impl FlightSqlService for FlightSql {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.tenant(&request)?;
         let schema = query.into_builder(&self.xdbc).schema();
-        Self::command_info(&schema, query, request)
+        self.command_info(&schema, query, request)
     }
 
     async fn do_get_statement(
