@@ -60,6 +60,9 @@ pub struct Config {
     pub query_memory_limit: usize,
     /// Memory one tenant's queries together may use; all of `query_memory_limit` when unset.
     pub query_memory_limit_per_tenant: Option<usize>,
+    /// Partitions a query's scans and aggregates are split into; the number of cores when
+    /// unset.
+    pub query_partitions: Option<usize>,
     pub ingester: IngesterSettings,
     pub query: QuerySettings,
     pub flight: FlightSettings,
@@ -133,6 +136,15 @@ pub struct QuerySettings {
     pub max_result_limit: u32,
     /// Most spans per spanset one search may ask for.
     pub max_spans_per_span_set: u32,
+    /// Longest `start`..`end` window of a TraceQL metrics query.
+    #[serde(with = "crate::time::serde_duration")]
+    pub max_metrics_duration: Duration,
+    /// The end of a metrics query is clamped to this long before now (Tempo's
+    /// `query_end_cutoff`); 0 reads up to the present.
+    #[serde(with = "crate::time::serde_duration")]
+    pub metrics_end_cutoff: Duration,
+    /// Most series one metrics query returns; beyond it the answer is partial.
+    pub max_metrics_series: u32,
 }
 
 impl Default for QuerySettings {
@@ -144,6 +156,9 @@ impl Default for QuerySettings {
             timeout: Duration::from_secs(60),
             max_result_limit: 262_144,
             max_spans_per_span_set: 100,
+            max_metrics_duration: Duration::from_secs(24 * 3600),
+            metrics_end_cutoff: Duration::from_secs(30),
+            max_metrics_series: 10_000,
         }
     }
 }
@@ -184,6 +199,7 @@ impl Default for Config {
             max_request_bytes: 16 << 20,
             query_memory_limit: 2 << 30,
             query_memory_limit_per_tenant: None,
+            query_partitions: None,
             ingester: IngesterSettings::default(),
             query: QuerySettings::default(),
             flight: FlightSettings::default(),

@@ -1,5 +1,6 @@
 //! The live-rows contract between the ingester and the tables: "the live rows of a tenant's
-//! table, filtered and projected". The [`tables`](crate::tables) read through [`LiveSource`];
+//! table, filtered by block, trace id and time" (the reader projects them). The
+//! [`tables`](crate::tables) read through [`LiveSource`];
 //! the [`ingester`](crate::ingester) implements it in process, and a remote ingester can
 //! implement it over the network with the same [`LiveScan`] (which has a protobuf form for
 //! that). This module sits below both and imports neither.

@@ -90,7 +90,8 @@ pub async fn open(config: &Config, read_only: bool) -> Result<Opened, StartError
         config
             .query_memory_limit_per_tenant
             .unwrap_or(config.query_memory_limit),
-    )?;
+    )?
+    .with_partitions(config.query_partitions);
     Ok(Opened {
         storage,
         catalog,

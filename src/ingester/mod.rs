@@ -29,8 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock as AsyncRwLock;
 
 use crate::live::{LiveScan, LiveSource};
-use crate::schema::TableKind;
-use crate::schema::{self, SpanRow, TraceId};
+use crate::schema::{self, SpanRow, TableKind, TraceId};
 use crate::storage::{BlockData, Catalog, Storage, StorageError};
 pub use live::{CutPolicy, Selection, shard_of};
 use live::{LiveState, PendingBlock};

@@ -16,6 +16,7 @@
 
 pub mod error;
 pub mod memory;
+pub mod metrics;
 pub mod search;
 pub mod sql;
 pub mod tags;
@@ -47,6 +48,8 @@ pub struct QueryEngine {
     storage: Storage,
     catalog: Arc<Catalog>,
     live: Arc<dyn LiveSource>,
+    /// Target partitions of every session; DataFusion's default (the cores) when `None`.
+    partitions: Option<usize>,
 }
 
 impl QueryEngine {
@@ -66,7 +69,14 @@ impl QueryEngine {
             storage: storage.clone(),
             catalog,
             live,
+            partitions: None,
         })
+    }
+
+    /// The same engine with sessions split into `partitions` (the cores when `None`).
+    pub fn with_partitions(mut self, partitions: Option<usize>) -> Self {
+        self.partitions = partitions.filter(|n| *n > 0);
+        self
     }
 
     /// The runtime of `tenant`'s queries.
@@ -95,15 +105,18 @@ impl QueryEngine {
 
     /// A session that sees exactly `tenant`'s tables.
     pub fn session(&self, tenant: &str) -> Result<SessionContext> {
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("spanlake", "public");
+        if let Some(partitions) = self.partitions {
+            config = config.with_target_partitions(partitions);
+        }
         let ctx = SessionContext::new_with_config_rt(config, self.runtime(tenant)?);
         for kind in [TableKind::Spans, TableKind::Traces] {
             let table = SpanlakeTable::new(kind, tenant, self.catalog.clone(), self.live.clone());
             ctx.register_table(kind.name(), Arc::new(table))?;
         }
-        spanlake_udfs::register(&ctx);
+        spanlake_udfs::register_all(&ctx);
         Ok(ctx)
     }
 }

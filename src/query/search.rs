@@ -262,7 +262,11 @@ fn nonzero_or(value: usize, default: usize) -> usize {
 }
 
 /// Blocks of `tenants` whose spans may fall in `range`.
-fn block_metrics(engine: &QueryEngine, tenants: &[String], range: TimeRange) -> SearchMetrics {
+pub(super) fn block_metrics(
+    engine: &QueryEngine,
+    tenants: &[String],
+    range: TimeRange,
+) -> SearchMetrics {
     let mut metrics = SearchMetrics::default();
     for tenant in tenants {
         for block in engine.catalog().blocks(tenant) {
@@ -276,7 +280,10 @@ fn block_metrics(engine: &QueryEngine, tenants: &[String], range: TimeRange) -> 
 }
 
 /// The spans of the traces overlapping `range`, with the trace summary beside them.
-async fn window_input(ctx: &SessionContext, range: TimeRange) -> Result<(DataFrame, DataFrame)> {
+pub(super) async fn window_input(
+    ctx: &SessionContext,
+    range: TimeRange,
+) -> Result<(DataFrame, DataFrame)> {
     let summary = lower::trace_summary(ctx).await?;
     let mut in_window = summary.clone();
     let (start, end) = range.bounds();
@@ -548,26 +555,26 @@ fn matched_spans(
     Ok(frame)
 }
 
-fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
+pub(super) fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
     batch
         .column_by_name(name)
         .map(|c| c.as_ref())
         .ok_or_else(|| QueryError::internal(format!("search plan lost the column {name}")))
 }
 
-fn opt_string(array: &dyn Array, row: usize) -> Option<String> {
+pub(super) fn opt_string(array: &dyn Array, row: usize) -> Option<String> {
     let strings = array.as_string_opt::<i32>()?;
     strings
         .is_valid(row)
         .then(|| strings.value(row).to_string())
 }
 
-fn i64_at(array: &dyn Array, row: usize) -> Option<i64> {
+pub(super) fn i64_at(array: &dyn Array, row: usize) -> Option<i64> {
     let ints = array.as_primitive_opt::<Int64Type>()?;
     ints.is_valid(row).then(|| ints.value(row))
 }
 
-fn bytes_at(array: &dyn Array, row: usize) -> Vec<u8> {
+pub(super) fn bytes_at(array: &dyn Array, row: usize) -> Vec<u8> {
     array
         .as_fixed_size_binary_opt()
         .map(|a| a.value(row).to_vec())
@@ -598,7 +605,7 @@ fn read_traces(batches: &[RecordBatch]) -> Result<Vec<TraceResult>, QueryError> 
 }
 
 /// The first non-NULL of a value's string, int, float and bool columns.
-fn typed_value<S: AsRef<str>>(
+pub(super) fn typed_value<S: AsRef<str>>(
     batch: &RecordBatch,
     names: &[S; 4],
     row: usize,

@@ -20,9 +20,10 @@ use crate::query::tags::{TagValuesRequest, TagsRequest};
 use crate::tempopb::querier_server::{Querier, QuerierServer};
 use crate::tempopb::streaming_querier_server::{StreamingQuerier, StreamingQuerierServer};
 use crate::tempopb::{
+    QueryInstantRequest, QueryInstantResponse, QueryRangeRequest, QueryRangeResponse, Sample,
     SearchMetrics, SearchRequest, SearchResponse, SearchTagValuesRequest, SearchTagValuesResponse,
     SearchTagValuesV2Response, SearchTagsRequest, SearchTagsResponse, SearchTagsV2Response,
-    TraceByIdRequest, TraceByIdResponse, TraceSearchMetadata,
+    TimeSeries, TraceByIdRequest, TraceByIdResponse, TraceSearchMetadata,
 };
 use crate::tenant::ORG_ID_HEADER;
 
@@ -215,6 +216,8 @@ impl StreamingQuerier for TempoGrpc {
     type SearchTagsV2Stream = Streamed<SearchTagsV2Response>;
     type SearchTagValuesStream = Streamed<SearchTagValuesResponse>;
     type SearchTagValuesV2Stream = Streamed<SearchTagValuesV2Response>;
+    type MetricsQueryRangeStream = Streamed<QueryRangeResponse>;
+    type MetricsQueryInstantStream = Streamed<QueryInstantResponse>;
 
     async fn search(
         &self,
@@ -249,6 +252,65 @@ impl StreamingQuerier for TempoGrpc {
         request: Request<SearchTagValuesRequest>,
     ) -> Result<Response<Self::SearchTagValuesV2Stream>, Status> {
         Ok(Response::new(once(self.values_v2(request).await?)))
+    }
+
+    async fn metrics_query_range(
+        &self,
+        request: Request<QueryRangeRequest>,
+    ) -> Result<Response<Self::MetricsQueryRangeStream>, Status> {
+        let tenants = self.tenants(&request)?;
+        let query =
+            params::metrics_range_from_grpc(&self.api, request.get_ref()).map_err(status)?;
+        let answer = if query.instant {
+            let instant = self
+                .api
+                .metrics_query_instant(&tenants, &query)
+                .await
+                .map_err(status)?;
+            instant_as_range(instant, query.grid.end_ns)
+        } else {
+            self.api
+                .metrics_query_range(&tenants, &query)
+                .await
+                .map_err(status)?
+        };
+        Ok(Response::new(once(answer)))
+    }
+
+    async fn metrics_query_instant(
+        &self,
+        request: Request<QueryInstantRequest>,
+    ) -> Result<Response<Self::MetricsQueryInstantStream>, Status> {
+        let tenants = self.tenants(&request)?;
+        let query =
+            params::metrics_instant_from_grpc(&self.api, request.get_ref()).map_err(status)?;
+        let answer = self
+            .api
+            .metrics_query_instant(&tenants, &query)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(once(answer)))
+    }
+}
+
+/// An instant answer in range form: one sample per series, at the end of the window.
+fn instant_as_range(instant: QueryInstantResponse, end_ns: i64) -> QueryRangeResponse {
+    QueryRangeResponse {
+        series: instant
+            .series
+            .into_iter()
+            .map(|s| TimeSeries {
+                labels: s.labels,
+                samples: vec![Sample {
+                    value: s.value,
+                    timestamp_ms: end_ns / 1_000_000,
+                }],
+                exemplars: Vec::new(),
+            })
+            .collect(),
+        metrics: instant.metrics,
+        status: instant.status,
+        message: instant.message,
     }
 }
 

@@ -1,5 +1,5 @@
 //! Tempo's HTTP endpoints: trace by id (v1, v2), search, tag names and tag values (v1, v2),
-//! echo, readiness and build info. JSON by default, protobuf on `Accept:
+//! TraceQL metrics (range and instant), echo, readiness and build info. JSON by default, protobuf on `Accept:
 //! application/protobuf`; errors as plain text with Tempo's status codes and messages. Each
 //! handler reads its parameters ([`super::params`]), calls [`TempoApi`] and encodes.
 
@@ -41,6 +41,8 @@ pub fn router(api: TempoApi) -> Router {
             "/api/v2/search/tag/{*rest}",
             endpoint(Endpoint::TagValuesV2),
         )
+        .route("/api/metrics/query_range", endpoint(Endpoint::MetricsRange))
+        .route("/api/metrics/query", endpoint(Endpoint::MetricsInstant))
         // gzip when the client asks for it, as Tempo's frontend does.
         .layer(tower_http::compression::CompressionLayer::new())
         .with_state(api)
@@ -111,6 +113,8 @@ enum Endpoint {
     TagsV2,
     TagValuesV1,
     TagValuesV2,
+    MetricsRange,
+    MetricsInstant,
 }
 
 /// The handler of `which`: the path parameter (a trace id, or the tag of a values request)
@@ -174,6 +178,24 @@ async fn handle(
             respond(
                 headers,
                 &api.search_tag_values_v2(&tenants, &request).await?,
+            )
+        }
+        Endpoint::MetricsRange => {
+            let request = params::metrics_range_from_http(api, params)?;
+            if request.instant {
+                respond(
+                    headers,
+                    &api.metrics_query_instant(&tenants, &request).await?,
+                )
+            } else {
+                respond(headers, &api.metrics_query_range(&tenants, &request).await?)
+            }
+        }
+        Endpoint::MetricsInstant => {
+            let request = params::metrics_instant_from_http(api, params)?;
+            respond(
+                headers,
+                &api.metrics_query_instant(&tenants, &request).await?,
             )
         }
     })

@@ -259,6 +259,73 @@ impl TempoJson for tempopb::SearchMetrics {
     }
 }
 
+impl TempoJson for tempopb::QueryRangeResponse {
+    fn tempo_json(&self) -> Value {
+        let status = tempopb::PartialStatus::try_from(self.status).ok();
+        Object::new()
+            .result_list("series", encode_all(&self.series))
+            .put("metrics", self.metrics.unwrap_or_default().tempo_json())
+            .enumeration("status", self.status, status.map(|s| s.as_str_name()))
+            .string("message", &self.message)
+            .finish()
+    }
+}
+
+impl TempoJson for tempopb::TimeSeries {
+    fn tempo_json(&self) -> Value {
+        Object::new()
+            .list("labels", encode_all(&self.labels))
+            .list("samples", encode_all(&self.samples))
+            .list("exemplars", encode_all(&self.exemplars))
+            .finish()
+    }
+}
+
+impl TempoJson for tempopb::Sample {
+    fn tempo_json(&self) -> Value {
+        Object::new()
+            .put_unless(self.timestamp_ms == 0, "timestampMs", || {
+                Value::String(self.timestamp_ms.to_string())
+            })
+            .put_unless(self.value == 0.0, "value", || double(self.value))
+            .finish()
+    }
+}
+
+impl TempoJson for tempopb::Exemplar {
+    fn tempo_json(&self) -> Value {
+        Object::new()
+            .list("labels", encode_all(&self.labels))
+            .put_unless(self.value == 0.0, "value", || double(self.value))
+            .put_unless(self.timestamp_ms == 0, "timestampMs", || {
+                Value::String(self.timestamp_ms.to_string())
+            })
+            .finish()
+    }
+}
+
+/// An instant response: `series` is left out when empty (Tempo's nil list), `metrics` never.
+impl TempoJson for tempopb::QueryInstantResponse {
+    fn tempo_json(&self) -> Value {
+        let status = tempopb::PartialStatus::try_from(self.status).ok();
+        Object::new()
+            .list("series", encode_all(&self.series))
+            .put("metrics", self.metrics.unwrap_or_default().tempo_json())
+            .enumeration("status", self.status, status.map(|s| s.as_str_name()))
+            .string("message", &self.message)
+            .finish()
+    }
+}
+
+impl TempoJson for tempopb::InstantSeries {
+    fn tempo_json(&self) -> Value {
+        Object::new()
+            .list("labels", encode_all(&self.labels))
+            .put_unless(self.value == 0.0, "value", || double(self.value))
+            .finish()
+    }
+}
+
 impl TempoJson for tempopb::SearchTagsResponse {
     fn tempo_json(&self) -> Value {
         Object::new()

@@ -18,6 +18,7 @@ use std::future::Future;
 use prost::Message;
 
 use crate::config::QuerySettings;
+use crate::query::metrics::{self, MetricsLimits, MetricsRequest, MetricsResponse};
 use crate::query::search::{self, SearchMetrics, SearchResponse, TraceResult};
 use crate::query::tags::{self, TagScope, TagValuesRequest, TagsRequest};
 use crate::query::trace::{self, TraceRequest};
@@ -73,6 +74,82 @@ impl TempoApi {
             default_window: self.settings.default_search_window,
             max_duration: self.settings.max_search_duration,
         }
+    }
+
+    /// The limits metrics requests are checked against.
+    pub fn metrics_limits(&self) -> MetricsLimits {
+        MetricsLimits {
+            max_duration_ns: crate::time::duration_ns(self.settings.max_metrics_duration),
+            end_cutoff_ns: crate::time::duration_ns(self.settings.metrics_end_cutoff),
+            max_series: self.settings.max_metrics_series as usize,
+        }
+    }
+
+    /// Runs a TraceQL metrics range query.
+    pub async fn metrics_query_range(
+        &self,
+        tenants: &[String],
+        request: &MetricsRequest,
+    ) -> Result<tempopb::QueryRangeResponse> {
+        let answer = self
+            .timed(metrics::query(&self.engine, tenants, request))
+            .await?;
+        Ok(tempopb::QueryRangeResponse {
+            series: answer
+                .series
+                .iter()
+                .map(|s| tempopb::TimeSeries {
+                    labels: key_values(&s.labels),
+                    samples: s
+                        .samples
+                        .iter()
+                        .map(|&(timestamp_ms, value)| tempopb::Sample {
+                            value,
+                            timestamp_ms,
+                        })
+                        .collect(),
+                    exemplars: s
+                        .exemplars
+                        .iter()
+                        .map(|e| tempopb::Exemplar {
+                            labels: key_values(&e.labels),
+                            value: e.value,
+                            timestamp_ms: e.timestamp_ms,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            metrics: Some(metrics_metrics(&answer)),
+            status: partial_status(&answer),
+            message: answer.partial.clone().unwrap_or_default(),
+        })
+    }
+
+    /// Runs a TraceQL metrics instant query.
+    pub async fn metrics_query_instant(
+        &self,
+        tenants: &[String],
+        request: &MetricsRequest,
+    ) -> Result<tempopb::QueryInstantResponse> {
+        let answer = self
+            .timed(metrics::query(&self.engine, tenants, request))
+            .await?;
+        Ok(tempopb::QueryInstantResponse {
+            series: answer
+                .series
+                .iter()
+                .filter_map(|s| {
+                    let &(_, value) = s.samples.last()?;
+                    Some(tempopb::InstantSeries {
+                        labels: key_values(&s.labels),
+                        value,
+                    })
+                })
+                .collect(),
+            metrics: Some(metrics_metrics(&answer)),
+            status: partial_status(&answer),
+            message: answer.partial.clone().unwrap_or_default(),
+        })
     }
 
     /// Runs `work` under the query timeout.
@@ -294,6 +371,24 @@ impl TempoApi {
             tag_values: values,
             metrics: Some(tempopb::MetadataMetrics::default()),
         })
+    }
+}
+
+fn metrics_metrics(answer: &MetricsResponse) -> tempopb::SearchMetrics {
+    tempopb::SearchMetrics {
+        inspected_spans: answer.inspected_spans,
+        total_blocks: answer.total_blocks,
+        total_block_bytes: answer.total_block_bytes,
+        total_jobs: answer.jobs,
+        completed_jobs: answer.jobs,
+        ..Default::default()
+    }
+}
+
+fn partial_status(answer: &MetricsResponse) -> i32 {
+    match answer.partial {
+        Some(_) => tempopb::PartialStatus::Partial as i32,
+        None => tempopb::PartialStatus::Complete as i32,
     }
 }
 

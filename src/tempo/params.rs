@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use super::TempoApi;
 use crate::config::QuerySettings;
 use crate::ids;
+use crate::query::metrics::MetricsRequest;
 use crate::query::search::{DEFAULT_LIMIT, SearchRequest};
 use crate::query::tags::{TagScope, TagValuesRequest, TagsRequest};
 use crate::query::trace::{TraceFilter, TraceRequest};
@@ -495,6 +496,177 @@ fn trace_filter(params: &Params) -> Result<Option<TraceFilter>> {
         keep_hierarchy,
         depth(params, "ancestor_depth", -1)?,
     )?))
+}
+
+/// A metrics time parameter: up to 10 digits is Unix seconds, more is nanoseconds, a number
+/// with a `.` is float seconds (to the millisecond), anything else RFC 3339.
+fn metrics_time(name: &str, value: &str) -> Result<i64> {
+    let invalid = || QueryError::bad_request(format!("invalid {name}: {value:?}"));
+    let value = value.trim();
+    if value.contains('.')
+        && let Ok(seconds) = value.parse::<f64>()
+    {
+        return Ok((seconds * 1000.0).round() as i64 * 1_000_000);
+    }
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        let n: i64 = value.parse().map_err(|_| invalid())?;
+        return Ok(if value.len() <= 10 {
+            n.saturating_mul(crate::time::NANOS_PER_SECOND)
+        } else {
+            n
+        });
+    }
+    chrono::DateTime::parse_from_rfc3339(value)
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .ok_or_else(invalid)
+}
+
+/// A metrics `step`: float seconds (`30`, `0.5`) or a Go duration (`30s`).
+fn metrics_step(value: &str) -> Result<i64> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<f64>() {
+        if seconds.is_finite() {
+            return Ok((seconds * 1e9).round() as i64);
+        }
+    } else if let Some(ns) = crate::time::parse_duration_ns(value, DurationSyntax::Go) {
+        return Ok(ns);
+    } else if let Some(ns) = value
+        .strip_prefix('-')
+        .and_then(|v| crate::time::parse_duration_ns(v, DurationSyntax::Go))
+    {
+        return Ok(-ns);
+    }
+    Err(QueryError::bad_request(format!(
+        "invalid step: {value:?} is neither seconds nor a duration"
+    )))
+}
+
+/// The query of a metrics request: `q`, else `query`.
+fn metrics_query(params: &Params) -> Result<String> {
+    let query = param(params, "q")
+        .or_else(|| param(params, "query"))
+        .unwrap_or_default();
+    if query.len() > MAX_QUERY_BYTES {
+        return Err(QueryError::bad_request(format!(
+            "query is {} bytes, more than the limit of {MAX_QUERY_BYTES}",
+            query.len()
+        )));
+    }
+    Ok(query.to_string())
+}
+
+/// `start`/`end`/`since` of a metrics request: `end` defaults to now, `start` to `since`
+/// (default 1h) before `min(end, now)`.
+fn metrics_window(params: &Params, now_ns: i64) -> Result<(i64, i64)> {
+    let end = param(params, "end")
+        .map(|v| metrics_time("end", v))
+        .transpose()?
+        .unwrap_or(now_ns);
+    let start = match param(params, "start") {
+        Some(v) => metrics_time("start", v)?,
+        None => {
+            let since = duration(params, "since", DurationSyntax::Prometheus)?
+                .unwrap_or(std::time::Duration::from_secs(3600));
+            end.min(now_ns) - crate::time::duration_ns(since)
+        }
+    };
+    Ok((start, end))
+}
+
+/// Reads `/api/metrics/query_range`.
+pub fn metrics_range_from_http(api: &TempoApi, params: &Params) -> Result<MetricsRequest> {
+    let now = crate::time::now_ns();
+    let step = param(params, "step").map(metrics_step).transpose()?;
+    let exemplars: Option<u64> = number(params, "exemplars")?;
+    let max_series: Option<u64> = number(params, "maxSeries")?;
+    let query = metrics_query(params)?;
+    let window = metrics_window(params, now)?;
+    let instant = param(params, "instant").is_some_and(|v| v == "true");
+    let limits = api.metrics_limits();
+    if instant {
+        return MetricsRequest::instant(query, window, &limits, now);
+    }
+    MetricsRequest::range(
+        query,
+        window,
+        step,
+        exemplars.map(|n| n as usize),
+        max_series.unwrap_or_default() as usize,
+        &limits,
+        now,
+    )
+}
+
+/// Reads `/api/metrics/query`.
+pub fn metrics_instant_from_http(api: &TempoApi, params: &Params) -> Result<MetricsRequest> {
+    let now = crate::time::now_ns();
+    let query = metrics_query(params)?;
+    let window = metrics_window(params, now)?;
+    MetricsRequest::instant(query, window, &api.metrics_limits(), now)
+}
+
+fn grpc_ns(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Reads a gRPC `QueryRangeRequest` (times and step in nanoseconds).
+pub fn metrics_range_from_grpc(
+    api: &TempoApi,
+    request: &tempopb::QueryRangeRequest,
+) -> Result<MetricsRequest> {
+    let now = crate::time::now_ns();
+    let limits = api.metrics_limits();
+    let end = if request.end == 0 {
+        now
+    } else {
+        grpc_ns(request.end)
+    };
+    let start = if request.start == 0 {
+        end.min(now) - 3_600 * crate::time::NANOS_PER_SECOND
+    } else {
+        grpc_ns(request.start)
+    };
+    // Without the `instant` field, a request whose step is its whole range is an instant one.
+    let instant = request
+        .instant
+        .unwrap_or(request.step != 0 && grpc_ns(request.step) == end - start);
+    if instant {
+        return MetricsRequest::instant(request.query.clone(), (start, end), &limits, now);
+    }
+    MetricsRequest::range(
+        request.query.clone(),
+        (start, end),
+        (request.step != 0).then(|| grpc_ns(request.step)),
+        Some(request.exemplars as usize),
+        request.max_series as usize,
+        &limits,
+        now,
+    )
+}
+
+/// Reads a gRPC `QueryInstantRequest` (times in nanoseconds).
+pub fn metrics_instant_from_grpc(
+    api: &TempoApi,
+    request: &tempopb::QueryInstantRequest,
+) -> Result<MetricsRequest> {
+    let now = crate::time::now_ns();
+    let end = if request.end == 0 {
+        now
+    } else {
+        grpc_ns(request.end)
+    };
+    let start = if request.start == 0 {
+        end.min(now) - 3_600 * crate::time::NANOS_PER_SECOND
+    } else {
+        grpc_ns(request.start)
+    };
+    MetricsRequest::instant(
+        request.query.clone(),
+        (start, end),
+        &api.metrics_limits(),
+        now,
+    )
 }
 
 #[cfg(test)]

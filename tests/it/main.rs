@@ -19,5 +19,6 @@ mod tempo_tags;
 mod tenancy;
 mod trace_by_id;
 mod traceql_conformance;
+mod traceql_metrics;
 mod traceql_semantics;
 mod visibility;

@@ -197,7 +197,7 @@ mod tests {
 
     async fn one(sql: &str) -> String {
         let ctx = SessionContext::new();
-        crate::register(&ctx);
+        crate::register_all(&ctx);
         let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
         arrow::util::pretty::pretty_format_batches(&batches)
             .unwrap()
@@ -233,7 +233,7 @@ mod tests {
     #[tokio::test]
     async fn a_malformed_id_is_an_error_naming_it() {
         let ctx = SessionContext::new();
-        crate::register(&ctx);
+        crate::register_all(&ctx);
         let err = ctx
             .sql("SELECT to_span_id('xyz')")
             .await

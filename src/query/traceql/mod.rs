@@ -68,6 +68,7 @@ use crate::traceql::ast::{
 use crate::traceql::rewrite;
 
 mod filters;
+pub mod metrics;
 mod pipeline;
 mod select;
 mod structural;

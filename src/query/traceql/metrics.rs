@@ -1,0 +1,309 @@
+//! Lowering of a TraceQL metrics leaf, `pipeline | function`, to two plans over the spans the
+//! pipeline matches: one row per (interval, labels) with the partial aggregate
+//! ([`Lowerer::metrics_aggregate`]), and a few spans per interval as exemplars
+//! ([`Lowerer::metrics_exemplars`]).
+//!
+//! Intervals are right-closed: interval `k` holds the spans whose start `t` satisfies
+//! `start + k·step < t ≤ start + (k+1)·step`, so it is `(t - start - 1) / step` in integer
+//! nanoseconds, the right-closed form of `date_bin(step, t, start)`.
+//!
+//! The values measured are Tempo's: `duration` in seconds; other numbers in their own units
+//! (so `trace:duration` stays in nanoseconds in min/max/sum/avg); quantiles and histograms
+//! read every duration in seconds. Histogram buckets are powers of two of the integral value
+//! (nanoseconds for durations), values below 2 left out. Quantiles go through the mergeable
+//! `sketch` aggregate, so they also read float attributes.
+
+use datafusion::functions::math::expr_fn::{ceil, log2};
+use datafusion::functions_window::expr_fn::row_number;
+use datafusion::logical_expr::ExprFunctionExt;
+
+use super::*;
+use crate::traceql::ast::{MetricsFunction, OverTimeOp};
+
+/// Interval index of a span (Int64).
+pub const INTERVAL: &str = "__interval";
+/// Spans counted (Int64).
+pub const COUNT: &str = "__count";
+/// Sum, minimum or maximum of the measured value (Float64).
+pub const VALUE: &str = "__value";
+/// Sketch of the measured value (Binary, `spanlake_udfs::Sketch` encoding).
+pub const SKETCH: &str = "__sketch";
+/// Histogram bucket upper bound (Float64).
+pub const BUCKET: &str = "__bucket";
+/// Span start in Unix nanoseconds (Int64), on exemplar rows.
+pub const START_NS: &str = "__start_ns";
+
+/// Columns of the `i`-th `by()` label: string, int, float and bool (at most one non-NULL).
+pub fn label_columns(i: usize) -> [String; 4] {
+    ["str", "int", "float", "bool"].map(|slot| format!("__label{i}_{slot}"))
+}
+
+/// The time grid of a metrics query, in Unix nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grid {
+    /// Left (open) end of the first interval.
+    pub start_ns: i64,
+    /// Right (closed) end of the last interval.
+    pub end_ns: i64,
+    /// Interval length.
+    pub step_ns: i64,
+}
+
+impl Grid {
+    /// How many intervals the grid has.
+    pub fn intervals(&self) -> usize {
+        ((self.end_ns - self.start_ns + self.step_ns - 1) / self.step_ns).max(0) as usize
+    }
+}
+
+/// What the aggregate plan computes per (interval, labels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// `rate`, `count_over_time`: [`COUNT`].
+    Count,
+    /// `sum_over_time`: [`VALUE`] (sum) and [`COUNT`].
+    Sum,
+    /// `min_over_time`: [`VALUE`] (minimum) and [`COUNT`].
+    Min,
+    /// `max_over_time`: [`VALUE`] (maximum) and [`COUNT`].
+    Max,
+    /// `avg_over_time`: [`VALUE`] (sum) and [`COUNT`].
+    Avg,
+    /// `quantile_over_time`: [`SKETCH`].
+    Quantile,
+    /// `histogram_over_time`: [`COUNT`] per [`BUCKET`].
+    Histogram,
+}
+
+impl Measure {
+    /// The measure of a first-stage function.
+    pub fn of(function: &MetricsFunction) -> Result<Self> {
+        Ok(match function {
+            MetricsFunction::Rate { .. } | MetricsFunction::CountOverTime { .. } => Self::Count,
+            MetricsFunction::OverTime { op, .. } => match op {
+                OverTimeOp::Sum => Self::Sum,
+                OverTimeOp::Min => Self::Min,
+                OverTimeOp::Max => Self::Max,
+                OverTimeOp::Avg => Self::Avg,
+                OverTimeOp::Histogram => Self::Histogram,
+            },
+            MetricsFunction::QuantileOverTime { .. } => Self::Quantile,
+            MetricsFunction::Compare { .. } => {
+                return unsupported("compare() in metrics queries");
+            }
+        })
+    }
+}
+
+/// The `by()` attributes and the measured attribute of a first-stage function.
+pub fn function_attrs(function: &MetricsFunction) -> (&[AttrRef], Option<&AttrRef>) {
+    match function {
+        MetricsFunction::Rate { by } | MetricsFunction::CountOverTime { by } => (by, None),
+        MetricsFunction::OverTime { attr, by, .. }
+        | MetricsFunction::QuantileOverTime { attr, by, .. } => (by, Some(attr)),
+        MetricsFunction::Compare { .. } => (&[], None),
+    }
+}
+
+impl Lowerer {
+    /// The spans of the leaf that fall in `grid`, one row each: [`START_NS`], [`INTERVAL`],
+    /// the label columns of each `by()` attribute, and the measured value as [`VALUE`]
+    /// (histograms: the bucket bound as [`BUCKET`]), rows without a value left out.
+    fn observed(
+        &self,
+        pipeline: &Pipeline,
+        function: &MetricsFunction,
+        input: DataFrame,
+        grid: Grid,
+    ) -> Result<DataFrame> {
+        let measure = Measure::of(function)?;
+        let (by, attr) = function_attrs(function);
+        let matched = self
+            .pipeline(pipeline, input.clone())?
+            .select(span_columns())?;
+        let start = cast(col(spans::START_TIME), DataType::Int64);
+        let in_grid = matched.filter(
+            start
+                .clone()
+                .gt(lit(grid.start_ns))
+                .and(start.clone().lt_eq(lit(grid.end_ns))),
+        )?;
+        let mut lowering = FieldLowering::default();
+        let mut columns = vec![
+            col(spans::TRACE_ID),
+            col(spans::SPAN_ID),
+            start.clone().alias(START_NS),
+            ((start - lit(grid.start_ns) - lit(1i64)) / lit(grid.step_ns)).alias(INTERVAL),
+        ];
+        for (i, attr) in by.iter().enumerate() {
+            let value = lowering.attr(attr)?;
+            for (expr, name) in typed_columns(value).into_iter().zip(label_columns(i)) {
+                columns.push(expr.alias(name));
+            }
+        }
+        let measured = match attr {
+            Some(attr) => Some(measured_value(measure, attr, lowering.attr(attr)?)?),
+            None => None,
+        };
+        let scope = Scope {
+            traces: &self.traces,
+            spans: input,
+        };
+        let frame = scope.with_columns(in_grid, &lowering)?;
+        let frame = match measured {
+            Some(value) => {
+                let name = if measure == Measure::Histogram {
+                    BUCKET
+                } else {
+                    VALUE
+                };
+                columns.push(value.clone().alias(name));
+                frame.filter(value.is_not_null())?
+            }
+            None => frame,
+        };
+        Ok(frame.select(columns)?)
+    }
+
+    /// One row per interval and label values (and histogram bucket) with the partial aggregate
+    /// of `measure`: [`COUNT`], [`VALUE`] or [`SKETCH`] as [`Measure`] says.
+    pub fn metrics_aggregate(
+        &self,
+        pipeline: &Pipeline,
+        function: &MetricsFunction,
+        input: DataFrame,
+        grid: Grid,
+    ) -> Result<DataFrame> {
+        let measure = Measure::of(function)?;
+        let (by, _) = function_attrs(function);
+        let observed = self.observed(pipeline, function, input, grid)?;
+        let mut keys = vec![col(INTERVAL)];
+        keys.extend((0..by.len()).flat_map(label_columns).map(col));
+        let value = || col(VALUE);
+        let aggregates = match measure {
+            Measure::Count => vec![count(lit(1)).alias(COUNT)],
+            Measure::Histogram => {
+                keys.push(col(BUCKET));
+                vec![count(lit(1)).alias(COUNT)]
+            }
+            Measure::Sum | Measure::Avg => {
+                vec![sum(value()).alias(VALUE), count(value()).alias(COUNT)]
+            }
+            Measure::Min => vec![min(value()).alias(VALUE), count(value()).alias(COUNT)],
+            Measure::Max => vec![max(value()).alias(VALUE), count(value()).alias(COUNT)],
+            Measure::Quantile => {
+                let sketch = datafusion::logical_expr::AggregateUDF::new_from_impl(
+                    spanlake_udfs::SketchAggregate::build(),
+                );
+                vec![sketch.call(vec![value()]).alias(SKETCH)]
+            }
+        };
+        Ok(observed.aggregate(keys, aggregates)?)
+    }
+
+    /// Exemplar candidates: one span per trace, at most two per series and `buckets`-th of
+    /// the grid, with [`START_NS`], the label columns and [`VALUE`] (or [`BUCKET`]) when measured.
+    pub fn metrics_exemplars(
+        &self,
+        pipeline: &Pipeline,
+        function: &MetricsFunction,
+        input: DataFrame,
+        grid: Grid,
+        buckets: i64,
+    ) -> Result<DataFrame> {
+        const PER_TRACE: &str = "__per_trace";
+        const PER_BUCKET: &str = "__per_bucket";
+        const SPREAD: &str = "__spread";
+        let observed = self.observed(pipeline, function, input, grid)?;
+        let labels = function_attrs(function).0.len();
+        let columns = columns_of(&observed);
+        let span = grid.end_ns - grid.start_ns;
+        let spread = (col(START_NS) - lit(grid.start_ns) - lit(1i64)) * lit(buckets.max(1))
+            / lit(span.max(1));
+        let one_per_trace = row_number()
+            .partition_by(vec![col(spans::TRACE_ID)])
+            .order_by(vec![
+                col(START_NS).sort(true, false),
+                col(spans::SPAN_ID).sort(true, false),
+            ])
+            .build()?
+            .alias(PER_TRACE);
+        let mut with_rank = columns.clone();
+        with_rank.extend([one_per_trace, spread.alias(SPREAD)]);
+        let mut per_series_bucket: Vec<Expr> =
+            (0..labels).flat_map(label_columns).map(col).collect();
+        per_series_bucket.push(col(SPREAD));
+        let two_per_bucket = row_number()
+            .partition_by(per_series_bucket)
+            .order_by(vec![
+                col(START_NS).sort(false, false),
+                col(spans::TRACE_ID).sort(true, false),
+            ])
+            .build()?
+            .alias(PER_BUCKET);
+        let mut with_bucket_rank = columns.clone();
+        with_bucket_rank.extend([two_per_bucket]);
+        Ok(observed
+            .select(with_rank)?
+            .filter(col(PER_TRACE).eq(lit(1u64)))?
+            .select(with_bucket_rank)?
+            .filter(col(PER_BUCKET).lt_eq(lit(2u64)))?
+            .select(columns)?)
+    }
+}
+
+/// The measured value of `attr` for `measure`, NULL where it is missing or not a number.
+fn measured_value(measure: Measure, attr: &AttrRef, value: Value) -> Result<Expr> {
+    let seconds = |ns: Expr| cast(ns, DataType::Float64) / lit(1e9);
+    let expr = match measure {
+        Measure::Sum | Measure::Min | Measure::Max | Measure::Avg => {
+            if *attr == AttrRef::Intrinsic(Intrinsic::Duration) {
+                value.duration.map(seconds)
+            } else {
+                value.as_f64()
+            }
+        }
+        Measure::Quantile => one_of(
+            [
+                value.duration.map(seconds),
+                value.int.map(|e| cast(e, DataType::Float64)),
+                value.float.map(|e| cast(e, DataType::Float64)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        ),
+        Measure::Histogram => {
+            let bound = |e: Expr| {
+                let v = cast(e, DataType::Float64);
+                when(v.clone().gt_eq(lit(2.0)), power(lit(2.0), ceil(log2(v))))
+                    .otherwise(lit(ScalarValue::Float64(None)))
+            };
+            let is_duration = value.duration.is_some();
+            let parts = [value.duration, value.int]
+                .into_iter()
+                .flatten()
+                .map(bound)
+                .collect::<std::result::Result<Vec<Expr>, _>>()?;
+            one_of(parts).map(|b| if is_duration { b / lit(1e9) } else { b })
+        }
+        Measure::Count => None,
+    };
+    match expr {
+        Some(e) => Ok(e),
+        None => unsupported(format!("`{attr}` is not a number to measure")),
+    }
+}
+
+/// The label name Tempo gives a `by()` attribute.
+pub fn label_name(attr: &AttrRef) -> String {
+    match attr {
+        AttrRef::Intrinsic(Intrinsic::Name) => "name".into(),
+        AttrRef::Intrinsic(Intrinsic::Status) => "status".into(),
+        AttrRef::Intrinsic(Intrinsic::Kind) => "kind".into(),
+        AttrRef::Intrinsic(Intrinsic::TraceRootService) => "rootServiceName".into(),
+        AttrRef::Intrinsic(Intrinsic::TraceRootName) => "rootName".into(),
+        AttrRef::Intrinsic(Intrinsic::TraceDuration) => "traceDuration".into(),
+        other => other.to_string(),
+    }
+}
