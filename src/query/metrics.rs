@@ -17,10 +17,10 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Float64Type, Int64Type};
 use datafusion::prelude::SessionContext;
 
-use super::search::{bytes_at, column, i64_at, typed_value, window_input};
+use super::search::{bytes_at, column, i64_at, opt_string, typed_value, window_input};
 use super::traceql::metrics::{
-    BUCKET, COUNT, Grid, INTERVAL, Measure, SKETCH, START_NS, VALUE, function_attrs, label_columns,
-    label_name,
+    ATTRIBUTE, BUCKET, COUNT, Grid, INTERVAL, Measure, SELECTED, SKETCH, START_NS, VALUE,
+    VALUE_TEXT, VALUE_TYPE, function_attrs, label_columns, label_name,
 };
 use super::traceql::{self as lower, Lowerer};
 use super::{QueryEngine, QueryError, Result};
@@ -28,7 +28,8 @@ use crate::ids;
 use crate::schema::{AttrValue, spans};
 use crate::time::{TimeRange, go_duration};
 use crate::traceql::ast::{
-    ArithOp, Body, CmpOp, Hint, MetricsExpr, MetricsFunction, Pipeline, SecondStage, Static,
+    ArithOp, Body, CmpOp, FieldExpr, Hint, MetricsExpr, MetricsFunction, Pipeline, SecondStage,
+    Static,
 };
 use crate::traceql::{self};
 
@@ -346,6 +347,31 @@ fn value_key(value: &AttrValue) -> String {
 }
 
 const NAME_LABEL: &str = "__name__";
+/// The label telling `compare()` series apart.
+const META_TYPE: &str = "__meta_type";
+/// Values per attribute and side `compare()` keeps when the query does not say.
+const DEFAULT_COMPARE_TOP_N: usize = 10;
+
+/// A `compare()` value: its type (`str`, `int`, `float`, `bool`) and its text.
+type TypedText = (String, String);
+/// Values with their counts per interval.
+type ValueCounts = Vec<(TypedText, Vec<f64>)>;
+
+/// A `compare()` value back in its type.
+fn typed_label(ty: &str, text: String) -> AttrValue {
+    match ty {
+        "int" => text
+            .parse()
+            .map_or(AttrValue::Str(text.clone()), AttrValue::Int),
+        "float" => text
+            .parse()
+            .map_or(AttrValue::Str(text.clone()), AttrValue::Float),
+        "bool" => text
+            .parse()
+            .map_or(AttrValue::Str(text.clone()), AttrValue::Bool),
+        _ => AttrValue::Str(text),
+    }
+}
 
 impl SeriesSet {
     fn into_output(self, grid: &Grid, instant: bool) -> Vec<Series> {
@@ -447,6 +473,15 @@ impl Run<'_> {
     }
 
     async fn leaf(&mut self, pipeline: &Pipeline, function: &MetricsFunction) -> Result<SeriesSet> {
+        if let MetricsFunction::Compare {
+            filter,
+            top_n,
+            bounds,
+        } = function
+        {
+            let top_n = top_n.map_or(DEFAULT_COMPARE_TOP_N, |n| n.max(1) as usize);
+            return self.compare(pipeline, filter, top_n, *bounds).await;
+        }
         let measure = Measure::of(function)?;
         let (by, _) = function_attrs(function);
         let intervals = self.grid.intervals();
@@ -473,6 +508,97 @@ impl Run<'_> {
         let names: Vec<String> = by.iter().map(label_name).collect();
         let mut set = self.series(function, measure, &names, cells)?;
         self.attach_exemplars(&mut set, measure, &names, exemplars);
+        Ok(set)
+    }
+
+    /// `compare()`: for each side (baseline, selection) and attribute, the `top_n` values by
+    /// span count as series `{__meta_type, <attr>=<value>}`, and the attribute's total over all
+    /// its values as `{__meta_type=<side>_total, <attr>="nil"}`.
+    async fn compare(
+        &mut self,
+        pipeline: &Pipeline,
+        filter: &FieldExpr,
+        top_n: usize,
+        bounds: Option<(i64, i64)>,
+    ) -> Result<SeriesSet> {
+        let intervals = self.grid.intervals();
+        // (selected, attribute, value) → counts per interval.
+        let mut counts: BTreeMap<(bool, String, TypedText), Vec<f64>> = BTreeMap::new();
+        for tenant in self.tenants {
+            let ctx = self.engine.session(tenant)?;
+            let (input, summary) = window_input(&ctx, self.window()).await?;
+            let plan = Lowerer::new(summary)
+                .metrics_compare(pipeline, filter, bounds, input, self.grid)?;
+            for batch in plan.collect().await? {
+                let selected = column(&batch, SELECTED)?.as_boolean_opt().ok_or_else(|| {
+                    QueryError::internal("compare plan: selection is not boolean")
+                })?;
+                let interval = column(&batch, INTERVAL)?;
+                let attribute = column(&batch, ATTRIBUTE)?;
+                let value_type = column(&batch, VALUE_TYPE)?;
+                let text = column(&batch, VALUE_TEXT)?;
+                let n = column(&batch, COUNT)?;
+                for row in 0..batch.num_rows() {
+                    let Some(k) =
+                        i64_at(interval, row).filter(|k| (0..intervals as i64).contains(k))
+                    else {
+                        continue;
+                    };
+                    let key = (
+                        selected.is_valid(row) && selected.value(row),
+                        opt_string(attribute, row).unwrap_or_default(),
+                        (
+                            opt_string(value_type, row).unwrap_or_default(),
+                            opt_string(text, row).unwrap_or_default(),
+                        ),
+                    );
+                    let count = i64_at(n, row).unwrap_or_default() as f64;
+                    counts.entry(key).or_insert_with(|| vec![0.0; intervals])[k as usize] += count;
+                    self.inspected_spans += count as u64;
+                }
+            }
+            self.jobs += 1;
+        }
+        // Per (side, attribute): values ranked by their total count, and the totals.
+        let mut by_attribute: BTreeMap<(bool, String), ValueCounts> = BTreeMap::new();
+        for ((selected, attribute, value), values) in counts {
+            by_attribute
+                .entry((selected, attribute))
+                .or_default()
+                .push((value, values));
+        }
+        let mut set = SeriesSet::default();
+        for ((selected, attribute), mut values) in by_attribute {
+            let side = if selected { "selection" } else { "baseline" };
+            let mut total = vec![0.0; intervals];
+            for (_, counts) in &values {
+                for (t, c) in total.iter_mut().zip(counts) {
+                    *t += c;
+                }
+            }
+            values.sort_by(|(a, ca), (b, cb)| {
+                let sum = |c: &Vec<f64>| c.iter().sum::<f64>();
+                sum(cb).total_cmp(&sum(ca)).then_with(|| a.cmp(b))
+            });
+            for ((ty, text), counts) in values.into_iter().take(top_n) {
+                set.series.push(Working {
+                    labels: vec![
+                        (META_TYPE.into(), AttrValue::Str(side.into())),
+                        (attribute.clone(), typed_label(&ty, text)),
+                    ],
+                    values: counts,
+                    exemplars: Vec::new(),
+                });
+            }
+            set.series.push(Working {
+                labels: vec![
+                    (META_TYPE.into(), AttrValue::Str(format!("{side}_total"))),
+                    (attribute, AttrValue::Str("nil".into())),
+                ],
+                values: total,
+                exemplars: Vec::new(),
+            });
+        }
         Ok(set)
     }
 

@@ -1,7 +1,8 @@
 //! TraceQL metrics over HTTP and gRPC against a real server, on generated spans whose truth
 //! the test computes itself: 600 one-span traces, one per second from `BASE`, three services
-//! in turn, durations spread over 1–1000 ms, every tenth span an error; the first half flushed
-//! to a block, the second half live.
+//! in turn, durations spread over 1–1000 ms, every tenth span an error with `span.route` =
+//! `/checkout` (the others `/`, `/cart` or `/search`); the first half flushed to a block, the
+//! second half live.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +21,15 @@ const BASE_S: i64 = 1_699_999_980;
 const NS: i64 = 1_000_000_000;
 const SPANS: i64 = 600;
 const SERVICES: [&str; 3] = ["api", "db", "web"];
+
+/// The route of the `i`-th span: errors are all on `/checkout`.
+fn route(i: i64) -> &'static str {
+    if span(i).3 {
+        "/checkout"
+    } else {
+        ["/", "/cart", "/search"][((i / 10) % 3) as usize]
+    }
+}
 
 /// The `i`-th span: start, service, duration in ns, error.
 fn span(i: i64) -> (i64, &'static str, i64, bool) {
@@ -51,6 +61,13 @@ fn request(range: std::ops::Range<i64>) -> ExportTraceServiceRequest {
                         span_id: (i + 1).to_be_bytes().to_vec(),
                         name: "op".into(),
                         kind: 2,
+                        attributes: vec![KeyValue {
+                            key: "route".into(),
+                            value: Some(AnyValue {
+                                value: Some(Value::StringValue(route(i).into())),
+                            }),
+                            ..Default::default()
+                        }],
                         start_time_unix_nano: start as u64,
                         end_time_unix_nano: (start + duration) as u64,
                         status: Some(Status {
@@ -383,6 +400,44 @@ async fn second_stages_and_arithmetic() {
 
     let got = series(&range(&server, "({ } | rate()) * 60").await);
     assert!(got.values().flatten().skip(1).all(|(_, v)| *v == 60.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_finds_what_sets_the_selection_apart() {
+    let server = dataset().await;
+    let got = series(&range(&server, "{ } | compare({ status = error })").await);
+    let total = |labels: &str| -> f64 {
+        got.get(labels)
+            .unwrap_or_else(|| panic!("no series {labels}: {:?}", got.keys()))
+            .iter()
+            .map(|(_, v)| v)
+            .sum()
+    };
+    assert_eq!(total("__meta_type=selection,span.route=/checkout"), 60.0);
+    assert!(!got.contains_key("__meta_type=baseline,span.route=/checkout"));
+    assert!(!got.contains_key("__meta_type=selection,span.route=/cart"));
+    for route in ["/", "/cart", "/search"] {
+        let want = (0..SPANS).filter(|i| self::route(*i) == route).count() as f64;
+        assert_eq!(
+            total(&format!("__meta_type=baseline,span.route={route}")),
+            want
+        );
+    }
+    assert_eq!(total("__meta_type=selection_total,span.route=nil"), 60.0);
+    assert_eq!(total("__meta_type=baseline_total,span.route=nil"), 540.0);
+    assert_eq!(total("__meta_type=selection,status=error"), 60.0);
+    assert_eq!(
+        total("__meta_type=baseline,resource.service.name=api"),
+        180.0
+    );
+
+    // topN = 1 keeps the most frequent value per attribute and side.
+    let got = series(&range(&server, "{ } | compare({ status = error }, 1)").await);
+    let routes: Vec<_> = got
+        .keys()
+        .filter(|k| k.starts_with("__meta_type=baseline,span.route="))
+        .collect();
+    assert_eq!(routes.len(), 1, "{routes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,6 +32,14 @@ pub const SKETCH: &str = "__sketch";
 pub const BUCKET: &str = "__bucket";
 /// Span start in Unix nanoseconds (Int64), on exemplar rows.
 pub const START_NS: &str = "__start_ns";
+/// On `compare()` rows: whether the spans are in the selection (Boolean).
+pub const SELECTED: &str = "__selected";
+/// On `compare()` rows: the attribute, as its label reads (`span.x`, `resource.x`, `name`).
+pub const ATTRIBUTE: &str = "__attribute";
+/// On `compare()` rows: the value's type (`str`, `int`, `float`, `bool`).
+pub const VALUE_TYPE: &str = "__value_type";
+/// On `compare()` rows: the value as text.
+pub const VALUE_TEXT: &str = "__value_text";
 
 /// Columns of the `i`-th `by()` label: string, int, float and bool (at most one non-NULL).
 pub fn label_columns(i: usize) -> [String; 4] {
@@ -89,7 +97,7 @@ impl Measure {
             },
             MetricsFunction::QuantileOverTime { .. } => Self::Quantile,
             MetricsFunction::Compare { .. } => {
-                return unsupported("compare() in metrics queries");
+                return unsupported("compare() as a measure: it has its own plan");
             }
         })
     }
@@ -249,6 +257,116 @@ impl Lowerer {
             .select(with_bucket_rank)?
             .filter(col(PER_BUCKET).lt_eq(lit(2u64)))?
             .select(columns)?)
+    }
+}
+
+impl Lowerer {
+    /// For `compare({ filter }, …)`: per selection side, interval, attribute and value, how
+    /// many spans of the leaf in `grid` carry that value ([`COUNT`]). The attributes are the
+    /// span's and resource's typed attributes and the intrinsics `name`, `status` and `kind`;
+    /// a span is selected when `filter` holds and, with `bounds`, it starts inside them.
+    pub fn metrics_compare(
+        &self,
+        pipeline: &Pipeline,
+        filter: &FieldExpr,
+        bounds: Option<(i64, i64)>,
+        input: DataFrame,
+        grid: Grid,
+    ) -> Result<DataFrame> {
+        const ENTRIES: &str = "__entries";
+        let matched = self
+            .pipeline(pipeline, input.clone())?
+            .select(span_columns())?;
+        let start = cast(col(spans::START_TIME), DataType::Int64);
+        let in_grid = matched.filter(
+            start
+                .clone()
+                .gt(lit(grid.start_ns))
+                .and(start.clone().lt_eq(lit(grid.end_ns))),
+        )?;
+        let mut lowering = FieldLowering::default();
+        let mut selected = lowering.predicate(filter)?;
+        if let Some((from, to)) = bounds {
+            selected = selected.and(
+                start
+                    .clone()
+                    .gt(lit(from))
+                    .and(start.clone().lt_eq(lit(to))),
+            );
+        }
+        let scope = Scope {
+            traces: &self.traces,
+            spans: input,
+        };
+        let joined = scope.with_columns(in_grid, &lowering)?;
+        let selected = selected.resolve_lambda_variables(joined.schema())?.data;
+        let interval =
+            ((start - lit(grid.start_ns) - lit(1i64)) / lit(grid.step_ns)).alias(INTERVAL);
+        let mut map_columns = Vec::new();
+        for prefix in [spans::SPAN_ATTRS, spans::RESOURCE_ATTRS] {
+            for suffix in [attrs::STR, attrs::INT, attrs::FLOAT, attrs::BOOL] {
+                map_columns.push((prefix, suffix, attrs::column_name(prefix, suffix)));
+            }
+        }
+        let mut columns = vec![interval, selected.alias(SELECTED)];
+        columns.extend([spans::NAME, spans::STATUS_CODE, spans::KIND].map(col));
+        columns.extend(map_columns.iter().map(|(_, _, c)| col(c.as_str())));
+        let spans_in_grid = joined.select(columns)?;
+        let row = |attribute: Expr, value: Expr, ty: &str| {
+            vec![
+                col(INTERVAL),
+                col(SELECTED),
+                attribute.alias(ATTRIBUTE),
+                lit(ty.to_string()).alias(VALUE_TYPE),
+                cast(value, DataType::Utf8).alias(VALUE_TEXT),
+            ]
+        };
+        let mut parts = Vec::new();
+        for (label, column) in [
+            ("name", spans::NAME),
+            ("status", spans::STATUS_CODE),
+            ("kind", spans::KIND),
+        ] {
+            parts.push(
+                spans_in_grid
+                    .clone()
+                    .select(row(lit(label), col(column), attrs::STR))?,
+            );
+        }
+        for (prefix, suffix, column) in &map_columns {
+            let scope = if *prefix == spans::SPAN_ATTRS {
+                "span."
+            } else {
+                "resource."
+            };
+            let entries = spans_in_grid
+                .clone()
+                .select(vec![
+                    col(INTERVAL),
+                    col(SELECTED),
+                    datafusion::functions_nested::expr_fn::map_entries(col(column.as_str()))
+                        .alias(ENTRIES),
+                ])?
+                .unnest_columns(&[ENTRIES])?;
+            let key = get_field(col(ENTRIES), "key");
+            let value = get_field(col(ENTRIES), "value");
+            let attribute = datafusion::functions::string::expr_fn::concat(vec![lit(scope), key]);
+            parts.push(entries.select(row(attribute, value, suffix))?);
+        }
+        let mut all = parts.remove(0);
+        for part in parts {
+            all = all.union(part)?;
+        }
+        Ok(all.filter(col(VALUE_TEXT).is_not_null())?.aggregate(
+            vec![
+                col(SELECTED),
+                col(INTERVAL),
+                col(ATTRIBUTE),
+                col(VALUE_TYPE),
+                col(VALUE_TEXT),
+            ],
+            vec![count(lit(1)).alias(COUNT)],
+        )?)
     }
 }
 
