@@ -15,17 +15,20 @@ use std::collections::BTreeMap;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Float64Type, Int64Type};
-use datafusion::prelude::SessionContext;
+use datafusion::common::ScalarValue;
+use datafusion::dataframe::DataFrame;
+use datafusion::prelude::{SessionContext, col, lit};
 
 use super::search::{bytes_at, column, i64_at, opt_string, typed_value, window_input};
 use super::traceql::metrics::{
-    ATTRIBUTE, BUCKET, COUNT, Grid, INTERVAL, Measure, SELECTED, SKETCH, START_NS, VALUE,
-    VALUE_TEXT, VALUE_TYPE, function_attrs, label_columns, label_name,
+    ATTRIBUTE, BUCKET, COUNT, EXEMPLAR_START, EXEMPLAR_TRACE, EXEMPLAR_VALUE, Grid, INTERVAL,
+    Measure, SELECTED, SKETCH, VALUE, VALUE_TEXT, VALUE_TYPE, function_attrs, is_span_local,
+    label_columns, label_name,
 };
 use super::traceql::{self as lower, Lowerer};
 use super::{QueryEngine, QueryError, Result};
 use crate::ids;
-use crate::schema::{AttrValue, spans};
+use crate::schema::{AttrValue, TableKind, spans};
 use crate::time::{TimeRange, go_duration};
 use crate::traceql::ast::{
     ArithOp, Body, CmpOp, FieldExpr, Hint, MetricsExpr, MetricsFunction, Pipeline, SecondStage,
@@ -489,17 +492,17 @@ impl Run<'_> {
         let mut exemplars: Vec<(Labels, Exemplar)> = Vec::new();
         for tenant in self.tenants {
             let ctx = self.engine.session(tenant)?;
-            let (input, summary) = window_input(&ctx, self.window()).await?;
-            let lowerer = Lowerer::new(summary);
-            let plan = lowerer.metrics_aggregate(pipeline, function, input.clone(), self.grid)?;
+            let (input, summary) = self.input(&ctx, pipeline).await?;
+            let plan = Lowerer::new(summary).metrics_aggregate(
+                pipeline,
+                function,
+                input,
+                self.grid,
+                self.exemplars > 0,
+            )?;
             for batch in plan.collect().await? {
                 self.read_cells(&batch, measure, by.len(), intervals, &mut cells)?;
-            }
-            if self.exemplars > 0 {
-                let buckets = (self.exemplars as i64 / 2).max(1);
-                let plan =
-                    lowerer.metrics_exemplars(pipeline, function, input, self.grid, buckets)?;
-                for batch in plan.collect().await? {
+                if self.exemplars > 0 {
                     read_exemplars(&batch, measure, by.len(), &mut exemplars)?;
                 }
             }
@@ -608,6 +611,31 @@ impl Run<'_> {
             start_ns: self.grid.start_ns.saturating_add(1),
             end_ns: self.grid.end_ns,
         }
+    }
+
+    /// The spans a leaf's pipeline runs over, and the trace summary: for a pipeline that
+    /// judges each span alone, only the spans starting in the grid (pruned by the blocks'
+    /// time statistics); otherwise the whole traces overlapping it.
+    async fn input(
+        &self,
+        ctx: &SessionContext,
+        pipeline: &Pipeline,
+    ) -> Result<(DataFrame, DataFrame)> {
+        if !is_span_local(pipeline) {
+            return window_input(ctx, self.window()).await;
+        }
+        let at = |ns: i64| {
+            lit(ScalarValue::TimestampNanosecond(
+                Some(ns),
+                Some("UTC".into()),
+            ))
+        };
+        let spans = ctx.table(TableKind::Spans.name()).await?.filter(
+            col(spans::START_TIME)
+                .gt(at(self.grid.start_ns))
+                .and(col(spans::START_TIME).lt_eq(at(self.grid.end_ns))),
+        )?;
+        Ok((spans, lower::trace_summary(ctx).await?))
     }
 
     fn read_cells(
@@ -742,8 +770,9 @@ impl Run<'_> {
         Ok(set)
     }
 
-    /// Gives each series its exemplars: those with its `by()` values, at most the limit; a
-    /// quantile exemplar goes to the quantile whose overall value is nearest its own.
+    /// Gives each series its exemplars: those with its `by()` values, at most the limit, spread
+    /// over time; a quantile exemplar goes to the quantile whose overall value is nearest its
+    /// own.
     fn attach_exemplars(
         &self,
         set: &mut SeriesSet,
@@ -781,13 +810,26 @@ impl Run<'_> {
                 }),
                 _ => set.series.iter_mut().find(|w| matches(w)),
             };
-            if let Some(series) = target
-                && series.exemplars.len() < self.exemplars
-            {
+            if let Some(series) = target {
                 if measure == Measure::Histogram {
                     exemplar.value = f64::NAN;
                 }
                 series.exemplars.push(exemplar);
+            }
+        }
+        // At most the limit per series, spread evenly over time.
+        for series in &mut set.series {
+            let n = series.exemplars.len();
+            if n > self.exemplars {
+                series.exemplars.sort_by_key(|e| e.timestamp_ms);
+                let keep: Vec<usize> = (0..self.exemplars)
+                    .map(|i| i * n / self.exemplars)
+                    .collect();
+                let mut index = 0;
+                series.exemplars.retain(|_| {
+                    index += 1;
+                    keep.binary_search(&(index - 1)).is_ok()
+                });
             }
         }
     }
@@ -841,16 +883,12 @@ fn read_exemplars(
     labels: usize,
     out: &mut Vec<(Labels, Exemplar)>,
 ) -> Result<()> {
-    let ids = column(batch, spans::TRACE_ID)?;
-    let starts = column(batch, START_NS)?;
-    let values = batch.column_by_name(VALUE);
-    let buckets = batch.column_by_name(BUCKET);
+    let ids = column(batch, EXEMPLAR_TRACE)?;
+    let starts = column(batch, EXEMPLAR_START)?;
+    let values = batch.column_by_name(EXEMPLAR_VALUE);
     for row in 0..batch.num_rows() {
         let value = match measure {
             Measure::Count => f64::NAN,
-            Measure::Histogram => buckets
-                .and_then(|b| f64_at(b.as_ref(), row))
-                .unwrap_or(f64::NAN),
             _ => values
                 .and_then(|v| f64_at(v.as_ref(), row))
                 .unwrap_or(f64::NAN),
@@ -1054,47 +1092,6 @@ fn second_stage(stage: &SecondStage, mut set: SeriesSet) -> Result<SeriesSet> {
                 w.exemplars.retain(|e| e.value.is_nan() || passes(e.value));
             }
             Ok(set)
-        }
-    }
-}
-
-/// The plan of a metrics leaf for the first tenant, for `--explain`.
-pub async fn explain(ctx: &SessionContext, request: &MetricsRequest) -> Result<String> {
-    let query = traceql::check(&request.query)?;
-    let Body::Metrics(expr) = &query.body else {
-        return Err(QueryError::invalid_traceql(
-            "a metrics query is expected here",
-        ));
-    };
-    let mut leaf = expr;
-    loop {
-        match leaf {
-            MetricsExpr::Leaf { pipeline, function } => {
-                let range = TimeRange {
-                    start_ns: request.grid.start_ns + 1,
-                    end_ns: request.grid.end_ns,
-                };
-                let (input, summary) = window_input(ctx, range).await?;
-                let plan = lower::Lowerer::new(summary)
-                    .metrics_aggregate(pipeline, function, input, request.grid)?
-                    .explain(false, false)?
-                    .collect()
-                    .await?;
-                return Ok(arrow::util::pretty::pretty_format_batches(&plan)?.to_string());
-            }
-            MetricsExpr::Staged { expr, .. } => leaf = expr,
-            MetricsExpr::Binary { lhs, rhs, .. } => {
-                leaf = if matches!(lhs.as_ref(), MetricsExpr::Scalar(_)) {
-                    rhs
-                } else {
-                    lhs
-                }
-            }
-            MetricsExpr::Scalar(_) => {
-                return Err(QueryError::invalid_traceql(
-                    "no metrics function to explain",
-                ));
-            }
         }
     }
 }

@@ -1,7 +1,7 @@
-//! Lowering of a TraceQL metrics leaf, `pipeline | function`, to two plans over the spans the
-//! pipeline matches: one row per (interval, labels) with the partial aggregate
-//! ([`Lowerer::metrics_aggregate`]), and a few spans per interval as exemplars
-//! ([`Lowerer::metrics_exemplars`]).
+//! Lowering of a TraceQL metrics leaf, `pipeline | function`, to a plan over the spans the
+//! pipeline matches: one row per (interval, labels) with the partial aggregate and, when asked,
+//! the newest span of the row as an exemplar candidate ([`Lowerer::metrics_aggregate`]);
+//! `compare()` has its own plan ([`Lowerer::metrics_compare`]).
 //!
 //! Intervals are right-closed: interval `k` holds the spans whose start `t` satisfies
 //! `start + k·step < t ≤ start + (k+1)·step`, so it is `(t - start - 1) / step` in integer
@@ -14,8 +14,7 @@
 //! `sketch` aggregate, so they also read float attributes.
 
 use datafusion::functions::math::expr_fn::{ceil, log2};
-use datafusion::functions_window::expr_fn::row_number;
-use datafusion::logical_expr::ExprFunctionExt;
+use datafusion::functions_aggregate::expr_fn::first_value;
 
 use super::*;
 use crate::traceql::ast::{MetricsFunction, OverTimeOp};
@@ -30,8 +29,14 @@ pub const VALUE: &str = "__value";
 pub const SKETCH: &str = "__sketch";
 /// Histogram bucket upper bound (Float64).
 pub const BUCKET: &str = "__bucket";
-/// Span start in Unix nanoseconds (Int64), on exemplar rows.
-pub const START_NS: &str = "__start_ns";
+/// Span start in Unix nanoseconds (Int64), on observed spans.
+const START_NS: &str = "__start_ns";
+/// The newest span of an aggregate row: its start (Int64 ns), trace id and measured value.
+pub const EXEMPLAR_START: &str = "__exemplar_start";
+/// See [`EXEMPLAR_START`].
+pub const EXEMPLAR_TRACE: &str = "__exemplar_trace";
+/// See [`EXEMPLAR_START`].
+pub const EXEMPLAR_VALUE: &str = "__exemplar_value";
 /// On `compare()` rows: whether the spans are in the selection (Boolean).
 pub const SELECTED: &str = "__selected";
 /// On `compare()` rows: the attribute, as its label reads (`span.x`, `resource.x`, `name`).
@@ -101,6 +106,21 @@ impl Measure {
             }
         })
     }
+}
+
+/// True when `pipeline` decides about each span on its own: only spanset filters (and
+/// `select`), none reading `span:childCount`. Such a pipeline needs only the spans that start
+/// in the window, not the whole traces around them.
+pub fn is_span_local(pipeline: &Pipeline) -> bool {
+    let mut attrs = Vec::new();
+    collect_pipeline_attrs(pipeline, &mut attrs);
+    let filters_only = pipeline.stages.iter().all(|stage| {
+        matches!(
+            stage,
+            Stage::Spanset(SpansetExpr::Filter(_)) | Stage::Select(_)
+        )
+    });
+    filters_only && !attrs.contains(&AttrRef::Intrinsic(Intrinsic::ChildCount))
 }
 
 /// The `by()` attributes and the measured attribute of a first-stage function.
@@ -174,13 +194,16 @@ impl Lowerer {
     }
 
     /// One row per interval and label values (and histogram bucket) with the partial aggregate
-    /// of `measure`: [`COUNT`], [`VALUE`] or [`SKETCH`] as [`Measure`] says.
+    /// of `measure`: [`COUNT`], [`VALUE`] or [`SKETCH`] as [`Measure`] says. With `exemplars`,
+    /// each row also names its newest span ([`EXEMPLAR_START`], [`EXEMPLAR_TRACE`],
+    /// [`EXEMPLAR_VALUE`]): exemplar candidates from the same scan.
     pub fn metrics_aggregate(
         &self,
         pipeline: &Pipeline,
         function: &MetricsFunction,
         input: DataFrame,
         grid: Grid,
+        exemplars: bool,
     ) -> Result<DataFrame> {
         let measure = Measure::of(function)?;
         let (by, _) = function_attrs(function);
@@ -188,7 +211,7 @@ impl Lowerer {
         let mut keys = vec![col(INTERVAL)];
         keys.extend((0..by.len()).flat_map(label_columns).map(col));
         let value = || col(VALUE);
-        let aggregates = match measure {
+        let mut aggregates = match measure {
             Measure::Count => vec![count(lit(1)).alias(COUNT)],
             Measure::Histogram => {
                 keys.push(col(BUCKET));
@@ -206,57 +229,23 @@ impl Lowerer {
                 vec![sketch.call(vec![value()]).alias(SKETCH)]
             }
         };
+        if exemplars {
+            let newest = || {
+                vec![
+                    col(START_NS).sort(false, false),
+                    col(spans::TRACE_ID).sort(true, false),
+                ]
+            };
+            aggregates.push(first_value(col(START_NS), newest()).alias(EXEMPLAR_START));
+            aggregates.push(first_value(col(spans::TRACE_ID), newest()).alias(EXEMPLAR_TRACE));
+            for measured in [VALUE, BUCKET] {
+                if observed.schema().has_column_with_unqualified_name(measured) {
+                    aggregates.push(first_value(col(measured), newest()).alias(EXEMPLAR_VALUE));
+                    break;
+                }
+            }
+        }
         Ok(observed.aggregate(keys, aggregates)?)
-    }
-
-    /// Exemplar candidates: one span per trace, at most two per series and `buckets`-th of
-    /// the grid, with [`START_NS`], the label columns and [`VALUE`] (or [`BUCKET`]) when measured.
-    pub fn metrics_exemplars(
-        &self,
-        pipeline: &Pipeline,
-        function: &MetricsFunction,
-        input: DataFrame,
-        grid: Grid,
-        buckets: i64,
-    ) -> Result<DataFrame> {
-        const PER_TRACE: &str = "__per_trace";
-        const PER_BUCKET: &str = "__per_bucket";
-        const SPREAD: &str = "__spread";
-        let observed = self.observed(pipeline, function, input, grid)?;
-        let labels = function_attrs(function).0.len();
-        let columns = columns_of(&observed);
-        let span = grid.end_ns - grid.start_ns;
-        let spread = (col(START_NS) - lit(grid.start_ns) - lit(1i64)) * lit(buckets.max(1))
-            / lit(span.max(1));
-        let one_per_trace = row_number()
-            .partition_by(vec![col(spans::TRACE_ID)])
-            .order_by(vec![
-                col(START_NS).sort(true, false),
-                col(spans::SPAN_ID).sort(true, false),
-            ])
-            .build()?
-            .alias(PER_TRACE);
-        let mut with_rank = columns.clone();
-        with_rank.extend([one_per_trace, spread.alias(SPREAD)]);
-        let mut per_series_bucket: Vec<Expr> =
-            (0..labels).flat_map(label_columns).map(col).collect();
-        per_series_bucket.push(col(SPREAD));
-        let two_per_bucket = row_number()
-            .partition_by(per_series_bucket)
-            .order_by(vec![
-                col(START_NS).sort(false, false),
-                col(spans::TRACE_ID).sort(true, false),
-            ])
-            .build()?
-            .alias(PER_BUCKET);
-        let mut with_bucket_rank = columns.clone();
-        with_bucket_rank.extend([two_per_bucket]);
-        Ok(observed
-            .select(with_rank)?
-            .filter(col(PER_TRACE).eq(lit(1u64)))?
-            .select(with_bucket_rank)?
-            .filter(col(PER_BUCKET).lt_eq(lit(2u64)))?
-            .select(columns)?)
     }
 }
 
@@ -423,5 +412,107 @@ pub fn label_name(attr: &AttrRef) -> String {
         AttrRef::Intrinsic(Intrinsic::TraceRootName) => "rootName".into(),
         AttrRef::Intrinsic(Intrinsic::TraceDuration) => "traceDuration".into(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::RecordBatch;
+
+    use super::*;
+    use crate::traceql::ast::{Body, MetricsExpr};
+
+    const GRID: Grid = Grid {
+        start_ns: 0,
+        end_ns: 600_000_000_000,
+        step_ns: 60_000_000_000,
+    };
+
+    /// The optimized logical plan of the aggregate of a one-leaf metrics query over an empty
+    /// `spans` table.
+    fn plan(query: &str) -> String {
+        let ctx = SessionContext::new();
+        spanlake_udfs::register_all(&ctx);
+        let spans = ctx
+            .read_batch(RecordBatch::new_empty(spans::schema()))
+            .unwrap();
+        let traces = ctx.read_empty().unwrap();
+        let query = crate::traceql::check(query).unwrap();
+        let Body::Metrics(MetricsExpr::Leaf { pipeline, function }) = &query.body else {
+            panic!("not a metrics leaf: {query:?}");
+        };
+        let frame = Lowerer::new(traces)
+            .metrics_aggregate(pipeline, function, spans, GRID, false)
+            .unwrap();
+        frame
+            .into_optimized_plan()
+            .unwrap()
+            .display_indent()
+            .to_string()
+    }
+
+    #[test]
+    fn intervals_are_right_closed_integer_buckets() {
+        let plan = plan("{ } | count_over_time()");
+        assert!(
+            plan.contains("Int64(1)) / Int64(60000000000) AS __interval"),
+            "{plan}"
+        );
+        assert!(
+            plan.contains("start_time > TimestampNanosecond(0, "),
+            "{plan}"
+        );
+        assert!(
+            plan.contains("start_time <= TimestampNanosecond(600000000000, "),
+            "{plan}"
+        );
+    }
+
+    #[test]
+    fn each_function_aggregates_what_it_needs() {
+        for (query, aggregate) in [
+            ("{ } | rate()", "count(Int32(1)) AS __count"),
+            ("{ } | sum_over_time(duration)", "sum("),
+            ("{ } | min_over_time(span.x)", "min("),
+            ("{ } | max_over_time(span.x)", "max("),
+            ("{ } | avg_over_time(duration)", "count("),
+            ("{ } | quantile_over_time(duration, .9)", "sketch("),
+            ("{ } | histogram_over_time(duration)", "log2("),
+        ] {
+            let plan = plan(query);
+            assert!(plan.contains(aggregate), "{query}: {plan}");
+        }
+    }
+
+    #[test]
+    fn durations_are_measured_in_seconds() {
+        let plan = plan("{ } | max_over_time(duration)");
+        assert!(plan.contains("Float64(1000000000)"), "{plan}");
+    }
+
+    #[test]
+    fn only_the_columns_used_are_read() {
+        let plan =
+            plan("{ span.a = 1 } | quantile_over_time(duration, .5) by (resource.service.name)");
+        for unused in ["events", "links", "scope_attrs", "span_attrs_json"] {
+            assert!(!plan.contains(unused), "{unused} read: {plan}");
+        }
+    }
+
+    #[test]
+    fn span_local_pipelines_are_recognised() {
+        let local = |q: &str| {
+            let query = crate::traceql::check(q).unwrap();
+            let Body::Metrics(MetricsExpr::Leaf { pipeline, .. }) = &query.body else {
+                panic!("{q}");
+            };
+            is_span_local(pipeline)
+        };
+        assert!(local("{ status = error } | rate()"));
+        assert!(local("{ span.a = 1 } | { name = \"x\" } | rate()"));
+        assert!(!local("{ } >> { } | rate()"));
+        assert!(!local("{ } | count() > 2 | rate()"));
+        assert!(!local("{ span:childCount > 1 } | rate()"));
+        assert!(!local("{ } && { name = \"x\" } | rate()"));
     }
 }
