@@ -3,6 +3,7 @@
 mod architecture;
 mod common;
 mod crash;
+mod dedicated_columns;
 mod flight_clients;
 mod flight_sql;
 mod ingest_grpc;
