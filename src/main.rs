@@ -12,6 +12,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use prost::Message;
 use spanlake::config::Config;
 use spanlake::generator::Generator;
+use spanlake::query::metrics::MetricsRequest;
 use spanlake::query::search::{self, SearchRequest};
 use spanlake::server::{self, Server};
 use spanlake::tempo::TempoApi;
@@ -65,6 +66,12 @@ struct TraceqlArgs {
     /// Most spans per spanset.
     #[arg(long, default_value_t = spanlake::query::search::DEFAULT_SPSS)]
     spss: usize,
+    /// Metrics queries: the step (`30s`, `1m`); about a 240th of the window by default.
+    #[arg(long, value_parser = duration_arg)]
+    step: Option<Duration>,
+    /// Metrics queries: one value per series over the whole window.
+    #[arg(long)]
+    instant: bool,
     /// Tenant to search.
     #[arg(long, env = "SPANLAKE_TENANT")]
     tenant: Option<String>,
@@ -491,6 +498,44 @@ async fn traceql(args: TraceqlArgs) -> anyhow::Result<()> {
     let config = args.config.load()?;
     let opened = server::open(&config, true).await?;
     let tenant = args.tenant.unwrap_or_else(|| SINGLE_TENANT.to_string());
+    let api = TempoApi::new(opened.engine.clone(), config.query.clone(), false);
+    if matches!(query.body, spanlake::traceql::ast::Body::Metrics(_)) {
+        if args.explain {
+            bail!("--explain shows search plans; this is a metrics query");
+        }
+        // Printed as Tempo's /api/metrics/query_range (or /api/metrics/query) answers; the
+        // window is the last hour unless given.
+        let now = spanlake::time::now_ns();
+        let end = args.end.map_or(now, spanlake::time::seconds_to_ns);
+        let start = args.start.map_or(
+            end - 3_600 * spanlake::time::NANOS_PER_SECOND,
+            spanlake::time::seconds_to_ns,
+        );
+        let limits = api.metrics_limits();
+        let tenants = [tenant];
+        let json = if args.instant {
+            let request = MetricsRequest::instant(args.query.clone(), (start, end), &limits, now)?;
+            api.metrics_query_instant(&tenants, &request)
+                .await?
+                .tempo_json()
+        } else {
+            let step = args.step.map(spanlake::time::duration_ns);
+            let request = MetricsRequest::range(
+                args.query.clone(),
+                (start, end),
+                step,
+                None,
+                0,
+                &limits,
+                now,
+            )?;
+            api.metrics_query_range(&tenants, &request)
+                .await?
+                .tempo_json()
+        };
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(());
+    }
     // Without a window, all of time.
     let request = SearchRequest {
         query: args.query.clone(),
@@ -506,7 +551,6 @@ async fn traceql(args: TraceqlArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     // Printed as Tempo's /api/search answers.
-    let api = TempoApi::new(opened.engine.clone(), config.query.clone(), false);
     let params = SearchParams {
         request,
         tag_search: false,

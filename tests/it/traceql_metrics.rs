@@ -621,3 +621,36 @@ async fn grpc_metrics_on_both_ports() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traceql_command_runs_metrics_queries() {
+    let server = dataset().await;
+    let run = |extra: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_spanlake"));
+        command
+            .args(["traceql", "{ status = error } | count_over_time()"])
+            .args([
+                "--start",
+                &BASE_S.to_string(),
+                "--end",
+                &(BASE_S + 600).to_string(),
+            ])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(server.dir.path());
+        command
+    };
+    let stdout = crate::common::run_to_success(run(&["--step", "1m"])).await;
+    let body: Json = serde_json::from_slice(&stdout).unwrap();
+    let got = series(&body);
+    let samples = &got["__name__=count_over_time"];
+    assert_eq!(samples.len(), 11);
+    assert_eq!(
+        samples.iter().map(|(_, v)| v).sum::<f64>(),
+        (SPANS / 10) as f64
+    );
+
+    let stdout = crate::common::run_to_success(run(&["--instant"])).await;
+    let body: Json = serde_json::from_slice(&stdout).unwrap();
+    assert_eq!(body["series"][0]["value"], (SPANS / 10) as f64);
+}
