@@ -85,6 +85,14 @@ fn request(range: std::ops::Range<i64>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest { resource_spans }
 }
 
+async fn export_as(server: &TestServer, tenant: &str, request: ExportTraceServiceRequest) {
+    let mut request = tonic::Request::new(request);
+    request
+        .metadata_mut()
+        .insert("x-scope-orgid", tenant.parse().unwrap());
+    server.grpc_client().await.export(request).await.unwrap();
+}
+
 async fn dataset_with(tweak: impl FnOnce(&mut spanlake::config::Config)) -> TestServer {
     let server = TestServer::start_with(tweak).await;
     let mut client = server.grpc_client().await;
@@ -653,4 +661,64 @@ async fn traceql_command_runs_metrics_queries() {
     let stdout = crate::common::run_to_success(run(&["--instant"])).await;
     let body: Json = serde_json::from_slice(&stdout).unwrap();
     assert_eq!(body["series"][0]["value"], (SPANS / 10) as f64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tenant_counts_only_its_own_spans() {
+    let server = TestServer::start_with(|c| c.multitenancy = true).await;
+    export_as(&server, "acme", request(0..100)).await;
+    export_as(&server, "globex", request(100..130)).await;
+    let count = |org: &'static str| {
+        let url = format!(
+            "{}/api/metrics/query?q={}&start={BASE_S}&end={}",
+            server.http_url(),
+            urlencode("{ } | count_over_time()"),
+            BASE_S + 600
+        );
+        async move {
+            let response = reqwest::Client::new()
+                .get(url)
+                .header("X-Scope-OrgID", org)
+                .send()
+                .await
+                .unwrap();
+            let body: Json = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+            body["series"][0]["value"].as_f64().unwrap_or(0.0)
+        }
+    };
+    assert_eq!(count("acme").await, 100.0);
+    assert_eq!(count("globex").await, 30.0);
+    assert_eq!(count("acme|globex").await, 130.0);
+    assert_eq!(count("initech").await, 0.0);
+    let (status, body) = get(
+        &server,
+        &format!(
+            "/api/metrics/query?q=%7B%7D%7Crate()&start={BASE_S}&end={}",
+            BASE_S + 60
+        ),
+    )
+    .await;
+    assert_eq!((status, body.trim()), (401, "no org id"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_series_is_a_partial_answer() {
+    let server = dataset().await;
+    let path = format!(
+        "/api/metrics/query_range?q={}&start={BASE_S}&end={}&step=60s&maxSeries=2",
+        urlencode("{ } | rate() by (resource.service.name)"),
+        BASE_S + 600
+    );
+    let (status, body) = get(&server, &path).await;
+    assert_eq!(status, 200, "{body}");
+    let body: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["series"].as_array().unwrap().len(), 2);
+    assert_eq!(body["status"], "PARTIAL");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Response exceeds maximum series limit of 2"),
+        "{body}"
+    );
 }
