@@ -182,7 +182,7 @@ impl Server {
         let tempo_stop = stopped(stop_rx.clone());
         let tempo_measure = measure.clone();
         tasks.push(tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+            let incoming = without_delay(grpc);
             let result = tonic::transport::Server::builder()
                 .layer(tempo_measure)
                 .add_service(tempo_grpc.streaming())
@@ -201,7 +201,7 @@ impl Server {
         let grpc_stop = stopped(stop_rx.clone());
         let grpc_service = ingest::grpc::service(receiver.clone());
         tasks.push(tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(otlp_grpc);
+            let incoming = without_delay(otlp_grpc);
             let result = tonic::transport::Server::builder()
                 .layer(measure)
                 .add_service(grpc_service)
@@ -231,7 +231,7 @@ impl Server {
                 .map_err(|e| StartError::Flight(format!("TLS: {e}")))?;
         }
         tasks.push(tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(flight);
+            let incoming = without_delay(flight);
             let result = flight_server
                 .layer(flight_measure)
                 .add_service(flight_service)
@@ -310,11 +310,33 @@ async fn unmatched(request: axum::extract::Request) -> axum::response::Response 
     (http::StatusCode::NOT_FOUND, "404 page not found\n").into_response()
 }
 
+/// The connections `listener` accepts, with Nagle's algorithm off: a small response must not
+/// wait for the client's delayed ACK (about 40 ms per exchange on Linux).
+fn without_delay(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        if let Ok(stream) = &accepted
+            && let Err(e) = stream.set_nodelay(true)
+        {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+        accepted
+    })
+}
+
 fn serve_http(
     listener: TcpListener,
     router: axum::Router,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> JoinHandle<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router)
             .with_graceful_shutdown(stop)
