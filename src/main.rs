@@ -508,7 +508,7 @@ async fn traceql(args: TraceqlArgs) -> anyhow::Result<()> {
         let now = spanlake::time::now_ns();
         let end = args.end.map_or(now, spanlake::time::seconds_to_ns);
         let start = args.start.map_or(
-            end - 3_600 * spanlake::time::NANOS_PER_SECOND,
+            end - spanlake::query::metrics::DEFAULT_WINDOW_NS,
             spanlake::time::seconds_to_ns,
         );
         let limits = api.metrics_limits();

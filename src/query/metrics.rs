@@ -29,7 +29,7 @@ use super::traceql::{self as lower, Lowerer};
 use super::{QueryEngine, QueryError, Result};
 use crate::ids;
 use crate::schema::{AttrValue, TableKind, spans};
-use crate::time::{TimeRange, go_duration};
+use crate::time::{NANOS_PER_SECOND, go_duration};
 use crate::traceql::ast::{
     ArithOp, Body, CmpOp, FieldExpr, Hint, MetricsExpr, MetricsFunction, Pipeline, SecondStage,
     Static,
@@ -40,7 +40,8 @@ use crate::traceql::{self};
 pub const MAX_INTERVALS: i64 = 10_000;
 /// Exemplars per series when a request asks for none in particular, and the most it may ask.
 pub const MAX_EXEMPLARS: usize = 100;
-const NANOS_PER_SECOND: i64 = 1_000_000_000;
+/// The window of a metrics request that gives no start: this long before its end.
+pub const DEFAULT_WINDOW_NS: i64 = 3_600 * NANOS_PER_SECOND;
 
 /// Limits a metrics request is checked against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -261,11 +262,7 @@ pub async fn query(
     } else {
         exemplar_hint(&query.hints).unwrap_or(request.exemplars)
     };
-    let range = TimeRange {
-        start_ns: request.grid.start_ns.saturating_add(1),
-        end_ns: request.grid.end_ns,
-    };
-    let blocks = super::search::block_metrics(engine, tenants, range);
+    let blocks = super::search::block_metrics(engine, tenants, request.grid.window());
     let mut run = Run {
         engine,
         tenants,
@@ -529,7 +526,7 @@ impl Run<'_> {
         let mut counts: BTreeMap<(bool, String, TypedText), Vec<f64>> = BTreeMap::new();
         for tenant in self.tenants {
             let ctx = self.engine.session(tenant)?;
-            let (input, summary) = window_input(&ctx, self.window()).await?;
+            let (input, summary) = self.input(&ctx, pipeline).await?;
             let plan = Lowerer::new(summary)
                 .metrics_compare(pipeline, filter, bounds, input, self.grid)?;
             for batch in plan.collect().await? {
@@ -605,14 +602,6 @@ impl Run<'_> {
         Ok(set)
     }
 
-    /// The window of traces a leaf reads: those with a span starting in the grid.
-    fn window(&self) -> TimeRange {
-        TimeRange {
-            start_ns: self.grid.start_ns.saturating_add(1),
-            end_ns: self.grid.end_ns,
-        }
-    }
-
     /// The spans a leaf's pipeline runs over, and the trace summary: for a pipeline that
     /// judges each span alone, only the spans starting in the grid (pruned by the blocks'
     /// time statistics); otherwise the whole traces overlapping it.
@@ -622,7 +611,7 @@ impl Run<'_> {
         pipeline: &Pipeline,
     ) -> Result<(DataFrame, DataFrame)> {
         if !is_span_local(pipeline) {
-            return window_input(ctx, self.window()).await;
+            return window_input(ctx, self.grid.window()).await;
         }
         let at = |ns: i64| {
             lit(ScalarValue::TimestampNanosecond(

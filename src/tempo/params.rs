@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use super::TempoApi;
 use crate::config::QuerySettings;
 use crate::ids;
-use crate::query::metrics::MetricsRequest;
+use crate::query::metrics::{DEFAULT_WINDOW_NS, MetricsRequest};
 use crate::query::search::{DEFAULT_LIMIT, SearchRequest};
 use crate::query::tags::{TagScope, TagValuesRequest, TagsRequest};
 use crate::query::trace::{TraceFilter, TraceRequest};
@@ -567,8 +567,8 @@ fn metrics_window(params: &Params, now_ns: i64) -> Result<(i64, i64)> {
         Some(v) => metrics_time("start", v)?,
         None => {
             let since = duration(params, "since", DurationSyntax::Prometheus)?
-                .unwrap_or(std::time::Duration::from_secs(3600));
-            end.min(now_ns) - crate::time::duration_ns(since)
+                .map_or(DEFAULT_WINDOW_NS, crate::time::duration_ns);
+            end.min(now_ns) - since
         }
     };
     Ok((start, end))
@@ -610,6 +610,18 @@ fn grpc_ns(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// `start`/`end` of a gRPC metrics request in nanoseconds, 0 meaning not given: `end` defaults
+/// to now, `start` to the default window before `min(end, now)`.
+fn grpc_window(start: u64, end: u64, now: i64) -> (i64, i64) {
+    let end = if end == 0 { now } else { grpc_ns(end) };
+    let start = if start == 0 {
+        end.min(now) - DEFAULT_WINDOW_NS
+    } else {
+        grpc_ns(start)
+    };
+    (start, end)
+}
+
 /// Reads a gRPC `QueryRangeRequest` (times and step in nanoseconds).
 pub fn metrics_range_from_grpc(
     api: &TempoApi,
@@ -617,16 +629,7 @@ pub fn metrics_range_from_grpc(
 ) -> Result<MetricsRequest> {
     let now = crate::time::now_ns();
     let limits = api.metrics_limits();
-    let end = if request.end == 0 {
-        now
-    } else {
-        grpc_ns(request.end)
-    };
-    let start = if request.start == 0 {
-        end.min(now) - 3_600 * crate::time::NANOS_PER_SECOND
-    } else {
-        grpc_ns(request.start)
-    };
+    let (start, end) = grpc_window(request.start, request.end, now);
     // Without the `instant` field, a request whose step is its whole range is an instant one.
     let instant = request
         .instant
@@ -651,16 +654,7 @@ pub fn metrics_instant_from_grpc(
     request: &tempopb::QueryInstantRequest,
 ) -> Result<MetricsRequest> {
     let now = crate::time::now_ns();
-    let end = if request.end == 0 {
-        now
-    } else {
-        grpc_ns(request.end)
-    };
-    let start = if request.start == 0 {
-        end.min(now) - 3_600 * crate::time::NANOS_PER_SECOND
-    } else {
-        grpc_ns(request.start)
-    };
+    let (start, end) = grpc_window(request.start, request.end, now);
     MetricsRequest::instant(
         request.query.clone(),
         (start, end),

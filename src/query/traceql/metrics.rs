@@ -63,6 +63,19 @@ pub struct Grid {
 }
 
 impl Grid {
+    /// The nanoseconds the grid covers, `(start, end]`, as an inclusive window.
+    pub fn window(&self) -> crate::time::TimeRange {
+        crate::time::TimeRange {
+            start_ns: self.start_ns.saturating_add(1),
+            end_ns: self.end_ns,
+        }
+    }
+
+    /// The interval of a span starting at `start_ns` (an Int64 expression).
+    fn interval(&self, start_ns: Expr) -> Expr {
+        ((start_ns - lit(self.start_ns) - lit(1i64)) / lit(self.step_ns)).alias(INTERVAL)
+    }
+
     /// How many intervals the grid has.
     pub fn intervals(&self) -> usize {
         ((self.end_ns - self.start_ns + self.step_ns - 1) / self.step_ns).max(0) as usize
@@ -134,6 +147,27 @@ pub fn function_attrs(function: &MetricsFunction) -> (&[AttrRef], Option<&AttrRe
 }
 
 impl Lowerer {
+    /// The spans `pipeline` matches over `input` that start in `grid`, with the columns of
+    /// `spans`, and their start as Int64 nanoseconds.
+    fn matched_in_grid(
+        &self,
+        pipeline: &Pipeline,
+        input: DataFrame,
+        grid: Grid,
+    ) -> Result<(DataFrame, Expr)> {
+        let start = cast(col(spans::START_TIME), DataType::Int64);
+        let in_grid = self
+            .pipeline(pipeline, input)?
+            .select(span_columns())?
+            .filter(
+                start
+                    .clone()
+                    .gt(lit(grid.start_ns))
+                    .and(start.clone().lt_eq(lit(grid.end_ns))),
+            )?;
+        Ok((in_grid, start))
+    }
+
     /// The spans of the leaf that fall in `grid`, one row each: [`START_NS`], [`INTERVAL`],
     /// the label columns of each `by()` attribute, and the measured value as [`VALUE`]
     /// (histograms: the bucket bound as [`BUCKET`]), rows without a value left out.
@@ -146,22 +180,13 @@ impl Lowerer {
     ) -> Result<DataFrame> {
         let measure = Measure::of(function)?;
         let (by, attr) = function_attrs(function);
-        let matched = self
-            .pipeline(pipeline, input.clone())?
-            .select(span_columns())?;
-        let start = cast(col(spans::START_TIME), DataType::Int64);
-        let in_grid = matched.filter(
-            start
-                .clone()
-                .gt(lit(grid.start_ns))
-                .and(start.clone().lt_eq(lit(grid.end_ns))),
-        )?;
+        let (in_grid, start) = self.matched_in_grid(pipeline, input.clone(), grid)?;
         let mut lowering = FieldLowering::default();
         let mut columns = vec![
             col(spans::TRACE_ID),
             col(spans::SPAN_ID),
             start.clone().alias(START_NS),
-            ((start - lit(grid.start_ns) - lit(1i64)) / lit(grid.step_ns)).alias(INTERVAL),
+            grid.interval(start),
         ];
         for (i, attr) in by.iter().enumerate() {
             let value = lowering.attr(attr)?;
@@ -263,16 +288,7 @@ impl Lowerer {
         grid: Grid,
     ) -> Result<DataFrame> {
         const ENTRIES: &str = "__entries";
-        let matched = self
-            .pipeline(pipeline, input.clone())?
-            .select(span_columns())?;
-        let start = cast(col(spans::START_TIME), DataType::Int64);
-        let in_grid = matched.filter(
-            start
-                .clone()
-                .gt(lit(grid.start_ns))
-                .and(start.clone().lt_eq(lit(grid.end_ns))),
-        )?;
+        let (in_grid, start) = self.matched_in_grid(pipeline, input.clone(), grid)?;
         let mut lowering = FieldLowering::default();
         let mut selected = lowering.predicate(filter)?;
         if let Some((from, to)) = bounds {
@@ -289,8 +305,7 @@ impl Lowerer {
         };
         let joined = scope.with_columns(in_grid, &lowering)?;
         let selected = selected.resolve_lambda_variables(joined.schema())?.data;
-        let interval =
-            ((start - lit(grid.start_ns) - lit(1i64)) / lit(grid.step_ns)).alias(INTERVAL);
+        let interval = grid.interval(start);
         let mut map_columns = Vec::new();
         for prefix in [spans::SPAN_ATTRS, spans::RESOURCE_ATTRS] {
             for suffix in [attrs::STR, attrs::INT, attrs::FLOAT, attrs::BOOL] {
