@@ -113,7 +113,7 @@ async fn main() {
     println!(
         "final flush: {} blocks, {} spans in {:.2}s",
         report.blocks,
-        report.spans,
+        report.rows,
         flush_started.elapsed().as_secs_f64()
     );
     let blocks = dir.path().join("blocks");

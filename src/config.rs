@@ -183,6 +183,9 @@ pub struct IngesterSettings {
     pub flushed_grace: Duration,
     /// Number of shards; a trace's shard is a hash of its id.
     pub shards: u32,
+    /// Most bytes one tenant may hold live and not yet flushed; exports past it are refused
+    /// with 429 / `RESOURCE_EXHAUSTED` before anything is written.
+    pub max_live_bytes_per_tenant: usize,
 }
 
 impl Default for Config {
@@ -216,6 +219,7 @@ impl Default for IngesterSettings {
             flush_check: Duration::from_secs(1),
             flushed_grace: Duration::from_secs(120),
             shards: 1,
+            max_live_bytes_per_tenant: 4 << 30,
         }
     }
 }

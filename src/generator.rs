@@ -1,14 +1,26 @@
-//! Deterministic synthetic traces: a small shop of services calling each other over HTTP, gRPC,
-//! a database and a queue, with typed attributes, errors, events and links.
+//! Deterministic synthetic telemetry: a small shop of services calling each other over HTTP,
+//! gRPC, a database and a queue. Traces carry typed attributes, errors, events and links;
+//! [`Generator::logs_for`] writes the log records those services would write inside the spans
+//! of a trace, and [`MetricsAggregator`] turns the traces into the RED metrics (requests,
+//! errors, durations) their SDKs would export, with exemplars pointing back at the spans.
 //!
-//! The same seed and start times give byte-identical traces on every machine: the generator
-//! uses its own SplitMix64 stream rather than a library RNG whose algorithm may change.
+//! The same seed and start times give byte-identical telemetry on every machine: the
+//! generator uses its own SplitMix64 streams rather than a library RNG whose algorithm may
+//! change. Logs draw from a stream of their own, so asking for them leaves a seed's traces
+//! unchanged.
 
 use std::collections::BTreeMap;
 
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
-    AnyValue, ArrayValue, InstrumentationScope, KeyValue, any_value::Value,
+    AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value::Value,
+};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, Exemplar, Gauge, Histogram, HistogramDataPoint, Metric,
+    NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, exemplar, metric, number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link, SpanKind};
@@ -41,13 +53,18 @@ impl Rng {
     }
 }
 
-/// Generates traces from a seed.
+/// Generates traces, and the logs written inside them, from a seed.
 #[derive(Debug, Clone)]
 pub struct Generator {
     rng: Rng,
+    /// Draws for logs, apart from `rng` so that traces do not depend on whether logs are made.
+    log_rng: Rng,
     /// The last producer span, linked from the next queue consumer.
     last_producer: Option<(Vec<u8>, Vec<u8>)>,
 }
+
+/// Mixed into the seed of the log stream.
+const LOG_STREAM: u64 = 0x6c6f_6773_2d67_656e;
 
 const ROUTES: &[&str] = &["/", "/cart", "/checkout", "/product/{id}", "/search"];
 const PRODUCTS: &[&str] = &[
@@ -91,11 +108,63 @@ fn b(key: &str, v: bool) -> KeyValue {
     kv(key, Value::BoolValue(v))
 }
 
+/// The instrumentation scope of everything generated.
+fn scope() -> InstrumentationScope {
+    InstrumentationScope {
+        name: "spanlake-gen".into(),
+        version: "1".into(),
+        ..Default::default()
+    }
+}
+
+/// The value of attribute `key`, if set.
+fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+}
+
+/// The value of string attribute `key`, if set.
+fn str_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    match attr(attrs, key) {
+        Some(Value::StringValue(v)) => Some(v.as_str()),
+        _ => None,
+    }
+}
+
+/// The attributes of `attrs` named in `keys`, as they are.
+fn copy_attrs(attrs: &[KeyValue], keys: &[&str]) -> Vec<KeyValue> {
+    attrs
+        .iter()
+        .filter(|kv| keys.contains(&kv.key.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// Every span of an export request.
+fn spans_of(request: &ExportTraceServiceRequest) -> impl Iterator<Item = &Span> {
+    request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+}
+
+/// Whether `span` failed.
+fn is_error(span: &Span) -> bool {
+    span.status
+        .as_ref()
+        .is_some_and(|status| status.code == StatusCode::Error as i32)
+}
+
 impl Generator {
     /// A generator whose output is determined by `seed`.
     pub fn new(seed: u64) -> Self {
         Self {
             rng: Rng(seed),
+            log_rng: Rng(seed ^ LOG_STREAM),
             last_producer: None,
         }
     }
@@ -370,11 +439,7 @@ impl Generator {
                         ..Default::default()
                     }),
                     scope_spans: vec![ScopeSpans {
-                        scope: Some(InstrumentationScope {
-                            name: "spanlake-gen".into(),
-                            version: "1".into(),
-                            ..Default::default()
-                        }),
+                        scope: Some(scope()),
                         spans,
                         ..Default::default()
                     }],
@@ -383,6 +448,119 @@ impl Generator {
             })
             .collect();
         ExportTraceServiceRequest { resource_spans }
+    }
+
+    /// The log records the services of `trace` write while serving it, as an export request
+    /// with the trace's resources (one per service that logged). Every record carries the ids
+    /// of the span it was written in and a time inside that span: an INFO line when a server
+    /// span ends (now and then with a structured body), an ERROR line with the status message
+    /// of every failed span, and sometimes a DEBUG line with the statement of a database call.
+    pub fn logs_for(&mut self, trace: &ExportTraceServiceRequest) -> ExportLogsServiceRequest {
+        let mut resource_logs = Vec::new();
+        for resource_spans in &trace.resource_spans {
+            let mut log_records = Vec::new();
+            for span in resource_spans.scope_spans.iter().flat_map(|s| &s.spans) {
+                self.log_span(span, &mut log_records);
+            }
+            if log_records.is_empty() {
+                continue;
+            }
+            resource_logs.push(ResourceLogs {
+                resource: resource_spans.resource.clone(),
+                scope_logs: vec![ScopeLogs {
+                    scope: Some(scope()),
+                    log_records,
+                    ..Default::default()
+                }],
+                schema_url: resource_spans.schema_url.clone(),
+            });
+        }
+        ExportLogsServiceRequest { resource_logs }
+    }
+
+    /// Appends the records written inside `span`, in time order.
+    fn log_span(&mut self, span: &Span, out: &mut Vec<LogRecord>) {
+        let (start, end) = (span.start_time_unix_nano, span.end_time_unix_nano);
+        let attrs = &span.attributes;
+        // The function that wrote the line: the RPC method, or the HTTP handler.
+        let function = str_attr(attrs, "rpc.method").unwrap_or("ServeHTTP");
+        if span.kind == SpanKind::Client as i32
+            && let Some(statement) = str_attr(attrs, "db.query.text")
+            && self.log_rng.chance(30)
+        {
+            let mut attributes = copy_attrs(attrs, &["db.system.name", "db.operation.name"]);
+            attributes.push(s("code.function", "query"));
+            let body = Value::StringValue(statement.to_string());
+            out.push(self.log_record(span, start, SeverityNumber::Debug, body, attributes));
+        }
+        if is_error(span) {
+            let message = span
+                .status
+                .as_ref()
+                .map_or("", |status| status.message.as_str());
+            // With the attributes of the exception event the span recorded, at its time.
+            let mut attributes = span
+                .events
+                .iter()
+                .find(|e| e.name == "exception")
+                .map(|e| copy_attrs(&e.attributes, &["exception.type"]))
+                .unwrap_or_default();
+            attributes.push(s("code.function", function));
+            let time = end.saturating_sub(10_000).max(start);
+            let body = Value::StringValue(message.to_string());
+            out.push(self.log_record(span, time, SeverityNumber::Error, body, attributes));
+        }
+        if span.kind == SpanKind::Server as i32 {
+            let ms = end.saturating_sub(start) as f64 / 1e6;
+            let message = format!("{} handled in {ms:.1} ms", span.name);
+            let body = if self.log_rng.chance(10) {
+                Value::KvlistValue(KeyValueList {
+                    values: vec![
+                        s("message", &message),
+                        f("duration_ms", ms),
+                        b("error", is_error(span)),
+                    ],
+                })
+            } else {
+                Value::StringValue(message)
+            };
+            let mut attributes = copy_attrs(
+                attrs,
+                &[
+                    "http.request.method",
+                    "http.route",
+                    "http.response.status_code",
+                    "rpc.method",
+                ],
+            );
+            attributes.push(s("code.function", function));
+            out.push(self.log_record(span, end, SeverityNumber::Info, body, attributes));
+        }
+    }
+
+    /// A record written at `time` inside `span`, observed a little later.
+    fn log_record(
+        &mut self,
+        span: &Span,
+        time: u64,
+        severity: SeverityNumber,
+        body: Value,
+        attributes: Vec<KeyValue>,
+    ) -> LogRecord {
+        LogRecord {
+            time_unix_nano: time,
+            observed_time_unix_nano: time + 100_000 + self.log_rng.below(2_000_000),
+            severity_number: severity as i32,
+            severity_text: severity
+                .as_str_name()
+                .trim_start_matches("SEVERITY_NUMBER_")
+                .to_string(),
+            body: Some(AnyValue { value: Some(body) }),
+            attributes,
+            trace_id: span.trace_id.clone(),
+            span_id: span.span_id.clone(),
+            ..Default::default()
+        }
     }
 
     /// Emits `call` and its subtree; returns the end time.
@@ -451,6 +629,321 @@ impl Generator {
     }
 }
 
+/// Bucket bounds of the request duration histograms, in seconds: OpenTelemetry's advice for
+/// `http.server.request.duration`.
+pub const DURATION_BOUNDS_S: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// Accumulates RED metrics per service from generated traces and exports them as an
+/// instrumented service's SDK would: cumulative, one resource per service.
+///
+/// Every server span counts one request in its series (its service, route or RPC method and
+/// status) and adds its duration to that series' histogram; both points carry an exemplar
+/// pointing at the latest span of the series. Each service also reports a memory gauge.
+/// Counts only grow from one export to the next, and every cumulative point starts at the
+/// first observation.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsAggregator {
+    /// The start of every cumulative point: the earliest span start of the first trace.
+    start_ns: Option<u64>,
+    /// The latest span end observed: no point is stamped before its exemplars.
+    latest_ns: u64,
+    services: BTreeMap<String, ServiceMetrics>,
+}
+
+impl MetricsAggregator {
+    /// Counts the server spans of `trace`.
+    pub fn observe(&mut self, trace: &ExportTraceServiceRequest) {
+        if let Some(first) = spans_of(trace).map(|s| s.start_time_unix_nano).min() {
+            self.start_ns = self.start_ns.or(Some(first));
+        }
+        if let Some(last) = spans_of(trace).map(|s| s.end_time_unix_nano).max() {
+            self.latest_ns = self.latest_ns.max(last);
+        }
+        for resource_spans in &trace.resource_spans {
+            let Some(resource) = &resource_spans.resource else {
+                continue;
+            };
+            let Some(service) = str_attr(&resource.attributes, "service.name") else {
+                continue;
+            };
+            // A service keeps the resource it was first seen with, as a process would.
+            let metrics = self
+                .services
+                .entry(service.to_string())
+                .or_insert_with(|| ServiceMetrics::new(resource.clone()));
+            for span in resource_spans.scope_spans.iter().flat_map(|s| &s.spans) {
+                metrics.observe(span);
+            }
+        }
+    }
+
+    /// Everything accumulated so far, as points stamped `time_ns`, or the end of the latest
+    /// span observed if that is later. Empty until a trace was observed.
+    pub fn export_at(&self, time_ns: i64) -> ExportMetricsServiceRequest {
+        let time = (time_ns.max(0) as u64).max(self.latest_ns);
+        let start = self.start_ns.unwrap_or(time);
+        let resource_metrics = self
+            .services
+            .values()
+            .map(|service| ResourceMetrics {
+                resource: Some(service.resource.clone()),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(scope()),
+                    metrics: service.metrics(start, time),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect();
+        ExportMetricsServiceRequest { resource_metrics }
+    }
+}
+
+/// The kinds of server span that count as requests, each with its own metric names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum ServerKind {
+    Http,
+    Rpc,
+}
+
+impl ServerKind {
+    const ALL: [ServerKind; 2] = [ServerKind::Http, ServerKind::Rpc];
+
+    fn of(span: &Span) -> Option<Self> {
+        if span.kind != SpanKind::Server as i32 {
+            None
+        } else if attr(&span.attributes, "http.route").is_some() {
+            Some(ServerKind::Http)
+        } else if attr(&span.attributes, "rpc.method").is_some() {
+            Some(ServerKind::Rpc)
+        } else {
+            None
+        }
+    }
+
+    fn requests_metric(self) -> &'static str {
+        match self {
+            ServerKind::Http => "http.server.requests",
+            ServerKind::Rpc => "rpc.server.requests",
+        }
+    }
+
+    fn duration_metric(self) -> &'static str {
+        match self {
+            ServerKind::Http => "http.server.request.duration",
+            ServerKind::Rpc => "rpc.server.call.duration",
+        }
+    }
+
+    /// The span attributes that tell the series of this kind apart.
+    fn series_keys(self) -> &'static [&'static str] {
+        match self {
+            ServerKind::Http => &[
+                "http.request.method",
+                "http.route",
+                "http.response.status_code",
+            ],
+            ServerKind::Rpc => &[
+                "rpc.system",
+                "rpc.service",
+                "rpc.method",
+                "rpc.grpc.status_code",
+            ],
+        }
+    }
+}
+
+/// What one service has served so far.
+#[derive(Debug, Clone)]
+struct ServiceMetrics {
+    resource: Resource,
+    /// By kind, then by the series' attributes rendered as text.
+    series: BTreeMap<(ServerKind, String), Series>,
+    requests: u64,
+}
+
+impl ServiceMetrics {
+    fn new(resource: Resource) -> Self {
+        Self {
+            resource,
+            series: BTreeMap::new(),
+            requests: 0,
+        }
+    }
+
+    fn observe(&mut self, span: &Span) {
+        let Some(kind) = ServerKind::of(span) else {
+            return;
+        };
+        let mut attributes = copy_attrs(&span.attributes, kind.series_keys());
+        attributes.sort_by(|a, b| a.key.cmp(&b.key));
+        let key = format!("{attributes:?}");
+        self.series
+            .entry((kind, key))
+            .or_insert_with(|| Series::new(attributes))
+            .observe(span);
+        self.requests += 1;
+    }
+
+    /// A memory use that grows with requests and drops at every (pretend) collection.
+    fn memory_bytes(&self) -> f64 {
+        const MIB: f64 = 1024.0 * 1024.0;
+        64.0 * MIB + (self.requests % 97) as f64 * 0.25 * MIB
+    }
+
+    fn metrics(&self, start: u64, time: u64) -> Vec<Metric> {
+        let mut metrics = Vec::new();
+        for kind in ServerKind::ALL {
+            let series: Vec<&Series> = self
+                .series
+                .iter()
+                .filter(|((k, _), _)| *k == kind)
+                .map(|(_, series)| series)
+                .collect();
+            if series.is_empty() {
+                continue;
+            }
+            metrics.push(Metric {
+                name: kind.requests_metric().into(),
+                description: "Requests served.".into(),
+                unit: "{request}".into(),
+                data: Some(metric::Data::Sum(Sum {
+                    data_points: series.iter().map(|s| s.requests(start, time)).collect(),
+                    aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                    is_monotonic: true,
+                })),
+                ..Default::default()
+            });
+            metrics.push(Metric {
+                name: kind.duration_metric().into(),
+                description: "Duration of the requests served.".into(),
+                unit: "s".into(),
+                data: Some(metric::Data::Histogram(Histogram {
+                    data_points: series.iter().map(|s| s.durations(start, time)).collect(),
+                    aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                })),
+                ..Default::default()
+            });
+        }
+        metrics.push(Metric {
+            name: "process.runtime.memory".into(),
+            description: "Memory in use.".into(),
+            unit: "By".into(),
+            data: Some(metric::Data::Gauge(Gauge {
+                data_points: vec![NumberDataPoint {
+                    time_unix_nano: time,
+                    value: Some(number_data_point::Value::AsDouble(self.memory_bytes())),
+                    ..Default::default()
+                }],
+            })),
+            ..Default::default()
+        });
+        metrics
+    }
+}
+
+/// The requests of one series: a counter and a duration histogram.
+#[derive(Debug, Clone)]
+struct Series {
+    attributes: Vec<KeyValue>,
+    count: u64,
+    /// One more than [`DURATION_BOUNDS_S`]: the last bucket is above the last bound.
+    bucket_counts: Vec<u64>,
+    sum: f64,
+    min: f64,
+    max: f64,
+    latest: Option<LatestSpan>,
+}
+
+/// The span the exemplars of a series point at.
+#[derive(Debug, Clone)]
+struct LatestSpan {
+    trace_id: Vec<u8>,
+    span_id: Vec<u8>,
+    end_ns: u64,
+    seconds: f64,
+}
+
+impl Series {
+    fn new(attributes: Vec<KeyValue>) -> Self {
+        Self {
+            attributes,
+            count: 0,
+            bucket_counts: vec![0; DURATION_BOUNDS_S.len() + 1],
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            latest: None,
+        }
+    }
+
+    fn observe(&mut self, span: &Span) {
+        let (start, end) = (span.start_time_unix_nano, span.end_time_unix_nano);
+        let seconds = end.saturating_sub(start) as f64 / 1e9;
+        // Bucket i holds (bound[i - 1], bound[i]].
+        let bucket = DURATION_BOUNDS_S
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(DURATION_BOUNDS_S.len());
+        self.bucket_counts[bucket] += 1;
+        self.count += 1;
+        self.sum += seconds;
+        self.min = self.min.min(seconds);
+        self.max = self.max.max(seconds);
+        self.latest = Some(LatestSpan {
+            trace_id: span.trace_id.clone(),
+            span_id: span.span_id.clone(),
+            end_ns: end,
+            seconds,
+        });
+    }
+
+    fn exemplars(&self, value: exemplar::Value) -> Vec<Exemplar> {
+        self.latest
+            .iter()
+            .map(|span| Exemplar {
+                time_unix_nano: span.end_ns,
+                span_id: span.span_id.clone(),
+                trace_id: span.trace_id.clone(),
+                value: Some(value),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    fn requests(&self, start: u64, time: u64) -> NumberDataPoint {
+        NumberDataPoint {
+            attributes: self.attributes.clone(),
+            start_time_unix_nano: start,
+            time_unix_nano: time,
+            exemplars: self.exemplars(exemplar::Value::AsInt(1)),
+            value: Some(number_data_point::Value::AsInt(
+                i64::try_from(self.count).unwrap_or(i64::MAX),
+            )),
+            ..Default::default()
+        }
+    }
+
+    fn durations(&self, start: u64, time: u64) -> HistogramDataPoint {
+        let seconds = self.latest.as_ref().map_or(0.0, |span| span.seconds);
+        HistogramDataPoint {
+            attributes: self.attributes.clone(),
+            start_time_unix_nano: start,
+            time_unix_nano: time,
+            count: self.count,
+            sum: Some(self.sum),
+            bucket_counts: self.bucket_counts.clone(),
+            explicit_bounds: DURATION_BOUNDS_S.to_vec(),
+            exemplars: self.exemplars(exemplar::Value::AsDouble(seconds)),
+            min: Some(self.min),
+            max: Some(self.max),
+            ..Default::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -471,6 +964,298 @@ mod tests {
                 spans.iter().filter(|s| s.parent_span_id.is_none()).count(),
                 1
             );
+        }
+    }
+
+    /// The log records of an export request.
+    fn records(logs: &ExportLogsServiceRequest) -> impl Iterator<Item = &LogRecord> {
+        logs.resource_logs
+            .iter()
+            .flat_map(|r| &r.scope_logs)
+            .flat_map(|s| &s.log_records)
+    }
+
+    fn service_name(resource: Option<&Resource>) -> &str {
+        resource
+            .and_then(|r| str_attr(&r.attributes, "service.name"))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_logs() {
+        let logs = |seed| {
+            let mut generator = Generator::new(seed);
+            (0..50)
+                .map(|n| {
+                    let trace = generator.trace_at(n * 10_000_000);
+                    generator.logs_for(&trace)
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(logs(7), logs(7));
+        assert_ne!(logs(7), logs(8));
+    }
+
+    #[test]
+    fn asking_for_logs_leaves_the_traces_unchanged() {
+        let mut plain = Generator::new(7);
+        let mut logging = Generator::new(7);
+        for n in 0..50 {
+            let trace = logging.trace_at(n);
+            logging.logs_for(&trace);
+            assert_eq!(plain.trace_at(n), trace);
+        }
+    }
+
+    #[test]
+    fn log_records_carry_the_ids_and_a_time_of_a_span_of_their_trace() {
+        let mut generator = Generator::new(3);
+        let mut checked = 0;
+        for n in 0..100 {
+            let trace = generator.trace_at(n * 10_000_000);
+            let logs = generator.logs_for(&trace);
+            let spans: Vec<&Span> = spans_of(&trace).collect();
+            for record in records(&logs) {
+                let span = spans
+                    .iter()
+                    .find(|s| s.trace_id == record.trace_id && s.span_id == record.span_id)
+                    .unwrap_or_else(|| panic!("{record:?} is in no span of its trace"));
+                assert!(
+                    (span.start_time_unix_nano..=span.end_time_unix_nano)
+                        .contains(&record.time_unix_nano)
+                );
+                assert!(record.observed_time_unix_nano > record.time_unix_nano);
+                checked += 1;
+            }
+        }
+        assert!(checked > 100, "only {checked} records");
+    }
+
+    #[test]
+    fn logs_come_with_the_resource_of_their_service_in_the_trace() {
+        let mut generator = Generator::new(4);
+        for n in 0..50 {
+            let trace = generator.trace_at(n);
+            let logs = generator.logs_for(&trace);
+            for resource_logs in &logs.resource_logs {
+                let service = service_name(resource_logs.resource.as_ref());
+                let resource_spans = trace
+                    .resource_spans
+                    .iter()
+                    .find(|r| service_name(r.resource.as_ref()) == service)
+                    .unwrap_or_else(|| panic!("{service} logged but has no spans"));
+                assert_eq!(resource_logs.resource, resource_spans.resource);
+                assert_eq!(resource_logs.scope_logs.len(), 1);
+                assert_eq!(resource_logs.scope_logs[0].scope, Some(scope()));
+            }
+        }
+    }
+
+    #[test]
+    fn server_spans_log_info_and_failed_spans_log_their_status_message() {
+        let mut generator = Generator::new(5);
+        let (mut errors, mut structured, mut debug) = (0, 0, 0);
+        for n in 0..1000 {
+            let trace = generator.trace_at(n * 10_000_000);
+            let logs = generator.logs_for(&trace);
+            let with_severity = |severity: SeverityNumber| {
+                records(&logs)
+                    .filter(|r| r.severity_number == severity as i32)
+                    .collect::<Vec<_>>()
+            };
+            let server_spans = spans_of(&trace)
+                .filter(|s| s.kind == SpanKind::Server as i32)
+                .count();
+            let info = with_severity(SeverityNumber::Info);
+            assert_eq!(info.len(), server_spans);
+            assert!(info.iter().all(|r| r.severity_text == "INFO"));
+            structured += info
+                .iter()
+                .filter(|r| {
+                    matches!(
+                        r.body.as_ref().and_then(|b| b.value.as_ref()),
+                        Some(Value::KvlistValue(_))
+                    )
+                })
+                .count();
+            let failed: Vec<&Span> = spans_of(&trace).filter(|s| is_error(s)).collect();
+            let error = with_severity(SeverityNumber::Error);
+            assert_eq!(error.len(), failed.len());
+            for (record, span) in error.iter().zip(&failed) {
+                assert_eq!(record.severity_text, "ERROR");
+                let message = span.status.as_ref().map(|s| s.message.clone());
+                let body = record.body.as_ref().and_then(|b| b.value.clone());
+                assert_eq!(body, message.map(Value::StringValue));
+            }
+            errors += error.len();
+            debug += with_severity(SeverityNumber::Debug).len();
+        }
+        assert!(errors > 0 && structured > 0 && debug > 0);
+    }
+
+    /// The cumulative counts of an export: sum values and histogram counts, by service,
+    /// metric and attributes.
+    fn cumulative_counts(export: &ExportMetricsServiceRequest) -> BTreeMap<String, u64> {
+        let mut counts = BTreeMap::new();
+        for resource_metrics in &export.resource_metrics {
+            let service = service_name(resource_metrics.resource.as_ref());
+            for metric in resource_metrics.scope_metrics.iter().flat_map(|s| &s.metrics) {
+                let mut count = |attributes: &[KeyValue], value: u64| {
+                    counts.insert(format!("{service} {} {attributes:?}", metric.name), value);
+                };
+                match &metric.data {
+                    Some(metric::Data::Sum(sum)) => {
+                        assert!(sum.is_monotonic);
+                        for point in &sum.data_points {
+                            let Some(number_data_point::Value::AsInt(value)) = point.value else {
+                                panic!("{} is not an integer sum: {point:?}", metric.name);
+                            };
+                            count(&point.attributes, value as u64);
+                        }
+                    }
+                    Some(metric::Data::Histogram(histogram)) => {
+                        for point in &histogram.data_points {
+                            count(&point.attributes, point.count);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        counts
+    }
+
+    #[test]
+    fn cumulative_counts_never_decrease_between_exports() {
+        let mut generator = Generator::new(5);
+        let mut aggregator = MetricsAggregator::default();
+        let mut previous: BTreeMap<String, u64> = BTreeMap::new();
+        for round in 0..5 {
+            for n in 0..40 {
+                aggregator.observe(&generator.trace_at((round * 40 + n) * 10_000_000));
+            }
+            let counts = cumulative_counts(&aggregator.export_at((round + 1) * 400_000_000));
+            for (series, before) in &previous {
+                let now = counts
+                    .get(series)
+                    .unwrap_or_else(|| panic!("{series} vanished"));
+                assert!(now >= before, "{series} went from {before} to {now}");
+            }
+            assert!(counts.values().sum::<u64>() > previous.values().sum::<u64>());
+            previous = counts;
+        }
+    }
+
+    #[test]
+    fn cumulative_points_start_at_the_first_observation() {
+        let mut generator = Generator::new(6);
+        let mut aggregator = MetricsAggregator::default();
+        let first = generator.trace_at(1_000);
+        let first_start = spans_of(&first).map(|s| s.start_time_unix_nano).min();
+        aggregator.observe(&first);
+        for n in 1..50 {
+            aggregator.observe(&generator.trace_at(1_000 + n * 10_000_000));
+        }
+        let export = aggregator.export_at(0);
+        let metrics = export
+            .resource_metrics
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics);
+        for metric in metrics {
+            let starts: Vec<u64> = match &metric.data {
+                Some(metric::Data::Sum(sum)) => sum
+                    .data_points
+                    .iter()
+                    .map(|p| p.start_time_unix_nano)
+                    .collect(),
+                Some(metric::Data::Histogram(histogram)) => histogram
+                    .data_points
+                    .iter()
+                    .map(|p| p.start_time_unix_nano)
+                    .collect(),
+                _ => continue,
+            };
+            assert!(starts.iter().all(|start| Some(*start) == first_start));
+        }
+    }
+
+    #[test]
+    fn histogram_buckets_cover_every_bound_and_add_up_to_the_count() {
+        let mut generator = Generator::new(6);
+        let mut aggregator = MetricsAggregator::default();
+        for n in 0..200 {
+            aggregator.observe(&generator.trace_at(n * 10_000_000));
+        }
+        let export = aggregator.export_at(0);
+        let metrics = export
+            .resource_metrics
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics);
+        let mut points = 0;
+        for metric in metrics {
+            let Some(metric::Data::Histogram(histogram)) = &metric.data else {
+                continue;
+            };
+            assert_eq!(
+                histogram.aggregation_temporality,
+                AggregationTemporality::Cumulative as i32
+            );
+            for point in &histogram.data_points {
+                assert_eq!(point.explicit_bounds, DURATION_BOUNDS_S);
+                assert_eq!(point.bucket_counts.len(), point.explicit_bounds.len() + 1);
+                assert_eq!(point.bucket_counts.iter().sum::<u64>(), point.count);
+                points += 1;
+            }
+        }
+        assert!(points > 1);
+    }
+
+    #[test]
+    fn exemplars_point_at_an_observed_server_span() {
+        let mut generator = Generator::new(8);
+        let mut aggregator = MetricsAggregator::default();
+        let mut server_spans = Vec::new();
+        for n in 0..100 {
+            let trace = generator.trace_at(n * 10_000_000);
+            aggregator.observe(&trace);
+            server_spans.extend(
+                spans_of(&trace)
+                    .filter(|s| s.kind == SpanKind::Server as i32)
+                    .map(|s| (s.trace_id.clone(), s.span_id.clone())),
+            );
+        }
+        let export = aggregator.export_at(0);
+        let services: Vec<&str> = export
+            .resource_metrics
+            .iter()
+            .map(|r| service_name(r.resource.as_ref()))
+            .collect();
+        let mut unique = services.clone();
+        unique.dedup();
+        assert_eq!(services, unique, "one resource per service");
+        let mut exemplars = Vec::new();
+        for metric in export
+            .resource_metrics
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics)
+        {
+            match &metric.data {
+                Some(metric::Data::Sum(sum)) => {
+                    exemplars.extend(sum.data_points.iter().flat_map(|p| &p.exemplars));
+                }
+                Some(metric::Data::Histogram(histogram)) => {
+                    exemplars.extend(histogram.data_points.iter().flat_map(|p| &p.exemplars));
+                }
+                _ => {}
+            }
+        }
+        assert!(!exemplars.is_empty());
+        for example in exemplars {
+            let ids = (example.trace_id.clone(), example.span_id.clone());
+            assert!(server_spans.contains(&ids), "{example:?}");
         }
     }
 }

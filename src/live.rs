@@ -18,11 +18,12 @@ pub struct LiveScan {
     pub table: TableKind,
     /// Blocks the reader already reads from Parquet: their rows are left out.
     pub exclude_blocks: Vec<String>,
-    /// Only these traces, when given.
+    /// Only these traces (log records of these traces), when given.
     pub trace_ids: Option<Vec<TraceId>>,
-    /// Only traces with a span starting at or after this time (Unix nanoseconds).
+    /// Only traces with a span starting at or after this time, or log records and points of
+    /// this time or later (Unix nanoseconds).
     pub start_ns: Option<i64>,
-    /// Only traces with a span starting before this time (Unix nanoseconds).
+    /// Only traces with a span starting before this time, or records and points before it.
     pub end_ns: Option<i64>,
 }
 
@@ -31,6 +32,8 @@ impl From<&LiveScan> for crate::proto::LiveScan {
         let table = match scan.table {
             TableKind::Spans => crate::proto::Table::Spans,
             TableKind::Traces => crate::proto::Table::Traces,
+            TableKind::Logs => crate::proto::Table::Logs,
+            TableKind::Metrics => crate::proto::Table::Metrics,
         };
         Self {
             tenant: scan.tenant.clone(),
@@ -52,6 +55,8 @@ impl TryFrom<crate::proto::LiveScan> for LiveScan {
         let table = match crate::proto::Table::try_from(scan.table) {
             Ok(crate::proto::Table::Spans) => TableKind::Spans,
             Ok(crate::proto::Table::Traces) => TableKind::Traces,
+            Ok(crate::proto::Table::Logs) => TableKind::Logs,
+            Ok(crate::proto::Table::Metrics) => TableKind::Metrics,
             Err(_) => return Err(format!("unknown live table {}", scan.table)),
         };
         let trace_ids = scan

@@ -1,4 +1,4 @@
-//! The `spanlake` command line: `serve`, `sql`, `gen`.
+//! The `spanlake` command line: `serve`, `sql`, `gen`, `traceql`, `trace`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,12 +8,19 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use arrow::array::RecordBatch;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;
 use spanlake::config::Config;
-use spanlake::generator::Generator;
+use spanlake::generator::{Generator, MetricsAggregator};
+use spanlake::ingest::http::{LOGS_PATH, METRICS_PATH, TRACES_PATH};
 use spanlake::query::metrics::MetricsRequest;
 use spanlake::query::search::{self, SearchRequest};
+use spanlake::schema::otlp::{log_count, point_count, span_count};
 use spanlake::server::{self, Server};
 use spanlake::tempo::TempoApi;
 use spanlake::tempo::json::TempoJson;
@@ -42,6 +49,32 @@ enum Command {
     Gen(GenArgs),
     /// Run a TraceQL search against a data directory, or check or explain a query.
     Traceql(TraceqlArgs),
+    /// Print one trace as a tree with its log records and the exemplars that point at it.
+    Trace(TraceArgs),
+}
+
+#[derive(Args)]
+struct TraceArgs {
+    /// The trace id, 32 hex digits.
+    trace_id: String,
+    /// Ask a running server (its HTTP address, e.g. http://127.0.0.1:3200) instead of reading
+    /// the data directory.
+    #[arg(long, env = "SPANLAKE_SERVER")]
+    server: Option<String>,
+    /// Tenant of the trace (X-Scope-OrgID).
+    #[arg(long, env = "SPANLAKE_TENANT")]
+    tenant: Option<String>,
+    /// `text` draws the tree; `json` prints what /api/v1/traces/{id}/correlated answers.
+    #[arg(long, value_enum, default_value = "text")]
+    format: TraceFormat,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TraceFormat {
+    Text,
+    Json,
 }
 
 #[derive(Args)]
@@ -178,6 +211,14 @@ enum Protocol {
     Http,
 }
 
+/// The OTLP signals `spanlake gen` can send.
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Signal {
+    Traces,
+    Logs,
+    Metrics,
+}
+
 #[derive(Args)]
 struct GenArgs {
     /// OTLP endpoint: http://HOST:4317 for gRPC, http://HOST:4318 for HTTP.
@@ -201,6 +242,16 @@ struct GenArgs {
     /// Tenant to send as (X-Scope-OrgID).
     #[arg(long)]
     tenant: Option<String>,
+    /// Signals to send, comma-separated: traces; logs, written inside the spans of each
+    /// trace; metrics, the traces' request counts and durations per service (cumulative, with
+    /// exemplars), sent every 100 traces and at the end.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "traces,logs,metrics"
+    )]
+    signals: Vec<Signal>,
 }
 
 impl ConfigArgs {
@@ -270,6 +321,7 @@ fn main() -> ExitCode {
             Command::Sql(args) => sql(args).await,
             Command::Gen(args) => generate(args).await,
             Command::Traceql(args) => traceql(args).await,
+            Command::Trace(args) => trace(args).await,
         }
     });
     match result {
@@ -423,64 +475,221 @@ async fn remote_sql(
 }
 
 async fn generate(args: GenArgs) -> anyhow::Result<()> {
+    /// Traces start this far apart.
+    const SPACING_NS: i64 = 10_000_000;
+    /// Metrics are exported after this many traces, and after the last.
+    const METRICS_EVERY: u64 = 100;
+    let sends = |signal| args.signals.contains(&signal);
     let mut generator = Generator::new(args.seed);
+    let mut metrics = MetricsAggregator::default();
     let start = args
         .start_ns
         .unwrap_or_else(|| chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
     let began = Instant::now();
-    let mut grpc = None;
-    let http = reqwest::Client::new();
-    let mut spans = 0usize;
+    let otlp = Otlp::connect(&args).await?;
+    let (mut spans, mut log_records, mut metric_exports, mut data_points) = (0, 0, 0, 0);
     for n in 0..args.traces {
         if args.rate > 0.0 {
             let due = began + Duration::from_secs_f64(n as f64 / args.rate);
             tokio::time::sleep_until(due.into()).await;
         }
-        let request = generator.trace_at(start + n as i64 * 10_000_000);
-        spans += spanlake::schema::otlp::span_count(&request);
-        match args.protocol {
-            Protocol::Grpc => {
-                if grpc.is_none() {
-                    grpc = Some(
-                        TraceServiceClient::connect(args.endpoint.clone())
-                            .await
-                            .with_context(|| format!("cannot connect to {}", args.endpoint))?,
-                    );
-                }
-                let client = grpc.as_mut().context("gRPC client")?;
-                let mut request = tonic::Request::new(request);
-                if let Some(t) = &args.tenant {
-                    request.metadata_mut().insert(ORG_ID_HEADER, t.parse()?);
-                }
-                client.export(request).await?;
-            }
-            Protocol::Http => {
-                let url = format!("{}/v1/traces", args.endpoint.trim_end_matches('/'));
-                let mut call = http
-                    .post(&url)
-                    .header("content-type", "application/x-protobuf")
-                    .body(request.encode_to_vec());
-                if let Some(t) = &args.tenant {
-                    call = call.header(ORG_ID_HEADER, t);
-                }
-                let response = call.send().await?;
-                if !response.status().is_success() {
-                    bail!(
-                        "{}: {}",
-                        response.status(),
-                        response.text().await.unwrap_or_default()
-                    );
-                }
-            }
+        let trace = generator.trace_at(start + n as i64 * SPACING_NS);
+        let logs = sends(Signal::Logs).then(|| generator.logs_for(&trace));
+        if sends(Signal::Metrics) {
+            metrics.observe(&trace);
+        }
+        if sends(Signal::Traces) {
+            spans += span_count(&trace);
+            otlp.traces(&args, trace).await?;
+        }
+        if let Some(logs) = logs {
+            log_records += log_count(&logs);
+            otlp.logs(&args, logs).await?;
+        }
+        let sent = n + 1;
+        if sends(Signal::Metrics) && (sent % METRICS_EVERY == 0 || sent == args.traces) {
+            let export = metrics.export_at(start + sent as i64 * SPACING_NS);
+            metric_exports += 1;
+            data_points += point_count(&export);
+            otlp.metrics(&args, export).await?;
         }
     }
     let elapsed = began.elapsed().as_secs_f64();
-    eprintln!(
-        "sent {} traces ({spans} spans) in {elapsed:.2}s: {:.0} spans/s",
-        args.traces,
-        spans as f64 / elapsed.max(1e-9)
-    );
+    if sends(Signal::Traces) {
+        eprintln!(
+            "sent {} traces ({spans} spans) in {elapsed:.2}s: {:.0} spans/s",
+            args.traces,
+            spans as f64 / elapsed.max(1e-9)
+        );
+    }
+    if sends(Signal::Logs) {
+        eprintln!("sent {log_records} log records");
+    }
+    if sends(Signal::Metrics) {
+        eprintln!("sent {metric_exports} metric exports ({data_points} data points)");
+    }
     Ok(())
+}
+
+/// Where `spanlake gen` sends: the OTLP trace, logs and metrics services over one gRPC
+/// channel, or OTLP/HTTP.
+enum Otlp {
+    Grpc(tonic::transport::Channel),
+    Http(reqwest::Client),
+}
+
+impl Otlp {
+    async fn connect(args: &GenArgs) -> anyhow::Result<Self> {
+        Ok(match args.protocol {
+            Protocol::Grpc => Otlp::Grpc(
+                tonic::transport::Channel::from_shared(args.endpoint.clone())
+                    .with_context(|| format!("{} is not an endpoint URL", args.endpoint))?
+                    .connect()
+                    .await
+                    .with_context(|| format!("cannot connect to {}", args.endpoint))?,
+            ),
+            Protocol::Http => Otlp::Http(reqwest::Client::new()),
+        })
+    }
+
+    async fn traces(
+        &self,
+        args: &GenArgs,
+        request: ExportTraceServiceRequest,
+    ) -> anyhow::Result<()> {
+        let sent = match self {
+            Otlp::Grpc(channel) => TraceServiceClient::new(channel.clone())
+                .export(grpc_request(args, request)?)
+                .await
+                .map(drop)
+                .map_err(anyhow::Error::from),
+            Otlp::Http(http) => post_protobuf(http, args, TRACES_PATH, &request).await,
+        };
+        sent.with_context(|| failed(args, Signal::Traces))
+    }
+
+    async fn logs(&self, args: &GenArgs, request: ExportLogsServiceRequest) -> anyhow::Result<()> {
+        let sent = match self {
+            Otlp::Grpc(channel) => LogsServiceClient::new(channel.clone())
+                .export(grpc_request(args, request)?)
+                .await
+                .map(drop)
+                .map_err(anyhow::Error::from),
+            Otlp::Http(http) => post_protobuf(http, args, LOGS_PATH, &request).await,
+        };
+        sent.with_context(|| failed(args, Signal::Logs))
+    }
+
+    async fn metrics(
+        &self,
+        args: &GenArgs,
+        request: ExportMetricsServiceRequest,
+    ) -> anyhow::Result<()> {
+        let sent = match self {
+            Otlp::Grpc(channel) => MetricsServiceClient::new(channel.clone())
+                .export(grpc_request(args, request)?)
+                .await
+                .map(drop)
+                .map_err(anyhow::Error::from),
+            Otlp::Http(http) => post_protobuf(http, args, METRICS_PATH, &request).await,
+        };
+        sent.with_context(|| failed(args, Signal::Metrics))
+    }
+}
+
+/// The context of a failed export: what and where, and how to send less.
+fn failed(args: &GenArgs, signal: Signal) -> String {
+    let name = signal
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default();
+    format!(
+        "sending {name} to {} failed (--signals picks which of traces, logs, metrics to send)",
+        args.endpoint
+    )
+}
+
+/// A gRPC request as the tenant of `args`, if any.
+fn grpc_request<T>(args: &GenArgs, message: T) -> anyhow::Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(message);
+    if let Some(t) = &args.tenant {
+        let value: tonic::metadata::AsciiMetadataValue = t
+            .parse()
+            .with_context(|| format!("tenant {t:?} is not a valid header value"))?;
+        request.metadata_mut().insert(ORG_ID_HEADER, value);
+    }
+    Ok(request)
+}
+
+/// POSTs `message` as protobuf to `path` under the endpoint of `args` (OTLP/HTTP), as its
+/// tenant if any.
+async fn post_protobuf(
+    http: &reqwest::Client,
+    args: &GenArgs,
+    path: &str,
+    message: &impl Message,
+) -> anyhow::Result<()> {
+    let url = format!("{}{path}", args.endpoint.trim_end_matches('/'));
+    let mut call = http
+        .post(&url)
+        .header("content-type", "application/x-protobuf")
+        .body(message.encode_to_vec());
+    if let Some(t) = &args.tenant {
+        call = call.header(ORG_ID_HEADER, t);
+    }
+    let response = call
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        bail!("{url}: {status}: {}", response.text().await.unwrap_or_default());
+    }
+    Ok(())
+}
+
+async fn trace(args: TraceArgs) -> anyhow::Result<()> {
+    use spanlake::query::correlate::Correlation;
+    let id = spanlake::ids::parse_trace_id(&args.trace_id)?;
+    let correlation: Correlation = match &args.server {
+        Some(server) => {
+            let path = spanlake::api::http::CORRELATED_PATH.replace("{id}", &args.trace_id);
+            let url = format!("{}{path}", server.trim_end_matches('/'));
+            let mut request = reqwest::Client::new().get(&url);
+            if let Some(tenant) = &args.tenant {
+                request = request.header(ORG_ID_HEADER, tenant);
+            }
+            let response = request
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {url}"))?;
+            let status = response.status();
+            let body = response.bytes().await?;
+            if !status.is_success() {
+                bail!("{status}: {}", String::from_utf8_lossy(&body));
+            }
+            serde_json::from_slice(&body).context("the server's answer")?
+        }
+        None => {
+            let config = args.config.load()?;
+            let opened = server::open(&config, true).await?;
+            let tenant = args.tenant.unwrap_or_else(|| SINGLE_TENANT.to_string());
+            opened.engine.correlate(&tenant, id).await?
+        }
+    };
+    match args.format {
+        TraceFormat::Json => println!("{}", serde_json::to_string_pretty(&correlation)?),
+        TraceFormat::Text => print!("{}", correlation.render(terminal_width())),
+    }
+    Ok(())
+}
+
+/// The terminal's width from `COLUMNS`, 120 when unknown.
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(120)
 }
 
 async fn traceql(args: TraceqlArgs) -> anyhow::Result<()> {

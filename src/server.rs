@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::api;
 use crate::config::Config;
-use crate::generator::Generator;
+use crate::generator::{Generator, MetricsAggregator};
 use crate::ingest::{self, Receiver, Transport};
 use crate::ingester::{CutPolicy, Ingester, IngesterConfig};
 use crate::live::LiveSource;
@@ -76,6 +76,7 @@ pub async fn open(config: &Config, read_only: bool) -> Result<Opened, StartError
             },
             flushed_grace: settings.flushed_grace,
             flush_check: settings.flush_check,
+            max_live_bytes_per_tenant: settings.max_live_bytes_per_tenant,
         },
         storage.clone(),
         catalog.clone(),
@@ -199,12 +200,14 @@ impl Server {
             stopped(stop_rx.clone()),
         ));
         let grpc_stop = stopped(stop_rx.clone());
-        let grpc_service = ingest::grpc::service(receiver.clone());
+        let otlp_services = ingest::grpc::services(receiver.clone());
         tasks.push(tokio::spawn(async move {
             let incoming = without_delay(otlp_grpc);
             let result = tonic::transport::Server::builder()
                 .layer(measure)
-                .add_service(grpc_service)
+                .add_service(otlp_services.traces)
+                .add_service(otlp_services.logs)
+                .add_service(otlp_services.metrics)
                 .serve_with_incoming_shutdown(incoming, grpc_stop)
                 .await;
             if let Err(e) = result {
@@ -280,9 +283,9 @@ fn telemetry(catalog: &Arc<Catalog>, ingester: &Arc<Ingester>) -> Telemetry {
             .tenants()
             .into_iter()
             .map(|tenant| {
-                let blocks = catalog.blocks(&tenant);
+                let blocks = catalog.all_blocks(&tenant);
                 TenantBlocks {
-                    bytes: blocks.iter().map(|b| b.spans_bytes + b.traces_bytes).sum(),
+                    bytes: blocks.iter().map(|b| b.bytes()).sum(),
                     blocks: blocks.len() as u64,
                     tenant,
                 }
@@ -347,22 +350,45 @@ fn serve_http(
     })
 }
 
-/// Demo traffic: a few traces a second, timestamped now, through the receiver's own path.
+/// Demo traffic through the receiver's own path: a few traces a second, each with its log
+/// records, and every few seconds the RED metrics of the traces so far, timestamped now.
 async fn run_demo(receiver: Receiver, stop: impl std::future::Future<Output = ()>) {
     let mut generator = Generator::new(0x5eed);
+    let mut metrics = MetricsAggregator::default();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tokio::pin!(stop);
-    loop {
+    for n in 0u64.. {
         tokio::select! {
             _ = &mut stop => return,
             _ = tick.tick() => {
                 let now = crate::time::now_ns();
-                let request = generator.trace_at(now);
-                let bytes = prost::Message::encoded_len(&request);
-                if let Err(e) = receiver.receive(Transport::Demo, bytes, Some("demo"), &request).await {
+                let trace = generator.trace_at(now);
+                let logs = generator.logs_for(&trace);
+                metrics.observe(&trace);
+                let mut result = demo_export(&receiver, &trace).await;
+                if result.is_ok() {
+                    result = demo_export(&receiver, &logs).await;
+                }
+                if result.is_ok() && n % DEMO_METRICS_EVERY == 0 {
+                    result = demo_export(&receiver, &metrics.export_at(now)).await;
+                }
+                if let Err(e) = result {
                     tracing::warn!(error = %e, "demo traffic refused");
                 }
             }
         }
     }
+}
+
+/// Demo traces between two metrics exports (ten seconds at five traces a second).
+const DEMO_METRICS_EVERY: u64 = 50;
+
+async fn demo_export<R: crate::ingest::Export>(
+    receiver: &Receiver,
+    request: &R,
+) -> Result<usize, crate::ingest::IngestError> {
+    let bytes = request.encoded_len();
+    receiver
+        .receive(Transport::Demo, bytes, Some("demo"), request)
+        .await
 }

@@ -62,6 +62,8 @@ pub struct Telemetry {
     ingest_spans: IntCounterVec,
     ingest_refused_spans: IntCounterVec,
     ingest_bytes: IntCounterVec,
+    ingest_records: IntCounterVec,
+    ingest_refused_records: IntCounterVec,
     gauges: Arc<ScrapeGauges>,
 }
 
@@ -109,14 +111,26 @@ impl Telemetry {
             "Uncompressed payload bytes of decoded export requests, by transport.",
             &["transport"],
         );
+        let ingest_records = counter(
+            "spanlake_ingest_records_received_total",
+            "Log records and metric points stored and acknowledged, by transport and signal.",
+            &["transport", "signal"],
+        );
+        let ingest_refused_records = counter(
+            "spanlake_ingest_records_refused_total",
+            "Log records and metric points in decoded export requests that were refused, by transport, signal and reason.",
+            &["transport", "signal", "reason"],
+        );
         let gauges = Arc::new(ScrapeGauges::new());
         let registry = Registry::new();
-        let collectors: [Box<dyn Collector>; 6] = [
+        let collectors: [Box<dyn Collector>; 8] = [
             Box::new(requests.clone()),
             Box::new(ingest_requests.clone()),
             Box::new(ingest_spans.clone()),
             Box::new(ingest_refused_spans.clone()),
             Box::new(ingest_bytes.clone()),
+            Box::new(ingest_records.clone()),
+            Box::new(ingest_refused_records.clone()),
             Box::new(SharedGauges(gauges.clone())),
         ];
         for collector in collectors {
@@ -131,7 +145,53 @@ impl Telemetry {
             ingest_spans,
             ingest_refused_spans,
             ingest_bytes,
+            ingest_records,
+            ingest_refused_records,
             gauges,
+        }
+    }
+
+    /// Counts an export request of log records or metric points (`signal`) that was stored:
+    /// `records` of them in `bytes` payload bytes.
+    pub fn ingest_records_accepted(
+        &self,
+        signal: &str,
+        transport: &str,
+        bytes: usize,
+        records: usize,
+    ) {
+        self.ingest_requests
+            .with_label_values(&[transport, "ok"])
+            .inc();
+        self.ingest_records
+            .with_label_values(&[transport, signal])
+            .inc_by(records as u64);
+        self.ingest_bytes
+            .with_label_values(&[transport])
+            .inc_by(bytes as u64);
+    }
+
+    /// Counts a refused export request of log records or metric points (`signal`).
+    pub fn ingest_records_refused(
+        &self,
+        signal: &str,
+        transport: &str,
+        reason: &str,
+        bytes: usize,
+        records: usize,
+    ) {
+        self.ingest_requests
+            .with_label_values(&[transport, reason])
+            .inc();
+        if records > 0 {
+            self.ingest_refused_records
+                .with_label_values(&[transport, signal, reason])
+                .inc_by(records as u64);
+        }
+        if bytes > 0 {
+            self.ingest_bytes
+                .with_label_values(&[transport])
+                .inc_by(bytes as u64);
         }
     }
 

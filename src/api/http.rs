@@ -9,10 +9,10 @@ use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use futures::StreamExt;
 
 use crate::query::{QueryEngine, QueryError, Result};
@@ -20,6 +20,8 @@ use crate::tenant::{self, ORG_ID_HEADER};
 
 /// Path of the SQL endpoint: POST the query text, receive an Arrow IPC stream.
 pub const SQL_PATH: &str = "/api/v1/sql";
+/// Path of a trace with its log records and exemplars, as JSON.
+pub const CORRELATED_PATH: &str = "/api/v1/traces/{id}/correlated";
 /// Content type of Arrow IPC stream responses.
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 /// Content type of JSON lines responses: one object per row.
@@ -38,7 +40,10 @@ pub struct ApiState {
 
 /// Routes of the HTTP API.
 pub fn router(state: ApiState) -> Router {
-    Router::new().route(SQL_PATH, post(sql)).with_state(state)
+    Router::new()
+        .route(SQL_PATH, post(sql))
+        .route(CORRELATED_PATH, get(correlated))
+        .with_state(state)
 }
 
 /// The format an answer is written in.
@@ -133,6 +138,23 @@ impl Encoder {
             }
             _ => Ok(Vec::new()),
         }
+    }
+}
+
+async fn correlated(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let answer = async {
+        let org_id = headers.get(ORG_ID_HEADER).and_then(|v| v.to_str().ok());
+        let tenant = tenant::resolve(org_id, state.multitenancy)?;
+        let id = crate::ids::parse_trace_id(&id)?;
+        state.engine.correlate(&tenant, id).await
+    };
+    match answer.await {
+        Ok(correlation) => axum::Json(correlation).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 

@@ -1,18 +1,29 @@
-//! OTLP/gRPC `TraceService`.
+//! OTLP/gRPC `TraceService`, `LogsService` and `MetricsService`.
 
 use std::task::{Context, Poll};
 
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use prost::Message;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
-use super::{IngestError, Receiver, Transport};
+use super::{Export, IngestError, Receiver, Transport};
 use crate::tenant::ORG_ID_HEADER;
 
 impl From<IngestError> for Status {
@@ -21,12 +32,9 @@ impl From<IngestError> for Status {
     }
 }
 
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+impl Receiver {
+    /// Stores one gRPC export with the tenant of its metadata.
+    async fn grpc_export<R: Export>(&self, request: Request<R>) -> Result<(), Status> {
         let org_id = request
             .metadata()
             .get(ORG_ID_HEADER)
@@ -40,20 +48,73 @@ impl TraceService for Receiver {
             request.get_ref(),
         )
         .await?;
-        Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
+        Ok(())
     }
 }
 
-/// The gRPC service, accepting gzip and refusing messages over the receiver's limit.
-pub fn service(receiver: Receiver) -> SizeLimitStatus<TraceServiceServer<Receiver>> {
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        self.grpc_export(request).await?;
+        Ok(Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Receiver {
+    async fn export(
+        &self,
+        request: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        self.grpc_export(request).await?;
+        Ok(Response::new(ExportLogsServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for Receiver {
+    async fn export(
+        &self,
+        request: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        self.grpc_export(request).await?;
+        Ok(Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+/// The three gRPC services, accepting gzip and refusing messages over the receiver's limit.
+pub struct Services {
+    pub traces: SizeLimitStatus<TraceServiceServer<Receiver>>,
+    pub logs: SizeLimitStatus<LogsServiceServer<Receiver>>,
+    pub metrics: SizeLimitStatus<MetricsServiceServer<Receiver>>,
+}
+
+/// The gRPC services of `receiver`.
+pub fn services(receiver: Receiver) -> Services {
     let limit = receiver.max_request_bytes;
-    SizeLimitStatus {
-        inner: TraceServiceServer::new(receiver)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Gzip)
-            .max_decoding_message_size(limit),
+    let gzip = CompressionEncoding::Gzip;
+    Services {
+        traces: SizeLimitStatus {
+            inner: TraceServiceServer::new(receiver.clone())
+                .accept_compressed(gzip)
+                .send_compressed(gzip)
+                .max_decoding_message_size(limit),
+        },
+        logs: SizeLimitStatus {
+            inner: LogsServiceServer::new(receiver.clone())
+                .accept_compressed(gzip)
+                .send_compressed(gzip)
+                .max_decoding_message_size(limit),
+        },
+        metrics: SizeLimitStatus {
+            inner: MetricsServiceServer::new(receiver)
+                .accept_compressed(gzip)
+                .send_compressed(gzip)
+                .max_decoding_message_size(limit),
+        },
     }
 }
 

@@ -1,4 +1,5 @@
-//! OTLP/HTTP: `POST /v1/traces` with protobuf or JSON bodies, optionally gzip-compressed.
+//! OTLP/HTTP: `POST /v1/traces`, `/v1/logs` and `/v1/metrics` with protobuf or JSON bodies,
+//! optionally gzip-compressed.
 
 use std::io::Read;
 
@@ -8,16 +9,27 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
+use serde::Serialize;
 
-use super::{IngestError, Receiver, Transport};
+use super::{Export, IngestError, Receiver, Transport};
 use crate::tenant::{ORG_ID_HEADER, TenantError};
 
 /// The OTLP/HTTP traces path.
 pub const TRACES_PATH: &str = "/v1/traces";
+/// The OTLP/HTTP logs path.
+pub const LOGS_PATH: &str = "/v1/logs";
+/// The OTLP/HTTP metrics path.
+pub const METRICS_PATH: &str = "/v1/metrics";
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
 
@@ -39,7 +51,18 @@ struct RpcStatus {
 /// Routes of the OTLP/HTTP receiver.
 pub fn router(receiver: Receiver) -> Router {
     Router::new()
-        .route(TRACES_PATH, post(export))
+        .route(
+            TRACES_PATH,
+            post(export::<ExportTraceServiceRequest, ExportTraceServiceResponse>),
+        )
+        .route(
+            LOGS_PATH,
+            post(export::<ExportLogsServiceRequest, ExportLogsServiceResponse>),
+        )
+        .route(
+            METRICS_PATH,
+            post(export::<ExportMetricsServiceRequest, ExportMetricsServiceResponse>),
+        )
         .layer(DefaultBodyLimit::disable())
         .with_state(receiver)
 }
@@ -62,16 +85,15 @@ fn format_of(headers: &HeaderMap) -> Result<Format, IngestError> {
     }
 }
 
-async fn export(State(receiver): State<Receiver>, headers: HeaderMap, body: Body) -> Response {
+/// Handles one export of request type `R`, answering with an empty response of type `A`.
+async fn export<R, A>(State(receiver): State<Receiver>, headers: HeaderMap, body: Body) -> Response
+where
+    R: Export + Send + Sync,
+    A: Message + Serialize + Default,
+{
     let format = format_of(&headers).unwrap_or(Format::Protobuf);
-    match handle(&receiver, &headers, body).await {
-        Ok(()) => encode(
-            format,
-            StatusCode::OK,
-            &ExportTraceServiceResponse {
-                partial_success: None,
-            },
-        ),
+    match handle::<R>(&receiver, &headers, body).await {
+        Ok(()) => encode(format, StatusCode::OK, &A::default()),
         Err(e) => {
             let body = RpcStatus {
                 code: e.grpc_code() as i32,
@@ -96,13 +118,14 @@ fn status_of(e: &IngestError) -> StatusCode {
         IngestError::Decode(_) | IngestError::Invalid(_) => StatusCode::BAD_REQUEST,
         IngestError::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        IngestError::LiveLimit(_) => StatusCode::TOO_MANY_REQUESTS,
         IngestError::Tenant(TenantError::Missing) => StatusCode::UNAUTHORIZED,
         IngestError::Tenant(TenantError::Invalid(_)) => StatusCode::BAD_REQUEST,
         IngestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
-fn encode(format: Format, status: StatusCode, response: &ExportTraceServiceResponse) -> Response {
+fn encode(format: Format, status: StatusCode, response: &(impl Message + Serialize)) -> Response {
     match format {
         Format::Protobuf => (
             status,
@@ -114,8 +137,12 @@ fn encode(format: Format, status: StatusCode, response: &ExportTraceServiceRespo
     }
 }
 
-async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body) -> Result<(), IngestError> {
-    let (request, bytes) = decode(receiver.max_request_bytes, headers, body)
+async fn handle<R: Export + Send + Sync>(
+    receiver: &Receiver,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(), IngestError> {
+    let (request, bytes) = decode::<R>(receiver.max_request_bytes, headers, body)
         .await
         .inspect_err(|e| receiver.refused_undecoded(Transport::OtlpHttp, e))?;
     let org_id = headers.get(ORG_ID_HEADER).and_then(|v| v.to_str().ok());
@@ -127,11 +154,11 @@ async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body) -> Result<
 
 /// Reads, gunzips and decodes a body of at most `limit` bytes; returns the request and its
 /// uncompressed size.
-async fn decode(
+async fn decode<R: Export>(
     limit: usize,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(ExportTraceServiceRequest, usize), IngestError> {
+) -> Result<(R, usize), IngestError> {
     let format = format_of(headers)?;
     let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
         if exceeded_limit(&e) {
@@ -147,7 +174,7 @@ async fn decode(
     let bytes = if gzip { gunzip(&raw, limit)? } else { raw };
     let size = bytes.len();
     let request = match format {
-        Format::Protobuf => ExportTraceServiceRequest::decode(bytes)
+        Format::Protobuf => R::decode(bytes)
             .map_err(|e| IngestError::Decode(format!("protobuf: {e}")))?,
         Format::Json => {
             serde_json::from_slice(&bytes).map_err(|e| IngestError::Decode(format!("JSON: {e}")))?

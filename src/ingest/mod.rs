@@ -1,13 +1,16 @@
-//! OTLP trace receivers: gRPC `TraceService/Export` and HTTP `POST /v1/traces`.
+//! OTLP receivers for the three signals: gRPC `TraceService`, `LogsService` and
+//! `MetricsService` `Export`, and HTTP `POST /v1/traces`, `/v1/logs` and `/v1/metrics`.
 //!
-//! Both decode, validate (see [`crate::schema::otlp`]), resolve the tenant and hand the spans
-//! to the ingester, answering only once the spans are durable. Refusals name the problem:
+//! Each decodes, validates (see [`crate::schema::otlp`]), resolves the tenant and hands the rows
+//! to the ingester, answering only once they are durable. An export lands whole or not at
+//! all. Refusals name the problem:
 //!
 //! | problem | HTTP | gRPC |
 //! |---|---|---|
 //! | body not decodable, invalid ids | 400 | `InvalidArgument` |
 //! | content type other than protobuf / JSON | 415 | — |
 //! | body over `max_request_bytes` (after gunzip) | 413 | `ResourceExhausted` |
+//! | tenant at its live limit (nothing written) | 429 | `ResourceExhausted` |
 //! | missing or invalid tenant (multitenancy on) | 401 / 400 | `Unauthenticated` / `InvalidArgument` |
 //! | WAL or storage failure | 503 | `Unavailable` |
 //!
@@ -18,10 +21,13 @@ pub mod http;
 
 use std::sync::Arc;
 
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
 use crate::ingester::{Ingester, IngesterError};
-use crate::schema::otlp::{OtlpError, span_count, spans_from_request};
+use crate::schema::otlp::{self, OtlpError};
+use crate::schema::{LogRow, PointRow, Signal, SpanRow};
 use crate::telemetry::Telemetry;
 use crate::tenant::TenantError;
 
@@ -38,8 +44,19 @@ pub enum IngestError {
     TooLarge { limit: usize },
     #[error(transparent)]
     Tenant(#[from] TenantError),
-    #[error("could not store the spans, retry later: {0}")]
-    Unavailable(#[from] IngesterError),
+    #[error("{0}")]
+    LiveLimit(String),
+    #[error("could not store the data, retry later: {0}")]
+    Unavailable(IngesterError),
+}
+
+impl From<IngesterError> for IngestError {
+    fn from(e: IngesterError) -> Self {
+        match e {
+            IngesterError::LiveLimit { .. } => IngestError::LiveLimit(e.to_string()),
+            other => IngestError::Unavailable(other),
+        }
+    }
 }
 
 impl IngestError {
@@ -49,7 +66,9 @@ impl IngestError {
             IngestError::Decode(_) | IngestError::Invalid(_) | IngestError::ContentType(_) => {
                 tonic::Code::InvalidArgument
             }
-            IngestError::TooLarge { .. } => tonic::Code::ResourceExhausted,
+            IngestError::TooLarge { .. } | IngestError::LiveLimit(_) => {
+                tonic::Code::ResourceExhausted
+            }
             IngestError::Tenant(TenantError::Missing) => tonic::Code::Unauthenticated,
             IngestError::Tenant(TenantError::Invalid(_)) => tonic::Code::InvalidArgument,
             IngestError::Unavailable(_) => tonic::Code::Unavailable,
@@ -62,6 +81,7 @@ impl IngestError {
             IngestError::Decode(_) | IngestError::Invalid(_) => "invalid",
             IngestError::ContentType(_) => "unsupported_content_type",
             IngestError::TooLarge { .. } => "too_large",
+            IngestError::LiveLimit(_) => "live_limit",
             IngestError::Tenant(TenantError::Missing) => "missing_tenant",
             IngestError::Tenant(TenantError::Invalid(_)) => "invalid_tenant",
             IngestError::Unavailable(_) => "unavailable",
@@ -99,37 +119,96 @@ pub struct Receiver {
     pub telemetry: Telemetry,
 }
 
+/// Rows of one signal, converted from an export request.
+#[derive(Debug)]
+pub enum Rows {
+    Spans(Vec<SpanRow>),
+    Logs(Vec<LogRow>),
+    Points(Vec<PointRow>),
+}
+
+/// An OTLP export request of one signal.
+pub trait Export: prost::Message + Default + serde::de::DeserializeOwned + 'static {
+    /// The signal the request carries.
+    const SIGNAL: Signal;
+    /// Number of spans, log records or points in the request.
+    fn count(&self) -> usize;
+    /// The request's rows; fails on the first invalid one.
+    fn rows(&self) -> Result<Rows, OtlpError>;
+}
+
+impl Export for ExportTraceServiceRequest {
+    const SIGNAL: Signal = Signal::Traces;
+    fn count(&self) -> usize {
+        otlp::span_count(self)
+    }
+    fn rows(&self) -> Result<Rows, OtlpError> {
+        otlp::spans_from_request(self).map(Rows::Spans)
+    }
+}
+
+impl Export for ExportLogsServiceRequest {
+    const SIGNAL: Signal = Signal::Logs;
+    fn count(&self) -> usize {
+        otlp::log_count(self)
+    }
+    fn rows(&self) -> Result<Rows, OtlpError> {
+        otlp::logs_from_request(self).map(Rows::Logs)
+    }
+}
+
+impl Export for ExportMetricsServiceRequest {
+    const SIGNAL: Signal = Signal::Metrics;
+    fn count(&self) -> usize {
+        otlp::point_count(self)
+    }
+    fn rows(&self) -> Result<Rows, OtlpError> {
+        otlp::points_from_request(self).map(Rows::Points)
+    }
+}
+
 impl Receiver {
-    /// Validates and stores one export for the tenant named by `org_id`.
-    pub async fn export(
+    /// Validates and stores one export for the tenant named by `org_id`; returns how many
+    /// spans, records or points it stored.
+    pub async fn export<R: Export>(
         &self,
         org_id: Option<&str>,
-        request: &ExportTraceServiceRequest,
+        request: &R,
     ) -> Result<usize, IngestError> {
         let tenant = crate::tenant::resolve(org_id, self.multitenancy)?;
-        let spans = spans_from_request(request)?;
-        Ok(self.ingester.push(&tenant, spans).await?)
+        let stored = match request.rows()? {
+            Rows::Spans(rows) => self.ingester.push(&tenant, rows).await?,
+            Rows::Logs(rows) => self.ingester.push_logs(&tenant, rows).await?,
+            Rows::Points(rows) => self.ingester.push_points(&tenant, rows).await?,
+        };
+        Ok(stored)
     }
 
     /// [`Receiver::export`] for a request of `bytes` uncompressed payload bytes that arrived over
     /// `transport`, counted in the ingest metrics.
-    pub async fn receive(
+    pub async fn receive<R: Export>(
         &self,
         transport: Transport,
         bytes: usize,
         org_id: Option<&str>,
-        request: &ExportTraceServiceRequest,
+        request: &R,
     ) -> Result<usize, IngestError> {
         let result = self.export(org_id, request).await;
-        match &result {
-            Ok(spans) => self
-                .telemetry
-                .ingest_accepted(transport.label(), bytes, *spans),
-            Err(e) => self.telemetry.ingest_refused(
-                transport.label(),
+        let (telemetry, transport) = (&self.telemetry, transport.label());
+        match (&result, R::SIGNAL) {
+            (Ok(spans), Signal::Traces) => telemetry.ingest_accepted(transport, bytes, *spans),
+            (Ok(records), signal) => {
+                telemetry.ingest_records_accepted(signal.name(), transport, bytes, *records)
+            }
+            (Err(e), Signal::Traces) => {
+                telemetry.ingest_refused(transport, e.reason(), bytes, request.count())
+            }
+            (Err(e), signal) => telemetry.ingest_records_refused(
+                signal.name(),
+                transport,
                 e.reason(),
                 bytes,
-                span_count(request),
+                request.count(),
             ),
         }
         result

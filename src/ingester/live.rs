@@ -1,5 +1,10 @@
-//! The ingester's live data: open traces still receiving spans, and cut blocks that are being
-//! written or were committed less than a grace period ago.
+//! The ingester's live data: open traces still receiving spans, log records and metric points
+//! not yet cut, and cut blocks that are being written or were committed less than a grace
+//! period ago.
+//!
+//! Traces are cut once complete (idle); log records and points have no such notion and are cut
+//! whole whenever the ingester cuts, so a rotated WAL segment never holds a record that is
+//! neither in a block nor re-logged.
 //!
 //! Committed blocks stay here, tagged with their block id, so that a reader who listed blocks
 //! before the commit still sees those rows live; a reader that lists the block excludes it.
@@ -9,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::live::LiveScan;
-use crate::schema::{SpanId, SpanRow, TraceId};
+use crate::schema::{LogRow, PointRow, Signal, SpanId, SpanRow, TraceId};
 
 /// One trace still receiving spans, deduplicated by span id.
 #[derive(Debug, Clone)]
@@ -19,21 +24,58 @@ pub struct LiveTrace {
     pub bytes: usize,
 }
 
-/// Complete traces cut into a block for one tenant and shard.
+/// The rows of a cut block.
+#[derive(Debug)]
+pub enum BlockRows {
+    /// Complete traces, sorted by trace id.
+    Traces(Vec<(TraceId, LiveTrace)>),
+    /// Log records, in arrival order.
+    Logs(Vec<Arc<LogRow>>),
+    /// Metric points, in arrival order.
+    Points(Vec<Arc<PointRow>>),
+}
+
+/// Rows of one signal cut into a block for one tenant and shard.
 #[derive(Debug)]
 pub struct PendingBlock {
     pub tenant: String,
     pub shard: u32,
     pub block_id: String,
-    /// Traces sorted by trace id.
-    pub traces: Vec<(TraceId, LiveTrace)>,
+    pub rows: BlockRows,
     committed_at: OnceLock<Instant>,
 }
 
 impl PendingBlock {
+    fn new(tenant: &str, shard: u32, rows: BlockRows) -> Arc<Self> {
+        Arc::new(Self {
+            tenant: tenant.to_string(),
+            shard,
+            block_id: uuid::Uuid::now_v7().to_string(),
+            rows,
+            committed_at: OnceLock::new(),
+        })
+    }
+
+    /// The signal of the block's rows.
+    pub fn signal(&self) -> Signal {
+        match self.rows {
+            BlockRows::Traces(_) => Signal::Traces,
+            BlockRows::Logs(_) => Signal::Logs,
+            BlockRows::Points(_) => Signal::Metrics,
+        }
+    }
+
+    /// The block's traces; empty for other signals.
+    pub fn traces(&self) -> &[(TraceId, LiveTrace)] {
+        match &self.rows {
+            BlockRows::Traces(traces) => traces,
+            _ => &[],
+        }
+    }
+
     /// Each trace's spans, sorted by start time then span id: the block's row order.
     pub fn sorted_traces(&self) -> Vec<Vec<&SpanRow>> {
-        self.traces.iter().map(|(_, t)| sorted_spans(t)).collect()
+        self.traces().iter().map(|(_, t)| sorted_spans(t)).collect()
     }
 
     /// Marks the block committed; from now on readers that list it exclude it here.
@@ -57,10 +99,60 @@ pub fn sorted_spans(trace: &LiveTrace) -> Vec<&SpanRow> {
     spans
 }
 
+/// Log records or points not yet cut.
+#[derive(Debug)]
+struct OpenRows<T> {
+    rows: Vec<Arc<T>>,
+    bytes: usize,
+    first_append: Option<Instant>,
+}
+
+impl<T> Default for OpenRows<T> {
+    fn default() -> Self {
+        Self {
+            rows: Vec::new(),
+            bytes: 0,
+            first_append: None,
+        }
+    }
+}
+
+impl<T> OpenRows<T> {
+    fn push(&mut self, row: T, bytes: usize, now: Instant) {
+        self.first_append.get_or_insert(now);
+        self.bytes += bytes;
+        self.rows.push(Arc::new(row));
+    }
+
+    fn restore(&mut self, rows: &[Arc<T>], bytes: impl Fn(&T) -> usize, at: Instant) {
+        self.first_append = Some(self.first_append.map_or(at, |t| t.min(at)));
+        self.bytes += rows.iter().map(|r| bytes(r)).sum::<usize>();
+        self.rows.extend(rows.iter().cloned());
+    }
+
+    fn is_due(&self, now: Instant, policy: &CutPolicy) -> bool {
+        self.first_append
+            .is_some_and(|t| now.saturating_duration_since(t) >= policy.max_block_age)
+    }
+}
+
 #[derive(Debug, Default)]
 struct TenantLive {
     open: HashMap<TraceId, LiveTrace>,
+    logs: OpenRows<LogRow>,
+    points: OpenRows<PointRow>,
     pending: Vec<Arc<PendingBlock>>,
+    /// Bytes of open traces, log records and points: what the live limit caps.
+    open_bytes: usize,
+}
+
+impl TenantLive {
+    fn is_empty(&self) -> bool {
+        self.open.is_empty()
+            && self.logs.rows.is_empty()
+            && self.points.rows.is_empty()
+            && self.pending.is_empty()
+    }
 }
 
 /// What a cut produced: blocks to write, and per tenant the spans of traces that stay open,
@@ -82,12 +174,30 @@ pub struct CutPolicy {
 
 /// Which shard a trace belongs to: FNV-1a of the trace id, modulo the shard count.
 pub fn shard_of(trace_id: &TraceId, shards: u32) -> u32 {
+    shard_of_bytes(trace_id, shards)
+}
+
+fn shard_of_bytes(bytes: &[u8], shards: u32) -> u32 {
     let mut hash: u64 = 0xcbf29ce484222325;
-    for byte in trace_id {
+    for byte in bytes {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x100000001b3);
     }
     (hash % u64::from(shards.max(1))) as u32
+}
+
+/// Which shard a log record belongs to: its trace's, so that a trace and its logs meet on one
+/// shard; records without a trace spread by service.
+pub fn log_shard(log: &LogRow, shards: u32) -> u32 {
+    match &log.trace_id {
+        Some(id) => shard_of(id, shards),
+        None => shard_of_bytes(log.service_name.as_bytes(), shards),
+    }
+}
+
+/// Which shard a metric point belongs to: its series', so a series stays on one shard.
+pub fn point_shard(point: &PointRow, shards: u32) -> u32 {
+    (point.series_id() % u64::from(shards.max(1))) as u32
 }
 
 /// A selection of live traces for a reader.
@@ -118,11 +228,26 @@ impl Selection {
         if self.trace_ids.as_ref().is_some_and(|ids| !ids.contains(id)) {
             return false;
         }
-        trace.spans.values().any(|s| {
-            self.start_ns
-                .is_none_or(|start| s.start_time_unix_nano >= start)
-                && self.end_ns.is_none_or(|end| s.start_time_unix_nano < end)
-        })
+        trace
+            .spans
+            .values()
+            .any(|s| self.in_time(s.start_time_unix_nano))
+    }
+
+    fn in_time(&self, ns: i64) -> bool {
+        self.start_ns.is_none_or(|start| ns >= start) && self.end_ns.is_none_or(|end| ns < end)
+    }
+
+    fn wants_log(&self, log: &LogRow) -> bool {
+        let trace_ok = match &self.trace_ids {
+            None => true,
+            Some(ids) => log.trace_id.as_ref().is_some_and(|id| ids.contains(id)),
+        };
+        trace_ok && self.in_time(log.time_unix_nano)
+    }
+
+    fn excludes(&self, block: &PendingBlock) -> bool {
+        block.committed() && self.exclude_blocks.contains(&block.block_id)
     }
 }
 
@@ -142,19 +267,53 @@ impl LiveState {
                 last_append: now,
                 bytes: 0,
             });
+            let bytes = span.approx_bytes();
             trace.last_append = now;
-            trace.bytes += span.approx_bytes();
+            trace.bytes += bytes;
+            live.open_bytes += bytes;
             trace.spans.insert(span.span_id, Arc::new(span));
         }
+    }
+
+    /// Adds log records.
+    pub fn insert_logs(&mut self, tenant: &str, logs: Vec<LogRow>, now: Instant) {
+        let live = self.tenants.entry(tenant.to_string()).or_default();
+        for log in logs {
+            let bytes = log.approx_bytes();
+            live.open_bytes += bytes;
+            live.logs.push(log, bytes, now);
+        }
+    }
+
+    /// Adds metric points.
+    pub fn insert_points(&mut self, tenant: &str, points: Vec<PointRow>, now: Instant) {
+        let live = self.tenants.entry(tenant.to_string()).or_default();
+        for point in points {
+            let bytes = point.approx_bytes();
+            live.open_bytes += bytes;
+            live.points.push(point, bytes, now);
+        }
+    }
+
+    /// Bytes `tenant` holds open (not yet cut), which the live limit caps.
+    pub fn open_bytes(&self, tenant: &str) -> usize {
+        self.tenants.get(tenant).map_or(0, |t| t.open_bytes)
     }
 
     fn complete(trace: &LiveTrace, now: Instant, policy: &CutPolicy) -> bool {
         now.saturating_duration_since(trace.last_append) >= policy.trace_idle
     }
 
-    /// True when complete traces are big or old enough to be cut into blocks.
+    /// True when complete traces, log records or points are big or old enough to be cut into
+    /// blocks.
     pub fn should_cut(&self, now: Instant, policy: &CutPolicy) -> bool {
         let mut bytes = 0;
+        for live in self.tenants.values() {
+            if live.logs.is_due(now, policy) || live.points.is_due(now, policy) {
+                return true;
+            }
+            bytes += live.logs.bytes + live.points.bytes;
+        }
         for trace in self.tenants.values().flat_map(|t| t.open.values()) {
             if Self::complete(trace, now, policy) {
                 if now.saturating_duration_since(trace.last_append)
@@ -168,8 +327,9 @@ impl LiveState {
         bytes >= policy.max_block_bytes
     }
 
-    /// Moves complete traces (every trace when `all`) into pending blocks, one per tenant and
-    /// shard, and lists the spans of the traces that stay open.
+    /// Moves complete traces (every trace when `all`) and every log record and point into
+    /// pending blocks, one per tenant, signal and shard, and lists the spans of the traces that
+    /// stay open.
     pub fn cut(&mut self, now: Instant, policy: &CutPolicy, all: bool) -> Cut {
         let mut cut = Cut::default();
         for (tenant, live) in &mut self.tenants {
@@ -186,18 +346,22 @@ impl LiveState {
                     live.open.insert(id, trace);
                 }
             }
+            let mut blocks = Vec::new();
             for (shard, mut traces) in by_shard {
                 traces.sort_by_key(|a| a.0);
-                let block = Arc::new(PendingBlock {
-                    tenant: tenant.clone(),
-                    shard,
-                    block_id: uuid::Uuid::now_v7().to_string(),
-                    traces,
-                    committed_at: OnceLock::new(),
-                });
-                live.pending.push(block.clone());
-                cut.blocks.push(block);
+                blocks.push(PendingBlock::new(tenant, shard, BlockRows::Traces(traces)));
             }
+            let logs = std::mem::take(&mut live.logs).rows;
+            for (shard, rows) in by_shard_of(logs, |l| log_shard(l, policy.shards)) {
+                blocks.push(PendingBlock::new(tenant, shard, BlockRows::Logs(rows)));
+            }
+            let points = std::mem::take(&mut live.points).rows;
+            for (shard, rows) in by_shard_of(points, |p| point_shard(p, policy.shards)) {
+                blocks.push(PendingBlock::new(tenant, shard, BlockRows::Points(rows)));
+            }
+            live.open_bytes = live.open.values().map(|t| t.bytes).sum();
+            live.pending.extend(blocks.iter().cloned());
+            cut.blocks.extend(blocks);
             if !relog.is_empty() {
                 cut.relog.push((tenant.clone(), relog));
             }
@@ -205,13 +369,26 @@ impl LiveState {
         cut
     }
 
-    /// Puts the traces of a block that could not be written back among the open traces.
-    pub fn restore(&mut self, block: &Arc<PendingBlock>) {
+    /// Puts the rows of a block that could not be written back among the open ones.
+    pub fn restore(&mut self, block: &Arc<PendingBlock>, now: Instant) {
         let Some(live) = self.tenants.get_mut(&block.tenant) else {
             return;
         };
         live.pending.retain(|p| !Arc::ptr_eq(p, block));
-        for (id, trace) in &block.traces {
+        let traces = match &block.rows {
+            BlockRows::Traces(traces) => traces,
+            BlockRows::Logs(rows) => {
+                live.logs.restore(rows, LogRow::approx_bytes, now);
+                live.open_bytes += rows.iter().map(|r| r.approx_bytes()).sum::<usize>();
+                return;
+            }
+            BlockRows::Points(rows) => {
+                live.points.restore(rows, PointRow::approx_bytes, now);
+                live.open_bytes += rows.iter().map(|r| r.approx_bytes()).sum::<usize>();
+                return;
+            }
+        };
+        for (id, trace) in traces {
             let open = live.open.entry(*id).or_insert_with(|| LiveTrace {
                 spans: BTreeMap::new(),
                 last_append: trace.last_append,
@@ -220,6 +397,7 @@ impl LiveState {
             for (span_id, span) in &trace.spans {
                 if open.spans.insert(*span_id, span.clone()).is_none() {
                     open.bytes += span.approx_bytes();
+                    live.open_bytes += span.approx_bytes();
                 }
             }
         }
@@ -234,8 +412,7 @@ impl LiveState {
                     .is_none_or(|at| now.saturating_duration_since(*at) < grace)
             });
         }
-        self.tenants
-            .retain(|_, live| !live.open.is_empty() || !live.pending.is_empty());
+        self.tenants.retain(|_, live| !live.is_empty());
     }
 
     /// The traces a reader should see live: open traces and pending blocks it has not listed.
@@ -244,17 +421,52 @@ impl LiveState {
         let Some(live) = self.tenants.get(tenant) else {
             return Vec::new();
         };
-        let pending = live
-            .pending
-            .iter()
-            .filter(|p| !(p.committed() && selection.exclude_blocks.contains(&p.block_id)));
+        let pending = live.pending.iter().filter(|p| !selection.excludes(p));
         let traces = live
             .open
             .iter()
-            .chain(pending.flat_map(|p| p.traces.iter().map(|(id, t)| (id, t))));
+            .chain(pending.flat_map(|p| p.traces().iter().map(|(id, t)| (id, t))));
         traces
             .filter(|(id, t)| selection.wants(id, t))
             .map(|(_, t)| t.clone())
+            .collect()
+    }
+
+    /// The log records a reader should see live, as [`LiveState::select`] does for traces.
+    pub fn select_logs(&self, tenant: &str, selection: &Selection) -> Vec<Arc<LogRow>> {
+        let Some(live) = self.tenants.get(tenant) else {
+            return Vec::new();
+        };
+        let pending = live.pending.iter().filter(|p| !selection.excludes(p));
+        let pending = pending.flat_map(|p| match &p.rows {
+            BlockRows::Logs(rows) => rows.as_slice(),
+            _ => &[],
+        });
+        live.logs
+            .rows
+            .iter()
+            .chain(pending)
+            .filter(|l| selection.wants_log(l))
+            .cloned()
+            .collect()
+    }
+
+    /// The metric points a reader should see live, as [`LiveState::select`] does for traces.
+    pub fn select_points(&self, tenant: &str, selection: &Selection) -> Vec<Arc<PointRow>> {
+        let Some(live) = self.tenants.get(tenant) else {
+            return Vec::new();
+        };
+        let pending = live.pending.iter().filter(|p| !selection.excludes(p));
+        let pending = pending.flat_map(|p| match &p.rows {
+            BlockRows::Points(rows) => rows.as_slice(),
+            _ => &[],
+        });
+        live.points
+            .rows
+            .iter()
+            .chain(pending)
+            .filter(|p| selection.in_time(p.time_unix_nano))
+            .cloned()
             .collect()
     }
 
@@ -266,10 +478,19 @@ impl LiveState {
                 t.open.values().map(|x| x.spans.len()).sum::<usize>()
                     + t.pending
                         .iter()
-                        .flat_map(|p| p.traces.iter())
+                        .flat_map(|p| p.traces().iter())
                         .map(|(_, x)| x.spans.len())
                         .sum::<usize>()
             })
             .sum()
     }
+}
+
+/// Groups rows by shard, keeping their order within each shard.
+fn by_shard_of<T>(rows: Vec<Arc<T>>, shard: impl Fn(&T) -> u32) -> BTreeMap<u32, Vec<Arc<T>>> {
+    let mut by_shard: BTreeMap<u32, Vec<Arc<T>>> = BTreeMap::new();
+    for row in rows {
+        by_shard.entry(shard(&row)).or_default().push(row);
+    }
+    by_shard
 }

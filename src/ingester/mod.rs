@@ -1,16 +1,19 @@
-//! The ingester: makes accepted spans durable in the WAL, holds them live, and flushes complete
-//! traces to Parquet blocks.
+//! The ingester: makes accepted spans, log records and metric points durable in the WAL, holds
+//! them live, and flushes them to Parquet blocks.
 //!
 //! The write path, top to bottom:
-//! 1. [`Ingester::push`] encodes the spans, appends them to the WAL and waits for the fsync;
-//! 2. only then inserts them into the live state, where readers see them, and acknowledges;
-//! 3. the flusher ([`Ingester::flush`]) rotates the WAL, cuts complete traces into blocks,
-//!    writes the traces that stay open into the new segment, writes and commits each block, and
-//!    finally deletes the WAL segments the blocks made redundant.
+//! 1. [`Ingester::push`] (spans), [`Ingester::push_logs`] and [`Ingester::push_points`] refuse
+//!    what would take the tenant past its live limit, encode the rows, append them to the WAL
+//!    and wait for the fsync;
+//! 2. only then insert them into the live state, where readers see them, and acknowledge;
+//! 3. the flusher ([`Ingester::flush`]) rotates the WAL, cuts complete traces and every log
+//!    record and point into blocks, writes the traces that stay open into the new segment,
+//!    writes and commits each block, and finally deletes the WAL segments the blocks made
+//!    redundant.
 //!
-//! Replay skips a record for a tenant and shard when a committed block of that tenant and shard
-//! covers the record's segment (`wal_through`), so a crash at any point of a flush neither loses
-//! nor duplicates acknowledged spans. Changing the shard count needs a graceful shutdown first,
+//! Replay skips a row for a tenant, signal and shard when a committed block of that tenant,
+//! signal and shard covers the record's segment (`wal_through`), so a crash at any point of a
+//! flush neither loses nor duplicates acknowledged rows. Changing the shard count needs a graceful shutdown first,
 //! which flushes everything and leaves the WAL empty.
 //!
 //! Readers reach live rows only through [`crate::live::LiveSource`], which the ingester
@@ -29,10 +32,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock as AsyncRwLock;
 
 use crate::live::{LiveScan, LiveSource};
-use crate::schema::{self, SpanRow, TableKind, TraceId};
+use crate::schema::{self, LogRow, PointRow, Signal, SpanRow, TableKind, TraceId};
 use crate::storage::{BlockData, Catalog, Storage, StorageError};
-pub use live::{CutPolicy, Selection, shard_of};
-use live::{LiveState, PendingBlock};
+pub use live::{CutPolicy, Selection, log_shard, point_shard, shard_of};
+use live::{BlockRows, LiveState, PendingBlock};
 pub use wal::WalError;
 
 /// Ingester settings.
@@ -44,6 +47,8 @@ pub struct IngesterConfig {
     pub flushed_grace: Duration,
     /// How often the flusher checks whether to cut.
     pub flush_check: Duration,
+    /// Most bytes one tenant may hold live and not yet cut; pushes past it are refused.
+    pub max_live_bytes_per_tenant: usize,
 }
 
 /// Errors of the ingester.
@@ -57,20 +62,75 @@ pub enum IngesterError {
     Encoding(#[from] postcard::Error),
     #[error("this ingester is read-only")]
     ReadOnly,
+    #[error(
+        "tenant {tenant:?} holds {held} bytes not yet flushed; this request would pass the \
+         limit of {limit} bytes: retry after a flush"
+    )]
+    LiveLimit {
+        tenant: String,
+        held: usize,
+        limit: usize,
+    },
 }
 
-/// The payload of one WAL record: spans of one tenant.
+/// The rows of one WAL record.
+#[derive(Debug, Serialize, Deserialize)]
+enum WalRows {
+    Spans(Vec<SpanRow>),
+    Logs(Vec<LogRow>),
+    Points(Vec<PointRow>),
+}
+
+/// The payload of one WAL record: rows of one signal of one tenant.
 #[derive(Debug, Serialize, Deserialize)]
 struct WalEntry {
     tenant: String,
+    rows: WalRows,
+}
+
+/// The payload of a record in WAL format 2: spans of one tenant.
+#[derive(Debug, Deserialize)]
+struct WalEntryV2 {
+    tenant: String,
     spans: Vec<SpanRow>,
+}
+
+impl WalEntry {
+    fn decode(record: &wal::Record) -> Result<Self, postcard::Error> {
+        if record.format == wal::FORMAT {
+            return postcard::from_bytes(&record.payload);
+        }
+        let v2: WalEntryV2 = postcard::from_bytes(&record.payload)?;
+        Ok(WalEntry {
+            tenant: v2.tenant,
+            rows: WalRows::Spans(v2.spans),
+        })
+    }
+
+    fn rows(&self) -> usize {
+        match &self.rows {
+            WalRows::Spans(rows) => rows.len(),
+            WalRows::Logs(rows) => rows.len(),
+            WalRows::Points(rows) => rows.len(),
+        }
+    }
+
+    fn approx_bytes(&self) -> usize {
+        match &self.rows {
+            WalRows::Spans(rows) => rows.iter().map(SpanRow::approx_bytes).sum(),
+            WalRows::Logs(rows) => rows.iter().map(LogRow::approx_bytes).sum(),
+            WalRows::Points(rows) => rows.iter().map(PointRow::approx_bytes).sum(),
+        }
+    }
 }
 
 /// What opening the ingester found in the WAL.
 #[derive(Debug, Default, Clone)]
 pub struct ReplayReport {
-    pub spans_replayed: usize,
-    pub spans_skipped: usize,
+    /// Rows of every signal replayed into the live state.
+    pub rows_replayed: usize,
+    /// Rows skipped because a committed block already holds them.
+    pub rows_skipped: usize,
     pub torn_tails: usize,
     pub quarantined: Vec<PathBuf>,
 }
@@ -79,7 +139,8 @@ pub struct ReplayReport {
 #[derive(Debug, Default, Clone)]
 pub struct FlushReport {
     pub blocks: usize,
-    pub spans: usize,
+    /// Rows of every signal written to blocks.
+    pub rows: usize,
 }
 
 /// Accepts spans, keeps them durable and live, and flushes them to blocks.
@@ -115,25 +176,59 @@ impl Ingester {
         };
         let mut state = LiveState::default();
         let now = Instant::now();
-        let mut covered: HashMap<(String, u32), Option<u64>> = HashMap::new();
+        let mut covered: HashMap<(String, Signal, u32), Option<u64>> = HashMap::new();
         for record in &replayed.records {
-            let entry: WalEntry = match postcard::from_bytes(&record.payload) {
+            let entry = match WalEntry::decode(record) {
                 Ok(entry) => entry,
                 Err(e) => {
                     tracing::error!(segment = record.segment, error = %e, "undecodable WAL record skipped");
                     continue;
                 }
             };
-            let (keep, skip): (Vec<_>, Vec<_>) = entry.spans.into_iter().partition(|span| {
-                let shard = shard_of(&span.trace_id, config.policy.shards);
+            let tenant = entry.tenant;
+            let mut keeps = |signal: Signal, shard: u32| {
                 let through = *covered
-                    .entry((entry.tenant.clone(), shard))
-                    .or_insert_with(|| catalog.wal_through(&entry.tenant, shard));
+                    .entry((tenant.clone(), signal, shard))
+                    .or_insert_with(|| catalog.wal_through(&tenant, signal, shard));
                 through.is_none_or(|t| record.segment > t)
-            });
-            report.spans_replayed += keep.len();
-            report.spans_skipped += skip.len();
-            state.insert(&entry.tenant, keep, now);
+            };
+            let shards = config.policy.shards;
+            let total = match &entry.rows {
+                WalRows::Spans(rows) => rows.len(),
+                WalRows::Logs(rows) => rows.len(),
+                WalRows::Points(rows) => rows.len(),
+            };
+            let kept = match entry.rows {
+                WalRows::Spans(rows) => {
+                    let keep: Vec<_> = rows
+                        .into_iter()
+                        .filter(|s| keeps(Signal::Traces, shard_of(&s.trace_id, shards)))
+                        .collect();
+                    let n = keep.len();
+                    state.insert(&tenant, keep, now);
+                    n
+                }
+                WalRows::Logs(rows) => {
+                    let keep: Vec<_> = rows
+                        .into_iter()
+                        .filter(|l| keeps(Signal::Logs, log_shard(l, shards)))
+                        .collect();
+                    let n = keep.len();
+                    state.insert_logs(&tenant, keep, now);
+                    n
+                }
+                WalRows::Points(rows) => {
+                    let keep: Vec<_> = rows
+                        .into_iter()
+                        .filter(|p| keeps(Signal::Metrics, point_shard(p, shards)))
+                        .collect();
+                    let n = keep.len();
+                    state.insert_points(&tenant, keep, now);
+                    n
+                }
+            };
+            report.rows_replayed += kept;
+            report.rows_skipped += total - kept;
         }
         let wal = if read_only {
             None
@@ -141,10 +236,10 @@ impl Ingester {
             let next = replayed.last_segment.max(catalog.max_wal_through()) + 1;
             Some(wal::Wal::open(&config.wal_dir, next)?)
         };
-        if report.spans_replayed > 0 || !report.quarantined.is_empty() {
+        if report.rows_replayed > 0 || !report.quarantined.is_empty() {
             tracing::info!(
-                replayed = report.spans_replayed,
-                skipped = report.spans_skipped,
+                replayed = report.rows_replayed,
+                skipped = report.rows_skipped,
                 torn_tails = report.torn_tails,
                 quarantined = report.quarantined.len(),
                 "WAL replayed"
@@ -169,19 +264,52 @@ impl Ingester {
 
     /// Makes spans durable, then visible. Returns once they survive a crash.
     pub async fn push(&self, tenant: &str, spans: Vec<SpanRow>) -> Result<usize, IngesterError> {
+        self.append(tenant, WalRows::Spans(spans)).await
+    }
+
+    /// Makes log records durable, then visible. Returns once they survive a crash.
+    pub async fn push_logs(&self, tenant: &str, logs: Vec<LogRow>) -> Result<usize, IngesterError> {
+        self.append(tenant, WalRows::Logs(logs)).await
+    }
+
+    /// Makes metric points durable, then visible. Returns once they survive a crash.
+    pub async fn push_points(
+        &self,
+        tenant: &str,
+        points: Vec<PointRow>,
+    ) -> Result<usize, IngesterError> {
+        self.append(tenant, WalRows::Points(points)).await
+    }
+
+    async fn append(&self, tenant: &str, rows: WalRows) -> Result<usize, IngesterError> {
         let wal = self.wal.as_ref().ok_or(IngesterError::ReadOnly)?;
-        if spans.is_empty() {
-            return Ok(0);
-        }
-        let count = spans.len();
         let entry = WalEntry {
             tenant: tenant.to_string(),
-            spans,
+            rows,
         };
+        let count = entry.rows();
+        if count == 0 {
+            return Ok(0);
+        }
+        let limit = self.config.max_live_bytes_per_tenant;
+        let held = self.live.lock().open_bytes(tenant);
+        if held.saturating_add(entry.approx_bytes()) > limit {
+            return Err(IngesterError::LiveLimit {
+                tenant: tenant.to_string(),
+                held,
+                limit,
+            });
+        }
         let payload = postcard::to_stdvec(&entry)?;
         let _gate = self.gate.read().await;
         wal.append(payload).await?;
-        self.live.lock().insert(tenant, entry.spans, Instant::now());
+        let now = Instant::now();
+        let mut live = self.live.lock();
+        match entry.rows {
+            WalRows::Spans(rows) => live.insert(tenant, rows, now),
+            WalRows::Logs(rows) => live.insert_logs(tenant, rows, now),
+            WalRows::Points(rows) => live.insert_points(tenant, rows, now),
+        }
         Ok(count)
     }
 
@@ -216,7 +344,8 @@ impl Ingester {
             (closed, cut)
         };
         for (tenant, spans) in cut.relog {
-            let payload = postcard::to_stdvec(&WalEntry { tenant, spans })?;
+            let rows = WalRows::Spans(spans);
+            let payload = postcard::to_stdvec(&WalEntry { tenant, rows })?;
             if let Err(e) = wal.append(payload).await {
                 self.restore(&cut.blocks);
                 return Err(e.into());
@@ -225,9 +354,9 @@ impl Ingester {
         let mut report = FlushReport::default();
         for (i, block) in cut.blocks.iter().enumerate() {
             match self.commit_block(block, closed).await {
-                Ok(spans) => {
+                Ok(rows) => {
                     report.blocks += 1;
-                    report.spans += spans;
+                    report.rows += rows;
                 }
                 Err(e) => {
                     self.restore(&cut.blocks[i..]);
@@ -242,7 +371,7 @@ impl Ingester {
     fn restore(&self, blocks: &[Arc<PendingBlock>]) {
         let mut live = self.live.lock();
         for block in blocks {
-            live.restore(block);
+            live.restore(block, Instant::now());
         }
     }
 
@@ -258,10 +387,10 @@ impl Ingester {
                 .map_err(|e| StorageError::Io(std::io::Error::other(e)))??
         };
         let meta = self.storage.write_block(&data, wal_through).await?;
-        let spans = meta.span_count as usize;
+        let rows = meta.rows as usize;
         self.catalog.add(meta);
         block.mark_committed(Instant::now());
-        Ok(spans)
+        Ok(rows)
     }
 
     /// Runs flushes every `flush_check` until `stop` resolves, then flushes everything.
@@ -282,7 +411,7 @@ impl Ingester {
         match self.flush(true).await {
             Ok(report) => tracing::info!(
                 blocks = report.blocks,
-                spans = report.spans,
+                rows = report.rows,
                 "flushed on shutdown"
             ),
             Err(e) => {
@@ -293,36 +422,105 @@ impl Ingester {
 }
 
 fn block_data(block: &PendingBlock) -> Result<BlockData, StorageError> {
-    let traces = block.sorted_traces();
-    let spans_batch = schema::spans::to_batch(&traces)?;
-    let traces_batch = schema::traces::to_batch(&traces)?;
-    let starts = traces.iter().flatten().map(|s| s.start_time_unix_nano);
-    let ids: Vec<TraceId> = block.traces.iter().map(|(id, _)| *id).collect();
+    let (data, traces, times, trace_ids, names): (_, _, Vec<i64>, Vec<TraceId>, Vec<String>) =
+        match &block.rows {
+            BlockRows::Traces(traces) => {
+                let sorted = block.sorted_traces();
+                let starts = sorted.iter().flatten().map(|s| s.start_time_unix_nano);
+                (
+                    schema::spans::to_batch(&sorted)?,
+                    Some(schema::traces::to_batch(&sorted)?),
+                    starts.collect(),
+                    traces.iter().map(|(id, _)| *id).collect(),
+                    Vec::new(),
+                )
+            }
+            BlockRows::Logs(rows) => {
+                let mut rows: Vec<&LogRow> = rows.iter().map(Arc::as_ref).collect();
+                rows.sort_by(|a, b| {
+                    (a.service_name.as_str(), a.time_unix_nano)
+                        .cmp(&(b.service_name.as_str(), b.time_unix_nano))
+                });
+                (
+                    schema::logs::to_batch(&rows)?,
+                    None,
+                    rows.iter().map(|l| l.time_unix_nano).collect(),
+                    rows.iter().filter_map(|l| l.trace_id).collect(),
+                    rows.iter().map(|l| l.service_name.clone()).collect(),
+                )
+            }
+            BlockRows::Points(rows) => {
+                let mut rows: Vec<(u64, &PointRow)> =
+                    rows.iter().map(|p| (p.series_id(), p.as_ref())).collect();
+                rows.sort_by(|(sa, a), (sb, b)| {
+                    (a.metric_name.as_str(), sa, a.time_unix_nano)
+                        .cmp(&(b.metric_name.as_str(), sb, b.time_unix_nano))
+                });
+                let rows: Vec<&PointRow> = rows.into_iter().map(|(_, p)| p).collect();
+                (
+                    schema::metrics::to_batch(&rows)?,
+                    None,
+                    rows.iter().map(|p| p.time_unix_nano).collect(),
+                    Vec::new(),
+                    rows.iter().map(|p| p.metric_name.clone()).collect(),
+                )
+            }
+        };
+    let mut names = names;
+    names.sort_unstable();
+    names.dedup();
+    let trace_id_range = trace_ids
+        .iter()
+        .min()
+        .zip(trace_ids.iter().max())
+        .map(|(min, max)| (*min, *max));
     Ok(BlockData {
         tenant: block.tenant.clone(),
+        signal: block.signal(),
         shard: block.shard,
         block_id: block.block_id.clone(),
-        min_start_ns: starts.clone().min().unwrap_or_default(),
-        max_start_ns: starts.max().unwrap_or_default(),
-        min_trace_id: ids.first().copied().unwrap_or_default(),
-        max_trace_id: ids.last().copied().unwrap_or_default(),
-        trace_count: ids.len() as u64,
-        spans: spans_batch,
-        traces: traces_batch,
+        min_time_ns: times.iter().copied().min().unwrap_or_default(),
+        max_time_ns: times.iter().copied().max().unwrap_or_default(),
+        trace_id_range,
+        trace_count: block.traces().len() as u64,
+        names,
+        data,
+        traces,
     })
 }
 
 impl LiveSource for Ingester {
     fn scan(&self, request: &LiveScan) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
         let selection = Selection::from(request);
-        let traces = self.live.lock().select(&request.tenant, &selection);
-        if traces.is_empty() {
-            return Ok(Vec::new());
-        }
-        let sorted: Vec<Vec<&SpanRow>> = traces.iter().map(live::sorted_spans).collect();
         let batch = match request.table {
-            TableKind::Spans => schema::spans::to_batch(&sorted)?,
-            TableKind::Traces => schema::traces::to_batch(&sorted)?,
+            TableKind::Spans | TableKind::Traces => {
+                let traces = self.live.lock().select(&request.tenant, &selection);
+                if traces.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let sorted: Vec<Vec<&SpanRow>> = traces.iter().map(live::sorted_spans).collect();
+                if request.table == TableKind::Spans {
+                    schema::spans::to_batch(&sorted)?
+                } else {
+                    schema::traces::to_batch(&sorted)?
+                }
+            }
+            TableKind::Logs => {
+                let logs = self.live.lock().select_logs(&request.tenant, &selection);
+                if logs.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let rows: Vec<&LogRow> = logs.iter().map(Arc::as_ref).collect();
+                schema::logs::to_batch(&rows)?
+            }
+            TableKind::Metrics => {
+                let points = self.live.lock().select_points(&request.tenant, &selection);
+                if points.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let rows: Vec<&PointRow> = points.iter().map(Arc::as_ref).collect();
+                schema::metrics::to_batch(&rows)?
+            }
         };
         Ok(vec![batch])
     }

@@ -9,12 +9,14 @@
 //! (an append that never finished) and is dropped silently; a bad record anywhere else means
 //! the segment is corrupt: its good records are replayed and the file moves to `quarantine/`.
 //!
-//! The magic carries the format version of the records inside (postcard-encoded spans, which
+//! The magic carries the format version of the records inside (postcard-encoded rows, which
 //! are not self-describing: a record written with other fields would decode as garbage, not
-//! fail). Whenever [`crate::schema::SpanRow`] or anything it holds changes shape, bump
-//! [`MAGIC`] and list the old one in [`OLD_MAGICS`]: a segment of an older version is then
-//! quarantined whole, with an error naming the version, instead of being misread. Flushing
-//! before an upgrade (`SIGTERM` flushes every live trace) leaves nothing behind to lose.
+//! fail); every [`Record`] says which version it was written in. Whenever a row type or
+//! anything it holds changes shape, bump [`MAGIC`]: the ingester either still decodes the
+//! previous version (list it in [`READABLE`]) or lists it in [`OLD_MAGICS`], and a segment of
+//! such a version is then quarantined whole, with an error naming the version, instead of
+//! being misread. Flushing before an upgrade (`SIGTERM` flushes everything live) leaves nothing
+//! behind to lose.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -23,9 +25,14 @@ use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
-/// Version 2: spans carry flags, dropped counts, schema URLs, scope attributes and bytes
-/// attribute values.
-const MAGIC: &[u8; 8] = b"SPLKWAL2";
+/// Version 3: a record holds spans, log records or metric points of one tenant.
+const MAGIC: &[u8; 8] = b"SPLKWAL3";
+/// The version [`MAGIC`] writes.
+pub const FORMAT: u8 = 3;
+/// Earlier versions whose records the ingester still decodes, with their format numbers.
+/// Version 2: spans only, with flags, dropped counts, schema URLs, scope attributes and
+/// bytes attribute values.
+const READABLE: [(&[u8; 8], u8); 1] = [(b"SPLKWAL2", 2)];
 /// Magics of earlier versions, whose records this version cannot decode.
 const OLD_MAGICS: [&[u8; 8]; 1] = [b"SPLKWAL1"];
 const HEADER: usize = 8;
@@ -45,6 +52,8 @@ pub enum WalError {
 #[derive(Debug)]
 pub struct Record {
     pub segment: u64,
+    /// The format version the record was written in: [`FORMAT`] or one in [`READABLE`].
+    pub format: u8,
     pub payload: Vec<u8>,
 }
 
@@ -100,9 +109,13 @@ fn parse_segment(bytes: &[u8], segment: u64, out: &mut Vec<Record>) -> Parsed {
             String::from_utf8_lossy(MAGIC),
         ));
     }
-    if magic != MAGIC {
+    let format = if magic == MAGIC {
+        FORMAT
+    } else if let Some((_, format)) = READABLE.iter().find(|(m, _)| magic == m.as_slice()) {
+        *format
+    } else {
         return Parsed::Corrupt("bad magic".into());
-    }
+    };
     let mut at = HEADER;
     while at < bytes.len() {
         let Some(frame) = bytes.get(at..at + 8) else {
@@ -123,6 +136,7 @@ fn parse_segment(bytes: &[u8], segment: u64, out: &mut Vec<Record>) -> Parsed {
         }
         out.push(Record {
             segment,
+            format,
             payload: payload.to_vec(),
         });
         at = end;
@@ -399,5 +413,20 @@ mod tests {
         assert_eq!(replay.quarantined.len(), 1);
         assert_eq!(replay.last_segment, 1);
         assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn a_segment_of_a_readable_older_format_replays_with_its_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let (magic, format) = READABLE[0];
+        let mut bytes = magic.to_vec();
+        bytes.extend_from_slice(&3u32.to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(b"old").to_le_bytes());
+        bytes.extend_from_slice(b"old");
+        fs::write(segment_path(dir.path(), 1), bytes).unwrap();
+        let replay = replay(dir.path()).unwrap();
+        assert!(replay.quarantined.is_empty());
+        assert_eq!(replay.records.len(), 1);
+        assert_eq!(replay.records[0].format, format);
     }
 }

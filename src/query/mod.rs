@@ -6,14 +6,15 @@
 //! [`crate::traceql`], lowers it ([`traceql`]), plans in a tenant-scoped DataFusion session and
 //! runs the plan. Failures are one [`QueryError`] whose [`ErrorKind`] each transport maps once.
 //!
-//! Every query gets a fresh `SessionContext` holding only its tenant's `spans` and `traces`,
-//! sharing one runtime whose memory pool bounds all queries together. SQL runs with DDL, DML
+//! Every query gets a fresh `SessionContext` holding only its tenant's `spans`, `traces`, `logs`
+//! and `metrics`, sharing one runtime whose memory pool bounds all queries together. SQL runs with DDL, DML
 //! (including `COPY`) and statements refused, and with no table function that reads files, so a
 //! query can reach nothing but its tenant's tables.
 //!
 //! This layer reads tables; it must not know HTTP, gRPC or Tempo's wire formats, and it never
 //! touches storage or the ingester except through [`crate::tables`].
 
+pub mod correlate;
 pub mod error;
 pub mod memory;
 pub mod metrics;
@@ -112,7 +113,7 @@ impl QueryEngine {
             config = config.with_target_partitions(partitions);
         }
         let ctx = SessionContext::new_with_config_rt(config, self.runtime(tenant)?);
-        for kind in [TableKind::Spans, TableKind::Traces] {
+        for kind in TableKind::ALL {
             let table = SpanlakeTable::new(kind, tenant, self.catalog.clone(), self.live.clone());
             ctx.register_table(kind.name(), Arc::new(table))?;
         }

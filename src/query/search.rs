@@ -29,7 +29,7 @@ use super::traceql::{
 };
 use super::{QueryEngine, QueryError, Result};
 use crate::ids;
-use crate::schema::{AttrValue, TableKind, spans, traces};
+use crate::schema::{AttrValue, Signal, TableKind, spans, traces};
 use crate::time::TimeRange;
 use crate::traceql::{self, Query};
 
@@ -269,10 +269,10 @@ pub(super) fn block_metrics(
 ) -> SearchMetrics {
     let mut metrics = SearchMetrics::default();
     for tenant in tenants {
-        for block in engine.catalog().blocks(tenant) {
-            if range.overlaps(block.min_start_ns, block.max_start_ns) {
+        for block in engine.catalog().blocks(tenant, Signal::Traces) {
+            if range.overlaps(block.min_time_ns, block.max_time_ns) {
                 metrics.total_blocks += 1;
-                metrics.total_block_bytes += block.spans_bytes + block.traces_bytes;
+                metrics.total_block_bytes += block.bytes();
             }
         }
     }

@@ -10,26 +10,32 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
-use super::{META_FILE, SPANS_FILE, Storage, StorageError, TRACES_FILE};
-use crate::schema::{SCHEMA_VERSION, spans, traces};
+use super::{DATA_FILE, META_FILE, Storage, StorageError, TRACES_FILE};
+use crate::schema::{SCHEMA_VERSION, Signal, logs, spans};
 
 /// Rows per Parquet row group: small enough that a trace-by-id read decodes little beyond
 /// the trace itself, large enough that per-group overhead stays negligible.
 pub const ROW_GROUP_ROWS: usize = 8192;
 
-/// A cut block ready to be written: rows already sorted by trace id, then start time.
+/// A cut block ready to be written, its rows already in the signal's sort order.
 #[derive(Debug, Clone)]
 pub struct BlockData {
     pub tenant: String,
+    pub signal: Signal,
     pub shard: u32,
     pub block_id: String,
-    pub spans: RecordBatch,
-    pub traces: RecordBatch,
-    pub min_start_ns: i64,
-    pub max_start_ns: i64,
-    pub min_trace_id: [u8; 16],
-    pub max_trace_id: [u8; 16],
+    /// The rows of the signal's main table: `spans`, `logs` or `metrics`.
+    pub data: RecordBatch,
+    /// Trace blocks: the `traces` rows.
+    pub traces: Option<RecordBatch>,
+    /// Earliest and latest row time (span start, log or point time), Unix nanoseconds.
+    pub min_time_ns: i64,
+    pub max_time_ns: i64,
+    /// Smallest and largest trace id among the rows; `None` when no row has one.
+    pub trace_id_range: Option<([u8; 16], [u8; 16])>,
     pub trace_count: u64,
+    /// Distinct values of the table's name column, sorted (empty for trace blocks).
+    pub names: Vec<String>,
 }
 
 /// What `meta.json` records about a committed block.
@@ -37,36 +43,58 @@ pub struct BlockData {
 pub struct BlockMeta {
     pub block_id: String,
     pub tenant: String,
+    /// Blocks written before logs and metrics existed are trace blocks.
+    #[serde(default)]
+    pub signal: Signal,
     pub shard: u32,
     pub schema_version: u32,
     pub compaction_level: u32,
-    /// Earliest and latest span start time, in Unix nanoseconds.
-    pub min_start_ns: i64,
-    pub max_start_ns: i64,
-    /// Smallest and largest trace id, lowercase hex.
+    /// Earliest and latest row time (span start, log or point time), in Unix nanoseconds.
+    #[serde(alias = "min_start_ns")]
+    pub min_time_ns: i64,
+    #[serde(alias = "max_start_ns")]
+    pub max_time_ns: i64,
+    /// Smallest and largest trace id, lowercase hex; both empty when no row has one.
     pub min_trace_id: String,
     pub max_trace_id: String,
-    pub span_count: u64,
+    /// Rows of `data.parquet`: spans, log records or metric points.
+    #[serde(alias = "span_count")]
+    pub rows: u64,
     pub trace_count: u64,
-    pub spans_bytes: u64,
+    #[serde(alias = "spans_bytes")]
+    pub data_bytes: u64,
+    #[serde(default)]
     pub traces_bytes: u64,
+    /// Distinct values of the table's name column (`service_name` of logs, `metric_name` of
+    /// metrics), for pruning blocks by name; empty when not recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
     /// Every WAL segment up to this one is reflected in this block or re-logged after it.
     pub wal_through: u64,
     pub created_at_ns: i64,
 }
 
+/// Blocks list at most this many names in their meta; a block with more lists none and is
+/// never pruned by name.
+const MAX_NAMES: usize = 1000;
+
 impl BlockMeta {
     /// The block's directory.
     pub fn dir(&self) -> Path {
-        Storage::block_dir(&self.tenant, self.shard, &self.block_id)
+        Storage::block_dir(&self.tenant, self.signal, self.shard, &self.block_id)
+    }
+
+    /// Bytes of the block's Parquet files.
+    pub fn bytes(&self) -> u64 {
+        self.data_bytes + self.traces_bytes
     }
 
     /// Object meta of one of the block's Parquet files, for DataFusion's file scan.
     pub fn file(&self, name: &str) -> ObjectMeta {
-        let size = if name == SPANS_FILE {
-            self.spans_bytes
-        } else {
+        let size = if name == TRACES_FILE {
             self.traces_bytes
+        } else {
+            self.data_bytes
         };
         ObjectMeta {
             location: self.dir().clone().join(name),
@@ -77,35 +105,57 @@ impl BlockMeta {
         }
     }
 
-    /// True when the block may hold a span starting in `[start, end)` (Unix nanoseconds).
+    /// True when the block may hold a row whose time is in `[start, end)` (Unix nanoseconds).
     pub fn overlaps(&self, start: Option<i64>, end: Option<i64>) -> bool {
-        start.is_none_or(|s| self.max_start_ns >= s) && end.is_none_or(|e| self.min_start_ns < e)
+        start.is_none_or(|s| self.max_time_ns >= s) && end.is_none_or(|e| self.min_time_ns < e)
     }
 
     /// True when `trace_id` lies within the block's trace-id range.
     pub fn may_contain_trace(&self, trace_id: &[u8; 16]) -> bool {
+        if self.min_trace_id.is_empty() {
+            return false;
+        }
         let id = crate::ids::hex(trace_id);
         self.min_trace_id <= id && id <= self.max_trace_id
     }
+
+    /// True unless the block's listed names prove it holds no row named `name`.
+    pub fn may_contain_name(&self, name: &str) -> bool {
+        self.names.is_empty() || self.names.binary_search_by(|n| n.as_str().cmp(name)).is_ok()
+    }
 }
 
-fn writer_properties() -> WriterProperties {
+/// Parquet settings of a block's files: zstd, page statistics, and for the files with trace
+/// ids a bloom filter on `trace_id` and no dictionary on random ids.
+fn writer_properties(signal: Signal) -> WriterProperties {
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_column_bloom_filter_enabled(ColumnPath::from(spans::TRACE_ID), true)
-        .set_column_bloom_filter_fpp(ColumnPath::from(spans::TRACE_ID), 0.01);
-    for id_column in [spans::TRACE_ID, spans::SPAN_ID, spans::PARENT_SPAN_ID] {
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+    let (bloom, ids): (Option<&str>, &[&str]) = match signal {
+        Signal::Traces => (
+            Some(spans::TRACE_ID),
+            &[spans::TRACE_ID, spans::SPAN_ID, spans::PARENT_SPAN_ID],
+        ),
+        Signal::Logs => (Some(logs::TRACE_ID), &[logs::TRACE_ID, logs::SPAN_ID]),
+        Signal::Metrics => (None, &[]),
+    };
+    if let Some(column) = bloom {
+        builder = builder
+            .set_column_bloom_filter_enabled(ColumnPath::from(column), true)
+            .set_column_bloom_filter_fpp(ColumnPath::from(column), 0.01);
+    }
+    for id_column in ids {
         // Random ids never repeat within a page: a dictionary would only cost space.
-        builder = builder.set_column_dictionary_enabled(ColumnPath::from(id_column), false);
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(*id_column), false);
     }
     builder.build()
 }
 
-fn to_parquet(batch: &RecordBatch) -> Result<Bytes, StorageError> {
+fn to_parquet(batch: &RecordBatch, signal: Signal) -> Result<Bytes, StorageError> {
     let mut buffer = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), Some(writer_properties()))?;
+    let mut writer =
+        ArrowWriter::try_new(&mut buffer, batch.schema(), Some(writer_properties(signal)))?;
     writer.write(batch)?;
     writer.close()?;
     Ok(Bytes::from(buffer))
@@ -118,36 +168,48 @@ impl Storage {
         block: &BlockData,
         wal_through: u64,
     ) -> Result<BlockMeta, StorageError> {
-        debug_assert_eq!(block.spans.schema(), spans::schema());
-        debug_assert_eq!(block.traces.schema(), traces::schema());
-        let (spans_file, traces_file) = {
-            let (spans_batch, traces_batch) = (block.spans.clone(), block.traces.clone());
+        let signal = block.signal;
+        let (data_file, traces_file) = {
+            let (data, traces) = (block.data.clone(), block.traces.clone());
             tokio::task::spawn_blocking(move || {
-                Ok::<_, StorageError>((to_parquet(&spans_batch)?, to_parquet(&traces_batch)?))
+                let traces = traces.map(|t| to_parquet(&t, signal)).transpose()?;
+                Ok::<_, StorageError>((to_parquet(&data, signal)?, traces))
             })
             .await
             .map_err(std::io::Error::other)??
         };
-        let dir = Storage::block_dir(&block.tenant, block.shard, &block.block_id);
+        let dir = Storage::block_dir(&block.tenant, signal, block.shard, &block.block_id);
+        let (min_trace_id, max_trace_id) = match &block.trace_id_range {
+            Some((min, max)) => (crate::ids::hex(min), crate::ids::hex(max)),
+            None => (String::new(), String::new()),
+        };
+        let mut names = block.names.clone();
+        if names.len() > MAX_NAMES {
+            names.clear();
+        }
         let meta = BlockMeta {
             block_id: block.block_id.clone(),
             tenant: block.tenant.clone(),
+            signal,
             shard: block.shard,
             schema_version: SCHEMA_VERSION,
             compaction_level: 0,
-            min_start_ns: block.min_start_ns,
-            max_start_ns: block.max_start_ns,
-            min_trace_id: crate::ids::hex(&block.min_trace_id),
-            max_trace_id: crate::ids::hex(&block.max_trace_id),
-            span_count: block.spans.num_rows() as u64,
+            min_time_ns: block.min_time_ns,
+            max_time_ns: block.max_time_ns,
+            min_trace_id,
+            max_trace_id,
+            rows: block.data.num_rows() as u64,
             trace_count: block.trace_count,
-            spans_bytes: spans_file.len() as u64,
-            traces_bytes: traces_file.len() as u64,
+            data_bytes: data_file.len() as u64,
+            traces_bytes: traces_file.as_ref().map_or(0, |f| f.len() as u64),
+            names,
             wal_through,
             created_at_ns: chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
         };
         let store = self.store();
-        for (name, bytes) in [(SPANS_FILE, spans_file), (TRACES_FILE, traces_file)] {
+        let files = std::iter::once((DATA_FILE, data_file))
+            .chain(traces_file.map(|f| (TRACES_FILE, f)));
+        for (name, bytes) in files {
             let path = dir.clone().join(name);
             store.put(&path, PutPayload::from(bytes)).await?;
             self.sync(&path).await?;

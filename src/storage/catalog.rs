@@ -9,6 +9,7 @@ use object_store::path::Path;
 use parking_lot::RwLock;
 
 use super::{BlockMeta, META_FILE, Storage, StorageError};
+use crate::schema::Signal;
 
 /// Committed blocks by tenant. Loaded from the store at startup and kept current by the
 /// flusher; readers take a snapshot per query.
@@ -36,8 +37,22 @@ impl Catalog {
         }
     }
 
-    /// The committed blocks of one tenant.
-    pub fn blocks(&self, tenant: &str) -> Vec<Arc<BlockMeta>> {
+    /// The committed blocks of one tenant and signal.
+    pub fn blocks(&self, tenant: &str, signal: Signal) -> Vec<Arc<BlockMeta>> {
+        self.blocks
+            .read()
+            .get(tenant)
+            .map(|list| {
+                list.iter()
+                    .filter(|b| b.signal == signal)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The committed blocks of one tenant, of every signal.
+    pub fn all_blocks(&self, tenant: &str) -> Vec<Arc<BlockMeta>> {
         self.blocks.read().get(tenant).cloned().unwrap_or_default()
     }
 
@@ -46,13 +61,13 @@ impl Catalog {
         self.blocks.read().keys().cloned().collect()
     }
 
-    /// The highest WAL segment any block of `tenant`/`shard` covers.
-    pub fn wal_through(&self, tenant: &str, shard: u32) -> Option<u64> {
+    /// The highest WAL segment any block of `tenant`/`signal`/`shard` covers.
+    pub fn wal_through(&self, tenant: &str, signal: Signal, shard: u32) -> Option<u64> {
         self.blocks
             .read()
             .get(tenant)?
             .iter()
-            .filter(|b| b.shard == shard)
+            .filter(|b| b.signal == signal && b.shard == shard)
             .map(|b| b.wal_through)
             .max()
     }

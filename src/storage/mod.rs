@@ -2,9 +2,11 @@
 //! `meta.json`, and the in-memory catalog of committed blocks.
 //!
 //! Layout under the storage root (`file://./data/blocks` by default):
-//! `{tenant}/traces/shard-{n}/{block_id}/{data.parquet, traces.parquet, meta.json}`.
-//! `data.parquet` holds `spans` rows sorted by trace id then start time; `traces.parquet` holds
-//! the per-trace rows. A block exists for readers only once its `meta.json` is written; a
+//! `{tenant}/{signal}/shard-{n}/{block_id}/{data.parquet, traces.parquet, meta.json}`, where the
+//! signal is `traces`, `logs` or `metrics`. `data.parquet` holds the signal's main table: `spans`
+//! rows sorted by trace id then start time, `logs` rows sorted by service then time, `metrics`
+//! rows sorted by metric name, series then time. Trace blocks add `traces.parquet`, the
+//! per-trace rows. A block exists for readers only once its `meta.json` is written; a
 //! directory without one is a half-written block and is removed at startup.
 //!
 //! Storage knows nothing of the ingester that writes blocks or the queries that read them.
@@ -20,13 +22,13 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 
+use crate::schema::Signal;
+
 pub use block::{BlockData, BlockMeta};
 pub use catalog::{Catalog, remove_uncommitted};
 
-/// The signal directory of trace blocks.
-pub const TRACES_SIGNAL: &str = "traces";
-/// File name of the spans data in a block.
-pub const SPANS_FILE: &str = "data.parquet";
+/// File name of a block's main table rows: spans, log records or metric points.
+pub const DATA_FILE: &str = "data.parquet";
 /// File name of the per-trace rows in a block.
 pub const TRACES_FILE: &str = "traces.parquet";
 /// File name of a block's meta, its commit point.
@@ -135,7 +137,7 @@ impl Storage {
     }
 
     /// The directory of one block.
-    pub fn block_dir(tenant: &str, shard: u32, block_id: &str) -> Path {
-        Path::from_iter([tenant, TRACES_SIGNAL, &format!("shard-{shard}"), block_id])
+    pub fn block_dir(tenant: &str, signal: Signal, shard: u32, block_id: &str) -> Path {
+        Path::from_iter([tenant, signal.name(), &format!("shard-{shard}"), block_id])
     }
 }

@@ -1,5 +1,5 @@
-//! DataFusion tables over spanlake data: `spans` and `traces` for one tenant, each the union of
-//! committed Parquet blocks and the ingester's live rows.
+//! DataFusion tables over spanlake data: `spans`, `traces`, `logs` and `metrics` for one
+//! tenant, each the union of committed Parquet blocks and the ingester's live rows.
 //!
 //! Exactly-once visibility: a scan first snapshots the tenant's committed blocks, then asks the
 //! live source for rows *excluding* those blocks. Rows of a block committed after the snapshot
@@ -8,7 +8,8 @@
 //!
 //! Filters are pushed down inexactly (DataFusion re-applies them): to Parquet as a pruning
 //! predicate (statistics, page index, bloom filter on `trace_id`), to block selection as time
-//! and trace-id ranges from `meta.json`, and to the live source as trace ids and a time range.
+//! and trace-id ranges and names from `meta.json`, and to the live source as trace ids and a
+//! time range.
 //!
 //! Live rows come through the [`crate::live`] contract, never from the ingester directly, so
 //! the same tables read an in-process or a remote ingester.
@@ -34,19 +35,19 @@ use datafusion::physical_plan::union::UnionExec;
 
 use crate::live::{LiveScan, LiveSource};
 use crate::schema::TableKind;
-use crate::storage::{Catalog, SPANS_FILE, Storage, TRACES_FILE};
+use crate::storage::{Catalog, DATA_FILE, Storage, TRACES_FILE};
 pub use filters::ScanBounds;
 pub use live_exec::{LiveExec, LiveExecCodec};
 
 /// The Parquet file of a block that holds `kind`'s rows.
 fn file_of(kind: TableKind) -> &'static str {
     match kind {
-        TableKind::Spans => SPANS_FILE,
         TableKind::Traces => TRACES_FILE,
+        TableKind::Spans | TableKind::Logs | TableKind::Metrics => DATA_FILE,
     }
 }
 
-/// `spans` or `traces` of one tenant.
+/// One of a tenant's tables.
 #[derive(Debug)]
 pub struct SpanlakeTable {
     kind: TableKind,
@@ -97,13 +98,9 @@ impl TableProvider for SpanlakeTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let schema = self.kind.schema();
-        let bounds = ScanBounds::from_filters(
-            filters,
-            self.kind.trace_id_column(),
-            self.kind.start_time_column(),
-        );
+        let bounds = ScanBounds::from_filters(filters, self.kind);
         // Listing blocks before asking for live rows is what makes the union exactly-once.
-        let blocks = self.catalog.blocks(&self.tenant);
+        let blocks = self.catalog.blocks(&self.tenant, self.kind.signal());
         let live = LiveExec::new(
             LiveScan {
                 tenant: self.tenant.clone(),

@@ -49,7 +49,10 @@ async fn adbc_and_pyarrow_read_their_tenants_rows() {
     let adbc = &seen["adbc"];
     assert_eq!(adbc["spans"], spans);
     assert_eq!(adbc["frontend"], frontend);
-    assert_eq!(adbc["tables"], serde_json::json!(["spans", "traces"]));
+    assert_eq!(
+        adbc["tables"],
+        serde_json::json!(["logs", "metrics", "spans", "traces"])
+    );
     assert!(
         adbc["span_columns"]
             .as_array()
@@ -72,5 +75,8 @@ async fn adbc_and_pyarrow_read_their_tenants_rows() {
             .contains(&serde_json::json!("frontend"))
     );
     assert!(plain["traceql_rows"].as_i64().unwrap() > 0);
-    assert_eq!(plain["flights"], serde_json::json!(["spans", "traces"]));
+    assert_eq!(
+        plain["flights"],
+        serde_json::json!(["logs", "metrics", "spans", "traces"])
+    );
 }

@@ -293,7 +293,7 @@ async fn tenants_see_only_their_rows_through_tokens_and_handshakes() {
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
     )
     .await;
-    assert_eq!(single_count(&tables), 2);
+    assert_eq!(single_count(&tables), 4);
     let mut bad_token = client(&server).await;
     bad_token.set_token("nope".into());
     let refused = bad_token.get_catalogs().await.unwrap_err();
@@ -444,7 +444,7 @@ async fn plain_flight_takes_sql_and_traceql_tickets() {
         .filter_map(|f| f.flight_descriptor.as_ref())
         .flat_map(|d| d.path.clone())
         .collect();
-    assert_eq!(paths, ["spans", "traces"]);
+    assert_eq!(paths, ["logs", "metrics", "spans", "traces"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,7 @@ mod flight_sql;
 mod ingest_grpc;
 mod ingest_http;
 mod limits;
+mod logs_metrics;
 mod metrics_endpoint;
 mod otel_sdk;
 mod restart;

@@ -104,7 +104,7 @@ async fn after_restart_flushed_and_replayed_data_read_as_one_table() {
     let reopened = spanlake::server::open(&config, false).await.unwrap();
     let report = reopened.ingester.replay_report();
     assert!(
-        report.spans_replayed > 0 && report.spans_replayed < sent as usize,
+        report.rows_replayed > 0 && report.rows_replayed < sent as usize,
         "{report:?}"
     );
     assert_eq!(

@@ -18,12 +18,21 @@
 //! parts, whatever the partitioning, so percentiles stay right across partitions, blocks, time
 //! buckets and shards.
 //!
+//! OTLP metrics (the `counters` module documents their semantics):
+//! - `counter_increase(value, time)` / `counter_rate(value, time)`: the increase of a cumulative
+//!   counter over a group's samples, and that increase per second, with restarts handled as
+//!   Prometheus does;
+//! - `histogram_quantile(q, explicit_bounds, bucket_counts)`: a quantile of an explicit-bucket
+//!   histogram; `histogram_merge(bucket_counts)` → the element-wise sum of a column of bucket
+//!   counts, to read quantiles across series.
+//!
 //! ```
 //! # use datafusion::prelude::SessionContext;
 //! let ctx = SessionContext::new();
 //! spanlake_udfs::register_all(&ctx);
 //! ```
 
+mod counters;
 mod ids;
 pub mod sketch;
 mod sketch_fns;
@@ -31,6 +40,7 @@ mod sketch_fns;
 use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 use datafusion::prelude::SessionContext;
 
+pub use counters::{CounterAggregate, HistogramMerge, HistogramQuantile};
 pub use ids::{IdError, IdHex, ToId, parse_hex_id};
 pub use sketch::{Sketch, SketchError};
 pub use sketch_fns::{SketchAggregate, SketchRead};
@@ -41,6 +51,7 @@ pub fn scalar_functions() -> Vec<ScalarUDF> {
         ScalarUDF::new_from_impl(ToId::trace_id()),
         ScalarUDF::new_from_impl(ToId::span_id()),
         ScalarUDF::new_from_impl(IdHex::default()),
+        ScalarUDF::new_from_impl(HistogramQuantile::default()),
     ];
     functions.extend(SketchRead::all().into_iter().map(ScalarUDF::new_from_impl));
     functions
@@ -48,14 +59,14 @@ pub fn scalar_functions() -> Vec<ScalarUDF> {
 
 /// Every aggregate function of this crate.
 pub fn aggregate_functions() -> Vec<AggregateUDF> {
-    [
-        SketchAggregate::build(),
-        SketchAggregate::merge(),
-        SketchAggregate::quantile(),
+    vec![
+        AggregateUDF::new_from_impl(SketchAggregate::build()),
+        AggregateUDF::new_from_impl(SketchAggregate::merge()),
+        AggregateUDF::new_from_impl(SketchAggregate::quantile()),
+        AggregateUDF::new_from_impl(CounterAggregate::increase()),
+        AggregateUDF::new_from_impl(CounterAggregate::rate()),
+        AggregateUDF::new_from_impl(HistogramMerge::default()),
     ]
-    .into_iter()
-    .map(AggregateUDF::new_from_impl)
-    .collect()
 }
 
 /// Registers every function of this crate with `ctx`.

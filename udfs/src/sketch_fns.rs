@@ -123,7 +123,8 @@ fn constant_f64(expr: &Arc<dyn PhysicalExpr>, function: &str, what: &str) -> Res
     }
 }
 
-fn is_numeric(t: &DataType) -> bool {
+/// A number, or NULL: what the numeric arguments of this crate's functions accept.
+pub(crate) fn is_numeric(t: &DataType) -> bool {
     t.is_numeric() || matches!(t, DataType::Null)
 }
 
