@@ -1099,7 +1099,11 @@ mod tests {
         let mut counts = BTreeMap::new();
         for resource_metrics in &export.resource_metrics {
             let service = service_name(resource_metrics.resource.as_ref());
-            for metric in resource_metrics.scope_metrics.iter().flat_map(|s| &s.metrics) {
+            for metric in resource_metrics
+                .scope_metrics
+                .iter()
+                .flat_map(|s| &s.metrics)
+            {
                 let mut count = |attributes: &[KeyValue], value: u64| {
                     counts.insert(format!("{service} {} {attributes:?}", metric.name), value);
                 };

@@ -643,7 +643,10 @@ async fn post_protobuf(
         .with_context(|| format!("cannot reach {url}"))?;
     let status = response.status();
     if !status.is_success() {
-        bail!("{url}: {status}: {}", response.text().await.unwrap_or_default());
+        bail!(
+            "{url}: {status}: {}",
+            response.text().await.unwrap_or_default()
+        );
     }
     Ok(())
 }

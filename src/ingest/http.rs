@@ -174,8 +174,9 @@ async fn decode<R: Export>(
     let bytes = if gzip { gunzip(&raw, limit)? } else { raw };
     let size = bytes.len();
     let request = match format {
-        Format::Protobuf => R::decode(bytes)
-            .map_err(|e| IngestError::Decode(format!("protobuf: {e}")))?,
+        Format::Protobuf => {
+            R::decode(bytes).map_err(|e| IngestError::Decode(format!("protobuf: {e}")))?
+        }
         Format::Json => {
             serde_json::from_slice(&bytes).map_err(|e| IngestError::Decode(format!("JSON: {e}")))?
         }

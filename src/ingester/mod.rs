@@ -34,8 +34,8 @@ use tokio::sync::RwLock as AsyncRwLock;
 use crate::live::{LiveScan, LiveSource};
 use crate::schema::{self, LogRow, PointRow, Signal, SpanRow, TableKind, TraceId};
 use crate::storage::{BlockData, Catalog, Storage, StorageError};
-pub use live::{CutPolicy, Selection, log_shard, point_shard, shard_of};
 use live::{BlockRows, LiveState, PendingBlock};
+pub use live::{CutPolicy, Selection, log_shard, point_shard, shard_of};
 pub use wal::WalError;
 
 /// Ingester settings.
@@ -453,8 +453,11 @@ fn block_data(block: &PendingBlock) -> Result<BlockData, StorageError> {
                 let mut rows: Vec<(u64, &PointRow)> =
                     rows.iter().map(|p| (p.series_id(), p.as_ref())).collect();
                 rows.sort_by(|(sa, a), (sb, b)| {
-                    (a.metric_name.as_str(), sa, a.time_unix_nano)
-                        .cmp(&(b.metric_name.as_str(), sb, b.time_unix_nano))
+                    (a.metric_name.as_str(), sa, a.time_unix_nano).cmp(&(
+                        b.metric_name.as_str(),
+                        sb,
+                        b.time_unix_nano,
+                    ))
                 });
                 let rows: Vec<&PointRow> = rows.into_iter().map(|(_, p)| p).collect();
                 (

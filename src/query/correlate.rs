@@ -196,7 +196,10 @@ fn trace_id_literal(id: TraceId) -> Expr {
 }
 
 fn timestamp(ns: i64) -> Expr {
-    lit(ScalarValue::TimestampNanosecond(Some(ns), Some("UTC".into())))
+    lit(ScalarValue::TimestampNanosecond(
+        Some(ns),
+        Some("UTC".into()),
+    ))
 }
 
 fn hex(expr: Expr) -> Expr {

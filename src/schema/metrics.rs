@@ -145,7 +145,11 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new(EXP_POSITIVE_COUNTS, list_of(DataType::UInt64), true),
         Field::new(EXP_NEGATIVE_OFFSET, DataType::Int32, true),
         Field::new(EXP_NEGATIVE_COUNTS, list_of(DataType::UInt64), true),
-        Field::new(QUANTILES, list_of(DataType::Struct(quantile_fields())), true),
+        Field::new(
+            QUANTILES,
+            list_of(DataType::Struct(quantile_fields())),
+            true,
+        ),
         Field::new(FLAGS, DataType::UInt32, false),
         Field::new(SERVICE_NAME, DataType::Utf8, false),
         Field::new(SCOPE_NAME, DataType::Utf8, false),
@@ -156,7 +160,11 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     fields.extend([
         attrs::bytes_field(ATTRS),
         attrs::bytes_field(RESOURCE_ATTRS),
-        Field::new(EXEMPLARS, list_of(DataType::Struct(exemplar_fields())), false),
+        Field::new(
+            EXEMPLARS,
+            list_of(DataType::Struct(exemplar_fields())),
+            false,
+        ),
     ]);
     Arc::new(Schema::new(fields))
 });
@@ -479,14 +487,20 @@ mod tests {
     fn histogram_columns_are_null_for_other_types() {
         let rows = [histogram(), gauge()];
         let batch = to_batch(&rows.iter().collect::<Vec<_>>()).unwrap();
-        let bounds = batch.column_by_name(EXPLICIT_BOUNDS).unwrap().as_list::<i32>();
+        let bounds = batch
+            .column_by_name(EXPLICIT_BOUNDS)
+            .unwrap()
+            .as_list::<i32>();
         assert!(bounds.is_valid(0) && bounds.is_null(1));
         let first = bounds.value(0);
         assert_eq!(
             first.as_primitive::<Float64Type>().values().to_vec(),
             vec![1.0, 5.0]
         );
-        let counts = batch.column_by_name(BUCKET_COUNTS).unwrap().as_list::<i32>();
+        let counts = batch
+            .column_by_name(BUCKET_COUNTS)
+            .unwrap()
+            .as_list::<i32>();
         let first = counts.value(0);
         assert_eq!(
             first.as_primitive::<UInt64Type>().values().to_vec(),

@@ -27,8 +27,19 @@ pub use signals::{ExemplarRow, ExpBuckets, LogRow, MetricType, PointRow};
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// The signals spanlake stores, each in blocks of its own.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Signal {
     #[default]

@@ -12,9 +12,8 @@ use opentelemetry_proto::tonic::common::v1::{
 };
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::metrics::v1::{
-    Exemplar, ExponentialHistogramDataPoint, HistogramDataPoint, NumberDataPoint,
-    SummaryDataPoint, exemplar::Value as ExemplarValue, metric::Data,
-    number_data_point::Value as NumberValue,
+    Exemplar, ExponentialHistogramDataPoint, HistogramDataPoint, NumberDataPoint, SummaryDataPoint,
+    exemplar::Value as ExemplarValue, metric::Data, number_data_point::Value as NumberValue,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -258,11 +257,7 @@ fn resource_service_name(resource_attrs: &[(String, AttrValue)]) -> String {
 }
 
 /// An OTLP timestamp as stored: refused when past `i64::MAX` nanoseconds (the year 2262).
-fn timestamp(
-    value: u64,
-    field: &'static str,
-    at: &dyn Fn() -> String,
-) -> Result<i64, OtlpError> {
+fn timestamp(value: u64, field: &'static str, at: &dyn Fn() -> String) -> Result<i64, OtlpError> {
     i64::try_from(value).map_err(|_| OtlpError::TimestampOutOfRange {
         at: at(),
         field,
@@ -280,14 +275,12 @@ fn optional_id<const N: usize>(
     if bytes.is_empty() {
         return Ok(None);
     }
-    let id: [u8; N] = bytes
-        .try_into()
-        .map_err(|_| OtlpError::OptionalIdLength {
-            at: at(),
-            field,
-            expected: N,
-            len: bytes.len(),
-        })?;
+    let id: [u8; N] = bytes.try_into().map_err(|_| OtlpError::OptionalIdLength {
+        at: at(),
+        field,
+        expected: N,
+        len: bytes.len(),
+    })?;
     Ok(Some(id).filter(|id| id.iter().any(|b| *b != 0)))
 }
 
@@ -336,7 +329,11 @@ fn convert_log(
     at: &dyn Fn() -> String,
     shared: &LogRow,
 ) -> Result<LogRow, OtlpError> {
-    let observed = timestamp(record.observed_time_unix_nano, "observed_time_unix_nano", at)?;
+    let observed = timestamp(
+        record.observed_time_unix_nano,
+        "observed_time_unix_nano",
+        at,
+    )?;
     // OTLP allows a record without a time of its own; it then happened when it was observed.
     let time = match record.time_unix_nano {
         0 => observed,
@@ -604,9 +601,13 @@ fn exponential_point(
             zero_count: point.zero_count,
             zero_threshold: point.zero_threshold,
             positive_offset: positive.map_or(0, |b| b.offset),
-            positive_counts: positive.map(|b| b.bucket_counts.clone()).unwrap_or_default(),
+            positive_counts: positive
+                .map(|b| b.bucket_counts.clone())
+                .unwrap_or_default(),
             negative_offset: negative.map_or(0, |b| b.offset),
-            negative_counts: negative.map(|b| b.bucket_counts.clone()).unwrap_or_default(),
+            negative_counts: negative
+                .map(|b| b.bucket_counts.clone())
+                .unwrap_or_default(),
         }),
         ..row
     })

@@ -147,10 +147,9 @@ impl LogRow {
 impl PointRow {
     /// A rough size of the point in memory, used to cut blocks by size.
     pub fn approx_bytes(&self) -> usize {
-        let exp = self
-            .exp
-            .as_ref()
-            .map_or(0, |e| 32 + 8 * (e.positive_counts.len() + e.negative_counts.len()));
+        let exp = self.exp.as_ref().map_or(0, |e| {
+            32 + 8 * (e.positive_counts.len() + e.negative_counts.len())
+        });
         128 + self.metric_name.len()
             + self.description.len()
             + self.unit.len()

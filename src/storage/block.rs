@@ -121,7 +121,11 @@ impl BlockMeta {
 
     /// True unless the block's listed names prove it holds no row named `name`.
     pub fn may_contain_name(&self, name: &str) -> bool {
-        self.names.is_empty() || self.names.binary_search_by(|n| n.as_str().cmp(name)).is_ok()
+        self.names.is_empty()
+            || self
+                .names
+                .binary_search_by(|n| n.as_str().cmp(name))
+                .is_ok()
     }
 }
 
@@ -207,8 +211,8 @@ impl Storage {
             created_at_ns: chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
         };
         let store = self.store();
-        let files = std::iter::once((DATA_FILE, data_file))
-            .chain(traces_file.map(|f| (TRACES_FILE, f)));
+        let files =
+            std::iter::once((DATA_FILE, data_file)).chain(traces_file.map(|f| (TRACES_FILE, f)));
         for (name, bytes) in files {
             let path = dir.clone().join(name);
             store.put(&path, PutPayload::from(bytes)).await?;

@@ -170,9 +170,9 @@ fn trace_id_of(value: &ScalarValue) -> Option<TraceId> {
 
 fn string_of(value: &ScalarValue) -> Option<String> {
     match value {
-        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
-            Some(s.clone())
-        }
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => Some(s.clone()),
         _ => None,
     }
 }

@@ -32,7 +32,10 @@ fn kv(key: &str, value: any_value::Value) -> KeyValue {
 
 fn resource(service: &str) -> Option<Resource> {
     Some(Resource {
-        attributes: vec![kv("service.name", any_value::Value::StringValue(service.into()))],
+        attributes: vec![kv(
+            "service.name",
+            any_value::Value::StringValue(service.into()),
+        )],
         ..Default::default()
     })
 }
@@ -213,7 +216,10 @@ async fn logs_over_grpc_keep_ids_types_and_structured_bodies() {
             Some("record 2".to_string())
         ]
     );
-    assert_eq!(strings(&batches, 1)[0].as_deref(), Some("01".repeat(16).as_str()));
+    assert_eq!(
+        strings(&batches, 1)[0].as_deref(),
+        Some("01".repeat(16).as_str())
+    );
     let batch = &batches[0];
     assert_eq!(batch.column(2).as_primitive::<Int64Type>().value(1), 1);
     assert_eq!(batch.column(3).as_primitive::<Float64Type>().value(0), 0.5);
@@ -255,7 +261,11 @@ async fn metrics_over_http_json_keep_integers_and_buckets_exact() {
         ]
     );
     let value_int = batch.column(2).as_primitive::<Int64Type>();
-    assert_eq!(value_int.value(1), 9_007_199_254_740_993, "2^53 + 1 stays exact");
+    assert_eq!(
+        value_int.value(1),
+        9_007_199_254_740_993,
+        "2^53 + 1 stays exact"
+    );
     assert!(value_int.is_null(2), "a float gauge has no integer value");
     assert_eq!(batch.column(3).as_primitive::<Float64Type>().value(2), 21.5);
     assert_eq!(strings(&batches, 4)[1].as_deref(), Some("cumulative"));
@@ -302,9 +312,12 @@ async fn flushed_logs_and_metrics_are_read_once_from_blocks_and_after_a_restart(
     }
     server.ingester.flush(true).await.unwrap();
     let blocks = |signal: &str| {
-        std::fs::read_dir(dir.path().join(format!("blocks/single-tenant/{signal}/shard-0")))
-            .map(|d| d.count())
-            .unwrap_or(0)
+        std::fs::read_dir(
+            dir.path()
+                .join(format!("blocks/single-tenant/{signal}/shard-0")),
+        )
+        .map(|d| d.count())
+        .unwrap_or(0)
     };
     assert!(blocks("logs") > 0, "a logs block was written");
     assert!(blocks("metrics") > 0, "a metrics block was written");
@@ -321,7 +334,9 @@ async fn flushed_logs_and_metrics_are_read_once_from_blocks_and_after_a_restart(
     assert_eq!(count(server.engine.clone(), "logs").await, 4);
     assert_eq!(count(server.engine.clone(), "metrics").await, 3);
     server.shutdown().await;
-    let server = spanlake::server::Server::start(config, false).await.unwrap();
+    let server = spanlake::server::Server::start(config, false)
+        .await
+        .unwrap();
     assert_eq!(count(server.engine.clone(), "logs").await, 4);
     assert_eq!(count(server.engine.clone(), "metrics").await, 3);
     let pruned = server
@@ -365,12 +380,24 @@ async fn bad_log_and_metric_exports_are_refused_and_nothing_is_stored() {
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("bucket"), "{status:?}");
 
-    let (status, _) = post(&server, "/v1/logs", "application/json", b"{not json".to_vec()).await;
+    let (status, _) = post(
+        &server,
+        "/v1/logs",
+        "application/json",
+        b"{not json".to_vec(),
+    )
+    .await;
     assert_eq!(status, 400);
     let (status, _) = post(&server, "/v1/metrics", "text/plain", b"x".to_vec()).await;
     assert_eq!(status, 415);
     let huge = logs_request("api", &vec![(vec![1; 16], vec![1; 8]); 2000]);
-    let (status, _) = post(&server, "/v1/logs", "application/x-protobuf", huge.encode_to_vec()).await;
+    let (status, _) = post(
+        &server,
+        "/v1/logs",
+        "application/x-protobuf",
+        huge.encode_to_vec(),
+    )
+    .await;
     assert_eq!(status, 413);
 
     assert_eq!(server.count("SELECT count(*) FROM logs").await, 0);
@@ -401,8 +428,14 @@ async fn logs_and_metrics_need_a_tenant_and_stay_with_it() {
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
 
-    let (status, _) =
-        post_as(&server, "/v1/logs", "application/x-protobuf", body, Some("team-a")).await;
+    let (status, _) = post_as(
+        &server,
+        "/v1/logs",
+        "application/x-protobuf",
+        body,
+        Some("team-a"),
+    )
+    .await;
     assert_eq!(status, 200);
     let count = |tenant: &'static str| {
         let engine = server.server.engine.clone();
@@ -454,7 +487,10 @@ async fn a_tenant_at_its_live_limit_is_refused_with_429_before_anything_is_writt
     let mut client = LogsServiceClient::connect(server.otlp_grpc_url())
         .await
         .unwrap();
-    let status = client.export(logs_request("api", &ids(4))).await.unwrap_err();
+    let status = client
+        .export(logs_request("api", &ids(4)))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::ResourceExhausted);
 }
 
@@ -516,8 +552,11 @@ async fn a_trace_comes_back_with_its_logs_and_exemplars() {
     .await
     .unwrap();
     assert_eq!(missing.status().as_u16(), 404);
-    let bad = reqwest::get(format!("{}/api/v1/traces/xyz/correlated", server.http_url()))
-        .await
-        .unwrap();
+    let bad = reqwest::get(format!(
+        "{}/api/v1/traces/xyz/correlated",
+        server.http_url()
+    ))
+    .await
+    .unwrap();
     assert_eq!(bad.status().as_u16(), 400);
 }

@@ -1,8 +1,9 @@
 //! End to end with a client spanlake did not write: the OpenTelemetry Python SDK's OTLP
 //! exporters (gRPC and HTTP) send to a real server; right after the exporter's
 //! acknowledgement, with no flush and no waiting, the Tempo API finds the trace by id and by
-//! TraceQL search, and `spanlake sql` (over Flight SQL) sees exactly those spans with their attribute types
-//! intact.
+//! TraceQL search, and `spanlake sql` (over Flight SQL) sees exactly those spans with their
+//! attribute types intact. The SDK's log and metric exporters likewise: every record and point
+//! arrives with its types, trace context, buckets and exemplars.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -127,4 +128,108 @@ async fn python_sdk_grpc_exporter_spans_arrive_with_types() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_http_exporter_spans_arrive_with_types() {
     exported_spans_arrive_with_types("http").await;
+}
+
+/// The Python SDK's log and metric exporters: every record and point is found with its types,
+/// ids and buckets intact.
+async fn exported_logs_and_metrics_arrive_with_types(protocol: &'static str) {
+    let server = TestServer::start().await;
+    let endpoint = match protocol {
+        "grpc" => server.otlp_grpc_url(),
+        _ => format!("http://{}", server.server.otlp_http_addr),
+    };
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/export_logs_metrics.py");
+    let mut exporter = Command::new(python());
+    exporter.arg(script).arg(protocol).arg(endpoint);
+    let stdout = crate::common::run_to_success(exporter).await;
+    let sent: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
+    let service = sent["service"].as_str().unwrap();
+
+    let logs = spanlake_sql(
+        &server,
+        "SELECT severity_number, severity_text, body, id_hex(trace_id) AS trace_id, \
+         id_hex(span_id) AS span_id, service_name, scope_name, attrs_int['order.id'] AS order_id, \
+         attrs_float['ratio'] AS ratio, attrs_bool['cached'] AS cached, attrs_str['user'] AS user \
+         FROM logs ORDER BY severity_number",
+    );
+    let logs = logs.as_array().unwrap();
+    assert_eq!(logs.len(), 3, "{logs:?}");
+    let (info, warn, error) = (&logs[0], &logs[1], &logs[2]);
+    assert_eq!(info["severity_number"], 9);
+    assert_eq!(info["body"], "order 42 placed");
+    assert_eq!(info["trace_id"], sent["trace_id"]);
+    assert_eq!(info["span_id"], sent["span_id"]);
+    assert_eq!(info["service_name"], service);
+    assert_eq!(info["scope_name"], "spanlake-e2e");
+    assert_eq!(info["order_id"], 42);
+    assert_eq!(info["ratio"], 0.5);
+    assert_eq!(info["cached"], true);
+    assert_eq!(info["user"], "ada");
+    assert_eq!(warn["severity_number"], 13);
+    assert!(warn["trace_id"].is_null(), "{warn}");
+    assert_eq!(error["severity_text"], "ERROR");
+    let body: serde_json::Value = serde_json::from_str(error["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body, serde_json::json!({"error": "timeout", "retries": 3}));
+
+    let points = spanlake_sql(
+        &server,
+        "SELECT metric_name, metric_type, value, value_int, is_monotonic, aggregation_temporality, \
+         bucket_counts, explicit_bounds, count, sum, min, max, cardinality(exemplars) AS exemplars \
+         FROM metrics ORDER BY metric_name",
+    );
+    let points = points.as_array().unwrap();
+    let by_name = |name: &str| {
+        points
+            .iter()
+            .find(|p| p["metric_name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing from {points:?}"))
+    };
+    let big = by_name("py.big");
+    assert_eq!(
+        big["value_int"], 9_007_199_254_740_993_i64,
+        "2^53 + 1 stays exact"
+    );
+    let latency = by_name("py.latency");
+    assert_eq!(latency["metric_type"], "histogram");
+    assert_eq!(latency["bucket_counts"], serde_json::json!([1, 2, 1, 1]));
+    assert_eq!(
+        latency["explicit_bounds"],
+        serde_json::json!([1.0, 5.0, 10.0])
+    );
+    assert_eq!(latency["count"], 5);
+    assert_eq!(latency["sum"], 33.5);
+    assert_eq!(latency["min"], 0.5);
+    assert_eq!(latency["max"], 20.0);
+    assert_eq!(latency["aggregation_temporality"], "cumulative");
+    assert!(latency["exemplars"].as_i64().unwrap() > 0);
+    let requests = by_name("py.requests");
+    assert_eq!(requests["metric_type"], "sum");
+    assert_eq!(requests["value_int"], 7);
+    assert_eq!(requests["is_monotonic"], true);
+    let temperature = by_name("py.temperature");
+    assert_eq!(temperature["metric_type"], "gauge");
+    assert_eq!(temperature["value"], 21.5);
+    assert!(temperature["value_int"].is_null());
+
+    let exemplar_spans = spanlake_sql(
+        &server,
+        "SELECT DISTINCT id_hex(e['span_id']) AS span_id FROM \
+         (SELECT unnest(exemplars) AS e FROM metrics WHERE metric_name = 'py.latency')",
+    );
+    assert_eq!(
+        exemplar_spans,
+        serde_json::json!([{ "span_id": sent["span_id"] }]),
+        "the histogram's exemplars point at the span they were recorded in"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_grpc_log_and_metric_exporters_arrive_with_types() {
+    exported_logs_and_metrics_arrive_with_types("grpc").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_http_log_and_metric_exporters_arrive_with_types() {
+    exported_logs_and_metrics_arrive_with_types("http").await;
 }

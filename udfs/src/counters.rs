@@ -634,8 +634,9 @@ impl ScalarUDFImpl for HistogramQuantile {
                 float_row(counts, count_items, row),
             );
             let value = match histogram {
-                (Some(b), Some(c)) => bucket_quantile(q, b, c)
-                    .or_else(|e| exec_err!("{HISTOGRAM_QUANTILE}: {e}"))?,
+                (Some(b), Some(c)) => {
+                    bucket_quantile(q, b, c).or_else(|e| exec_err!("{HISTOGRAM_QUANTILE}: {e}"))?
+                }
                 _ => None,
             };
             out.append_option(value);
@@ -740,13 +741,7 @@ impl BucketGroups {
             }
             let range = row_range(lists, row);
             let buckets = range.len();
-            let counts = range.map(|i| {
-                if items.is_valid(i) {
-                    items.value(i)
-                } else {
-                    0
-                }
-            });
+            let counts = range.map(|i| if items.is_valid(i) { items.value(i) } else { 0 });
             match &mut self.sums[group] {
                 slot @ None => {
                     *slot = Some(counts.collect());
@@ -921,7 +916,11 @@ mod tests {
 
     /// The partial state of `accumulator` as the arrays a final aggregation receives.
     fn state_arrays(accumulator: &mut dyn Accumulator) -> Result<Vec<ArrayRef>> {
-        accumulator.state()?.iter().map(ScalarValue::to_array).collect()
+        accumulator
+            .state()?
+            .iter()
+            .map(ScalarValue::to_array)
+            .collect()
     }
 
     fn bucket_rows(rows: &[Option<Vec<u64>>]) -> ArrayRef {
@@ -940,12 +939,9 @@ mod tests {
 
     fn buckets(value: &ScalarValue) -> Option<Vec<u64>> {
         match value {
-            ScalarValue::List(list) if list.is_valid(0) => Some(
-                list.value(0)
-                    .as_primitive::<UInt64Type>()
-                    .values()
-                    .to_vec(),
-            ),
+            ScalarValue::List(list) if list.is_valid(0) => {
+                Some(list.value(0).as_primitive::<UInt64Type>().values().to_vec())
+            }
             _ => None,
         }
     }
@@ -1003,17 +999,19 @@ mod tests {
             one_pass.update_batch(&counter_rows(&rows))?;
 
             // Two partitions, each with samples from both sides of the restart.
-            let parts = [
-                vec![rows[1], rows[3]],
-                vec![rows[0], rows[2], rows[4]],
-            ];
+            let parts = [vec![rows[1], rows[3]], vec![rows[0], rows[2], rows[4]]];
             let mut merged = counter_accumulator(&aggregate);
             for part in parts {
                 let mut partial = counter_accumulator(&aggregate);
                 partial.update_batch(&counter_rows(&part))?;
                 merged.merge_batch(&state_arrays(&mut partial)?)?;
             }
-            assert_eq!(merged.evaluate()?, one_pass.evaluate()?, "{}", aggregate.name);
+            assert_eq!(
+                merged.evaluate()?,
+                one_pass.evaluate()?,
+                "{}",
+                aggregate.name
+            );
         }
         Ok(())
     }
