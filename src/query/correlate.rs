@@ -328,8 +328,8 @@ impl Correlation {
                 .collect();
             let _ = writeln!(
                 out,
-                "  {label:<48} +{:>10} {:>10} |{}| {status} {}",
-                millis(offset),
+                "  {label:<48} {:>11} {:>10} |{}| {status} {}",
+                offset_text(offset),
                 millis(span.duration_ns),
                 self.bar(offset, span.duration_ns, bar_width),
                 attributes.join(" ")
@@ -339,8 +339,8 @@ impl Correlation {
         for log in &self.logs {
             let _ = writeln!(
                 out,
-                "  +{:>10} {:<5} {:<16} {} {}",
-                millis(log.time_ns - self.start_ns),
+                "  {:>11} {:<5} {:<16} {} {}",
+                offset_text(log.time_ns - self.start_ns),
                 log.severity_text,
                 log.service,
                 log.span_id.as_deref().unwrap_or("-"),
@@ -351,8 +351,8 @@ impl Correlation {
         for exemplar in &self.exemplars {
             let _ = writeln!(
                 out,
-                "  +{:>10} {} {} value={} span {}",
-                millis(exemplar.time_ns - self.start_ns),
+                "  {:>11} {} {} value={} span {}",
+                offset_text(exemplar.time_ns - self.start_ns),
                 exemplar.service,
                 exemplar.metric_name,
                 exemplar.value,
@@ -409,6 +409,12 @@ impl Correlation {
             .map(|i| if i >= from && i < to { '█' } else { ' ' })
             .collect()
     }
+}
+
+/// An offset from the trace's start, signed.
+fn offset_text(ns: i64) -> String {
+    let sign = if ns < 0 { "-" } else { "+" };
+    format!("{sign}{}", millis(ns.abs()))
 }
 
 fn millis(ns: i64) -> String {
