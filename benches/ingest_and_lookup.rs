@@ -20,31 +20,12 @@ use spanlake::generator::Generator;
 use spanlake::schema::otlp::span_count;
 use spanlake::server::Server;
 
+mod support;
+
+use support::{dir_bytes, percentile};
+
 const CLIENTS: u64 = 4;
 const TRACES_PER_EXPORT: usize = 50;
-
-fn dir_bytes(path: &std::path::Path, suffix: &str) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| {
-            let p = e.path();
-            if p.is_dir() {
-                dir_bytes(&p, suffix)
-            } else if p.to_string_lossy().ends_with(suffix) {
-                e.metadata().map(|m| m.len()).unwrap_or(0)
-            } else {
-                0
-            }
-        })
-        .sum()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
 
 #[tokio::main]
 async fn main() {

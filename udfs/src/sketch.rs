@@ -687,7 +687,11 @@ mod tests {
                 Shape::LogNormal => (1.0 + 2.0 * rng.normal()).exp() * 1e6,
                 Shape::Pareto => 1000.0 / rng.unit().powf(1.0 / 1.5),
                 Shape::Bimodal => {
-                    let centre = if rng.next().is_multiple_of(3) { 2e8 } else { 5e6 };
+                    let centre = if rng.next().is_multiple_of(3) {
+                        2e8
+                    } else {
+                        5e6
+                    };
                     centre * (0.2 * rng.normal()).exp()
                 }
                 Shape::Constant => 42.5,
