@@ -64,6 +64,8 @@ pub struct Config {
     /// unset.
     pub query_partitions: Option<usize>,
     pub ingester: IngesterSettings,
+    pub compaction: CompactionSettings,
+    pub retention: RetentionSettings,
     pub query: QuerySettings,
     pub flight: FlightSettings,
 }
@@ -204,8 +206,89 @@ impl Default for Config {
             query_memory_limit_per_tenant: None,
             query_partitions: None,
             ingester: IngesterSettings::default(),
+            compaction: CompactionSettings::default(),
+            retention: RetentionSettings::default(),
             query: QuerySettings::default(),
             flight: FlightSettings::default(),
+        }
+    }
+}
+
+/// How `serve` compacts blocks in the background.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompactionSettings {
+    /// Whether `serve` compacts and enforces retention at all.
+    pub enabled: bool,
+    /// How often compaction and retention run.
+    #[serde(with = "crate::time::serde_duration")]
+    pub interval: Duration,
+    /// Only blocks whose latest rows fall in the same window of this length are merged.
+    #[serde(with = "crate::time::serde_duration")]
+    pub window: Duration,
+    /// A merged block holds at most about this many rows; bigger blocks are left alone.
+    pub max_block_rows: u64,
+    /// Replaced and expired blocks are deleted this long after they left the catalog: longer
+    /// than any query runs.
+    #[serde(with = "crate::time::serde_duration")]
+    pub delete_grace: Duration,
+}
+
+impl Default for CompactionSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(30),
+            window: Duration::from_secs(3600),
+            max_block_rows: 1_000_000,
+            delete_grace: Duration::from_secs(300),
+        }
+    }
+}
+
+/// How long each signal's blocks are kept; `0s` keeps them forever.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    #[serde(with = "crate::time::serde_duration")]
+    pub traces: Duration,
+    #[serde(with = "crate::time::serde_duration")]
+    pub logs: Duration,
+    #[serde(with = "crate::time::serde_duration")]
+    pub metrics: Duration,
+    /// Per-tenant overrides.
+    pub tenants: std::collections::BTreeMap<String, TenantRetention>,
+}
+
+/// One tenant's retention, where it differs from the default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantRetention {
+    #[serde(
+        with = "crate::time::serde_duration_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub traces: Option<Duration>,
+    #[serde(
+        with = "crate::time::serde_duration_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub logs: Option<Duration>,
+    #[serde(
+        with = "crate::time::serde_duration_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub metrics: Option<Duration>,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        let two_weeks = Duration::from_secs(14 * 24 * 3600);
+        Self {
+            traces: two_weeks,
+            logs: two_weeks,
+            metrics: two_weeks,
+            tenants: Default::default(),
         }
     }
 }
@@ -291,6 +374,11 @@ impl Config {
         if self.ingester.flush_check.is_zero() {
             return Err(ConfigError::Invalid(
                 "ingester.flush_check must be above zero".into(),
+            ));
+        }
+        if self.compaction.interval.is_zero() || self.compaction.window.is_zero() {
+            return Err(ConfigError::Invalid(
+                "compaction.interval and compaction.window must be above zero".into(),
             ));
         }
         if self.query.timeout.is_zero() {

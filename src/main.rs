@@ -1,4 +1,4 @@
-//! The `spanlake` command line: `serve`, `sql`, `gen`, `traceql`, `trace`.
+//! The `spanlake` command line: `serve`, `sql`, `gen`, `traceql`, `trace`, `compact`, `blocks`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +51,30 @@ enum Command {
     Traceql(TraceqlArgs),
     /// Print one trace as a tree with its log records and the exemplars that point at it.
     Trace(TraceArgs),
+    /// Compact a data directory's blocks and enforce retention once, deleting what they
+    /// replace at once. Run it on a directory no server is using; `serve` does the same in
+    /// the background.
+    Compact(CompactArgs),
+    /// List the committed blocks: tenant, signal, shard, level, rows, bytes, time range.
+    Blocks(BlocksArgs),
+}
+
+#[derive(Args)]
+struct CompactArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(Args)]
+struct BlocksArgs {
+    /// Only this tenant's blocks.
+    #[arg(long, env = "SPANLAKE_TENANT")]
+    tenant: Option<String>,
+    /// `table`, or `json` (one object per block).
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 #[derive(Args)]
@@ -170,6 +194,10 @@ struct ServeArgs {
     /// Memory all queries together may use, in bytes.
     #[arg(long, env = "SPANLAKE_QUERY_MEMORY_LIMIT")]
     query_memory_limit: Option<usize>,
+    /// Keep every signal's blocks this long (e.g. 336h; 0s keeps them forever); per-tenant
+    /// overrides in the config file still apply.
+    #[arg(long, env = "SPANLAKE_RETENTION", value_parser = duration_arg)]
+    retention: Option<Duration>,
     /// Also generate realistic synthetic traffic continuously.
     #[arg(long)]
     demo: bool,
@@ -296,6 +324,10 @@ impl ServeArgs {
             self.max_request_bytes => config.max_request_bytes,
             self.query_memory_limit => config.query_memory_limit,
         }
+        if let Some(keep) = self.retention {
+            let r = &mut config.retention;
+            (r.traces, r.logs, r.metrics) = (keep, keep, keep);
+        }
         Ok(config)
     }
 }
@@ -322,6 +354,8 @@ fn main() -> ExitCode {
             Command::Gen(args) => generate(args).await,
             Command::Traceql(args) => traceql(args).await,
             Command::Trace(args) => trace(args).await,
+            Command::Compact(args) => compact(args).await,
+            Command::Blocks(args) => blocks(args).await,
         }
     });
     match result {
@@ -647,6 +681,76 @@ async fn post_protobuf(
             "{url}: {status}: {}",
             response.text().await.unwrap_or_default()
         );
+    }
+    Ok(())
+}
+
+async fn compact(args: CompactArgs) -> anyhow::Result<()> {
+    let config = args.config.load()?;
+    let opened = server::open(&config, false).await?;
+    let lifecycle = server::lifecycle(&config, &opened.storage, &opened.catalog);
+    let mut total = spanlake::storage::lifecycle::LifecycleReport::default();
+    loop {
+        let report = lifecycle.run_once(spanlake::time::now_ns()).await?;
+        total.compactions += report.compactions;
+        total.compacted_blocks += report.compacted_blocks;
+        total.expired_blocks += report.expired_blocks;
+        if report.compactions == 0 {
+            break;
+        }
+    }
+    total.deleted_blocks = lifecycle.delete_all_retired().await?;
+    println!(
+        "{} compactions replaced {} blocks; retention removed {} blocks; {} blocks deleted",
+        total.compactions, total.compacted_blocks, total.expired_blocks, total.deleted_blocks
+    );
+    Ok(())
+}
+
+async fn blocks(args: BlocksArgs) -> anyhow::Result<()> {
+    let config = args.config.load()?;
+    let opened = server::open(&config, true).await?;
+    let catalog = &opened.catalog;
+    let tenants = match args.tenant {
+        Some(tenant) => vec![tenant],
+        None => catalog.tenants(),
+    };
+    let mut blocks: Vec<_> = tenants.iter().flat_map(|t| catalog.all_blocks(t)).collect();
+    blocks.sort_by(|a, b| {
+        (&a.tenant, a.signal, a.shard, a.min_time_ns).cmp(&(
+            &b.tenant,
+            b.signal,
+            b.shard,
+            b.min_time_ns,
+        ))
+    });
+    let time = |ns: i64| chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339();
+    match args.format {
+        Format::Json => {
+            for block in &blocks {
+                println!("{}", serde_json::to_string(block.as_ref())?);
+            }
+        }
+        Format::Table | Format::Csv => {
+            println!(
+                "{:<16} {:<8} {:>5} {:>5} {:>10} {:>12}  {:<35} {:<35} block",
+                "tenant", "signal", "shard", "level", "rows", "bytes", "from", "to"
+            );
+            for b in &blocks {
+                println!(
+                    "{:<16} {:<8} {:>5} {:>5} {:>10} {:>12}  {:<35} {:<35} {}",
+                    b.tenant,
+                    b.signal.name(),
+                    b.shard,
+                    b.compaction_level,
+                    b.rows,
+                    b.bytes(),
+                    time(b.min_time_ns),
+                    time(b.max_time_ns),
+                    b.block_id
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! and stopped together (stopping flushes every live trace to a block). This module wires the
 //! layers together and decides nothing they decide.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +18,10 @@ use crate::ingest::{self, Receiver, Transport};
 use crate::ingester::{CutPolicy, Ingester, IngesterConfig};
 use crate::live::LiveSource;
 use crate::query::QueryEngine;
+use crate::storage::compact::CompactionPolicy;
+use crate::storage::lifecycle::Lifecycle;
 use crate::storage::{Catalog, Storage, remove_uncommitted};
-use crate::telemetry::{Telemetry, TenantBlocks};
+use crate::telemetry::{BlockLevel, Telemetry, TenantBlocks};
 use crate::tempo::{self, TempoApi, grpc::TempoGrpc};
 
 /// Errors while starting.
@@ -63,7 +66,18 @@ pub async fn open(config: &Config, read_only: bool) -> Result<Opened, StartError
             );
         }
     }
-    let catalog = Arc::new(Catalog::load(&storage).await?);
+    let (catalog, superseded) = Catalog::load(&storage).await?;
+    if !read_only && !superseded.is_empty() {
+        // A compaction committed its block but stopped before deleting the ones it replaced.
+        for meta in &superseded {
+            storage.delete_block(meta).await?;
+        }
+        tracing::info!(
+            removed = superseded.len(),
+            "removed blocks an earlier compaction had replaced"
+        );
+    }
+    let catalog = Arc::new(catalog);
     let settings = &config.ingester;
     let ingester = Arc::new(Ingester::open(
         IngesterConfig {
@@ -99,6 +113,35 @@ pub async fn open(config: &Config, read_only: bool) -> Result<Opened, StartError
         ingester,
         engine,
     })
+}
+
+/// The block lifecycle (compaction, retention, deletion) of `config` over `catalog`.
+pub fn lifecycle(config: &Config, storage: &Storage, catalog: &Arc<Catalog>) -> Lifecycle {
+    let compaction = &config.compaction;
+    let policy = CompactionPolicy {
+        window_ns: crate::time::duration_ns(compaction.window),
+        max_rows: compaction.max_block_rows,
+        // Blocks flushed less than a grace period ago may still be read live.
+        min_age_ns: crate::time::duration_ns(config.ingester.flushed_grace),
+    };
+    let wal_dir = config.wal_dir();
+    let wal_oldest = Arc::new(
+        move || match crate::ingester::oldest_wal_segment(&wal_dir) {
+            Ok(oldest) => oldest,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the WAL; retention waits");
+                Some(0)
+            }
+        },
+    );
+    Lifecycle::new(
+        storage.clone(),
+        catalog.clone(),
+        policy,
+        config.retention.clone(),
+        compaction.delete_grace,
+        wal_oldest,
+    )
 }
 
 /// A running server.
@@ -176,7 +219,7 @@ impl Server {
         })
         .merge(tempo::http::router(tempo_api))
         .merge(grpc_routes)
-        .merge(api::metrics::router(telemetry))
+        .merge(api::metrics::router(telemetry.clone()))
         .fallback(unmatched)
         .layer(measure.clone());
         tasks.push(serve_http(http, api, stopped(stop_rx.clone())));
@@ -247,6 +290,14 @@ impl Server {
         if demo {
             tasks.push(tokio::spawn(run_demo(receiver, stopped(stop_rx.clone()))));
         }
+        if config.compaction.enabled {
+            let lifecycle = Arc::new(
+                lifecycle(&config, &opened.storage, &opened.catalog).with_telemetry(telemetry),
+            );
+            tasks.push(tokio::spawn(
+                lifecycle.run(config.compaction.interval, stopped(stop_rx.clone())),
+            ));
+        }
         let flusher = tokio::spawn(opened.ingester.clone().run_flusher(stopped(stop_rx)));
         tracing::info!(%http_addr, %grpc_addr, %otlp_grpc_addr, %otlp_http_addr, %flight_addr, storage = %opened.storage.url(), "spanlake is serving");
         Ok(Server {
@@ -284,9 +335,23 @@ fn telemetry(catalog: &Arc<Catalog>, ingester: &Arc<Ingester>) -> Telemetry {
             .into_iter()
             .map(|tenant| {
                 let blocks = catalog.all_blocks(&tenant);
+                let mut levels: BTreeMap<(&'static str, u32), u64> = BTreeMap::new();
+                for block in &blocks {
+                    *levels
+                        .entry((block.signal.name(), block.compaction_level))
+                        .or_default() += 1;
+                }
                 TenantBlocks {
                     bytes: blocks.iter().map(|b| b.bytes()).sum(),
                     blocks: blocks.len() as u64,
+                    by_level: levels
+                        .into_iter()
+                        .map(|((signal, level), blocks)| BlockLevel {
+                            signal,
+                            level,
+                            blocks,
+                        })
+                        .collect(),
                     tenant,
                 }
             })

@@ -48,6 +48,16 @@ pub struct TenantBlocks {
     pub blocks: u64,
     /// Bytes of their Parquet files: `spanlake_block_bytes`.
     pub bytes: u64,
+    /// Committed blocks by signal and compaction level: `spanlake_blocks_by_level`.
+    pub by_level: Vec<BlockLevel>,
+}
+
+/// Blocks of one tenant, signal and compaction level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockLevel {
+    pub signal: &'static str,
+    pub level: u32,
+    pub blocks: u64,
 }
 
 type BlocksSource = Box<dyn Fn() -> Vec<TenantBlocks> + Send + Sync>;
@@ -64,6 +74,10 @@ pub struct Telemetry {
     ingest_bytes: IntCounterVec,
     ingest_records: IntCounterVec,
     ingest_refused_records: IntCounterVec,
+    compactions: IntCounterVec,
+    compacted_blocks: IntCounterVec,
+    compacted_bytes: IntCounterVec,
+    retention_deleted: IntCounterVec,
     gauges: Arc<ScrapeGauges>,
 }
 
@@ -121,9 +135,29 @@ impl Telemetry {
             "Log records and metric points in decoded export requests that were refused, by transport, signal and reason.",
             &["transport", "signal", "reason"],
         );
+        let compactions = counter(
+            "spanlake_compactions_total",
+            "Compactions committed, by signal.",
+            &["signal"],
+        );
+        let compacted_blocks = counter(
+            "spanlake_compacted_blocks_total",
+            "Blocks replaced by compactions, by signal.",
+            &["signal"],
+        );
+        let compacted_bytes = counter(
+            "spanlake_compacted_bytes_total",
+            "Bytes of the blocks compactions read and replaced, by signal.",
+            &["signal"],
+        );
+        let retention_deleted = counter(
+            "spanlake_retention_deleted_blocks_total",
+            "Blocks removed because all their rows were older than the retention, by signal.",
+            &["signal"],
+        );
         let gauges = Arc::new(ScrapeGauges::new());
         let registry = Registry::new();
-        let collectors: [Box<dyn Collector>; 8] = [
+        let collectors: [Box<dyn Collector>; 12] = [
             Box::new(requests.clone()),
             Box::new(ingest_requests.clone()),
             Box::new(ingest_spans.clone()),
@@ -131,6 +165,10 @@ impl Telemetry {
             Box::new(ingest_bytes.clone()),
             Box::new(ingest_records.clone()),
             Box::new(ingest_refused_records.clone()),
+            Box::new(compactions.clone()),
+            Box::new(compacted_blocks.clone()),
+            Box::new(compacted_bytes.clone()),
+            Box::new(retention_deleted.clone()),
             Box::new(SharedGauges(gauges.clone())),
         ];
         for collector in collectors {
@@ -147,6 +185,10 @@ impl Telemetry {
             ingest_bytes,
             ingest_records,
             ingest_refused_records,
+            compactions,
+            compacted_blocks,
+            compacted_bytes,
+            retention_deleted,
             gauges,
         }
     }
@@ -225,6 +267,24 @@ impl Telemetry {
         }
     }
 
+    /// Counts one committed compaction of `signal` that replaced `blocks` blocks of `bytes`.
+    pub fn compacted(&self, signal: &str, blocks: usize, bytes: u64) {
+        self.compactions.with_label_values(&[signal]).inc();
+        self.compacted_blocks
+            .with_label_values(&[signal])
+            .inc_by(blocks as u64);
+        self.compacted_bytes
+            .with_label_values(&[signal])
+            .inc_by(bytes);
+    }
+
+    /// Counts blocks of `signal` that retention removed.
+    pub fn retention_deleted(&self, signal: &str, blocks: usize) {
+        self.retention_deleted
+            .with_label_values(&[signal])
+            .inc_by(blocks as u64);
+    }
+
     /// Records one finished request in `spanlake_request_duration_seconds`.
     pub fn observe_request(&self, route: &str, method: &str, status: &str, seconds: f64) {
         self.requests
@@ -274,6 +334,7 @@ struct ScrapeGauges {
 struct GaugeState {
     blocks: GaugeVec,
     block_bytes: GaugeVec,
+    blocks_by_level: GaugeVec,
     live_spans: Gauge,
     blocks_source: Option<BlocksSource>,
     live_spans_source: Option<CountSource>,
@@ -286,21 +347,35 @@ impl ScrapeGauges {
             "spanlake_block_bytes",
             "Bytes of committed blocks' Parquet files, by tenant.",
         );
+        let blocks_by_level = GaugeVec::new(
+            Opts::new(
+                "spanlake_blocks_by_level",
+                "Committed blocks, by tenant, signal and compaction level (0: as the ingester cut them).",
+            ),
+            &["tenant", "signal", "level"],
+        )
+        .expect("gauge names and labels are valid");
         let live_spans = Gauge::new(
             "spanlake_live_spans",
             "Spans held in memory by the ingester: open traces and flushed blocks still in their grace period.",
         )
         .expect("the live span gauge's name is valid");
-        let descs = [blocks.desc(), block_bytes.desc(), live_spans.desc()]
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect();
+        let descs = [
+            blocks.desc(),
+            block_bytes.desc(),
+            blocks_by_level.desc(),
+            live_spans.desc(),
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
         Self {
             descs,
             state: Mutex::new(GaugeState {
                 blocks,
                 block_bytes,
+                blocks_by_level,
                 live_spans,
                 blocks_source: None,
                 live_spans_source: None,
@@ -314,7 +389,18 @@ impl ScrapeGauges {
         if let Some(source) = &state.blocks_source {
             state.blocks.reset();
             state.block_bytes.reset();
+            state.blocks_by_level.reset();
             for tenant in source() {
+                for level in &tenant.by_level {
+                    state
+                        .blocks_by_level
+                        .with_label_values(&[
+                            tenant.tenant.as_str(),
+                            level.signal,
+                            &level.level.to_string(),
+                        ])
+                        .set(level.blocks as f64);
+                }
                 let labels = [tenant.tenant.as_str()];
                 state
                     .blocks
@@ -327,6 +413,7 @@ impl ScrapeGauges {
             }
             families.extend(state.blocks.collect());
             families.extend(state.block_bytes.collect());
+            families.extend(state.blocks_by_level.collect());
         }
         if let Some(source) = &state.live_spans_source {
             state.live_spans.set(source() as f64);
@@ -436,6 +523,11 @@ mod tests {
             tenant: "a".into(),
             blocks: 2,
             bytes: 2048,
+            by_level: vec![BlockLevel {
+                signal: "logs",
+                level: 1,
+                blocks: 2,
+            }],
         }]));
         let source = tenants.clone();
         telemetry.blocks_from(move || source.lock().clone());
@@ -451,11 +543,16 @@ mod tests {
             "{text}"
         );
         assert!(lines.contains(&"spanlake_live_spans 0"), "{text}");
+        assert!(
+            lines.contains(&r#"spanlake_blocks_by_level{level="1",signal="logs",tenant="a"} 2"#),
+            "{text}"
+        );
         // A tenant that is gone disappears from the next scrape.
         *tenants.lock() = vec![TenantBlocks {
             tenant: "b".into(),
             blocks: 1,
             bytes: 10,
+            by_level: Vec::new(),
         }];
         let text = telemetry.render();
         assert!(!text.contains(r#"tenant="a""#), "{text}");

@@ -86,6 +86,34 @@ pub mod serde_duration {
     }
 }
 
+/// `serde(with = …)` for an optional [`Duration`] written as a Go or Prometheus duration.
+pub mod serde_duration_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `value` as Go prints it, or nothing.
+    pub fn serialize<S: Serializer>(
+        value: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => serializer.serialize_str(&super::go_duration(*d)),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    /// Reads a duration string.
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        super::duration_arg(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 struct Segment<'a> {
     whole: &'a str,
     fraction: Option<&'a str>,

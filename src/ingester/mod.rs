@@ -36,7 +36,7 @@ use crate::schema::{self, LogRow, PointRow, Signal, SpanRow, TableKind, TraceId}
 use crate::storage::{BlockData, Catalog, Storage, StorageError};
 use live::{BlockRows, LiveState, PendingBlock};
 pub use live::{CutPolicy, Selection, log_shard, point_shard, shard_of};
-pub use wal::WalError;
+pub use wal::{WalError, oldest_segment as oldest_wal_segment};
 
 /// Ingester settings.
 #[derive(Debug, Clone)]
@@ -489,6 +489,8 @@ fn block_data(block: &PendingBlock) -> Result<BlockData, StorageError> {
         names,
         data,
         traces,
+        compaction_level: 0,
+        compacted_from: Vec::new(),
     })
 }
 

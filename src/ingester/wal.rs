@@ -144,6 +144,15 @@ fn parse_segment(bytes: &[u8], segment: u64, out: &mut Vec<Record>) -> Parsed {
     Parsed::Clean
 }
 
+/// The id of the oldest segment in `dir`, if there is one.
+pub fn oldest_segment(dir: &Path) -> io::Result<Option<u64>> {
+    match segments(dir) {
+        Ok(found) => Ok(found.first().map(|(id, _)| *id)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Reads every segment in `dir` (created if missing), quarantining corrupt ones.
 pub fn replay(dir: &Path) -> Result<Replay, WalError> {
     let io_err = |path: &Path| {

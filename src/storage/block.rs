@@ -36,6 +36,10 @@ pub struct BlockData {
     pub trace_count: u64,
     /// Distinct values of the table's name column, sorted (empty for trace blocks).
     pub names: Vec<String>,
+    /// 0 for a block the ingester cut; one more than its highest input for a compacted block.
+    pub compaction_level: u32,
+    /// The blocks a compacted block replaces; empty for a block the ingester cut.
+    pub compacted_from: Vec<String>,
 }
 
 /// What `meta.json` records about a committed block.
@@ -72,6 +76,11 @@ pub struct BlockMeta {
     /// Every WAL segment up to this one is reflected in this block or re-logged after it.
     pub wal_through: u64,
     pub created_at_ns: i64,
+    /// The blocks this compacted block replaces. Committing this meta retires them: a catalog
+    /// loading both keeps this one and drops them, so a crash mid-compaction never shows a row
+    /// twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compacted_from: Vec<String>,
 }
 
 /// Blocks list at most this many names in their meta; a block with more lists none and is
@@ -197,7 +206,7 @@ impl Storage {
             signal,
             shard: block.shard,
             schema_version: SCHEMA_VERSION,
-            compaction_level: 0,
+            compaction_level: block.compaction_level,
             min_time_ns: block.min_time_ns,
             max_time_ns: block.max_time_ns,
             min_trace_id,
@@ -209,6 +218,7 @@ impl Storage {
             names,
             wal_through,
             created_at_ns: chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+            compacted_from: block.compacted_from.clone(),
         };
         let store = self.store();
         let files =
@@ -218,6 +228,11 @@ impl Storage {
             store.put(&path, PutPayload::from(bytes)).await?;
             self.sync(&path).await?;
         }
+        super::fault_point(if block.compaction_level == 0 {
+            "block-files-written"
+        } else {
+            "compaction-files-written"
+        });
         let meta_json = serde_json::to_vec_pretty(&meta).map_err(|source| StorageError::Meta {
             path: dir.to_string(),
             source,

@@ -1,4 +1,8 @@
 //! The catalog of committed blocks, per tenant.
+//!
+//! A compacted block's meta names the blocks it replaces (`compacted_from`); the catalog
+//! swaps them in one step ([`Catalog::replace`]), and loading drops every block that a
+//! committed block replaces, so readers see the old set or the new one, never both.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -19,13 +23,50 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Lists committed blocks in `storage`.
-    pub async fn load(storage: &Storage) -> Result<Self, StorageError> {
+    /// Lists committed blocks in `storage`, leaving out those a compacted block replaces;
+    /// returns the catalog and those replaced blocks, whose files are left to delete.
+    pub async fn load(storage: &Storage) -> Result<(Self, Vec<BlockMeta>), StorageError> {
+        let metas = list_metas(storage).await?;
+        let replaced: HashSet<&str> = metas
+            .iter()
+            .flat_map(|m| m.compacted_from.iter().map(String::as_str))
+            .collect();
+        let (superseded, current): (Vec<_>, Vec<_>) = metas
+            .iter()
+            .cloned()
+            .partition(|m| replaced.contains(m.block_id.as_str()));
         let catalog = Catalog::default();
-        for meta in list_metas(storage).await? {
+        for meta in current {
             catalog.add(meta);
         }
-        Ok(catalog)
+        Ok((catalog, superseded))
+    }
+
+    /// Commits a compaction in one step: adds `new` and removes the blocks it replaces.
+    /// Returns the removed blocks.
+    pub fn replace(&self, new: BlockMeta) -> Vec<Arc<BlockMeta>> {
+        let mut blocks = self.blocks.write();
+        let list = blocks.entry(new.tenant.clone()).or_default();
+        let (removed, kept): (Vec<_>, Vec<_>) = std::mem::take(list)
+            .into_iter()
+            .partition(|b| new.compacted_from.contains(&b.block_id));
+        *list = kept;
+        list.push(Arc::new(new));
+        removed
+    }
+
+    /// Removes blocks from the catalog (retention); readers that listed them before keep
+    /// reading their files until those are deleted.
+    pub fn remove(&self, tenant: &str, block_ids: &[String]) -> Vec<Arc<BlockMeta>> {
+        let mut blocks = self.blocks.write();
+        let Some(list) = blocks.get_mut(tenant) else {
+            return Vec::new();
+        };
+        let (removed, kept): (Vec<_>, Vec<_>) = std::mem::take(list)
+            .into_iter()
+            .partition(|b| block_ids.contains(&b.block_id));
+        *list = kept;
+        removed
     }
 
     /// Records a newly committed block.

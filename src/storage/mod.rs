@@ -13,14 +13,16 @@
 
 mod block;
 mod catalog;
+pub mod compact;
+pub mod lifecycle;
 
 use std::sync::Arc;
 
 use datafusion::execution::object_store::ObjectStoreUrl;
-use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::schema::Signal;
 
@@ -64,6 +66,21 @@ pub struct Storage {
     local: Option<Arc<LocalFileSystem>>,
 }
 
+/// The environment variable naming a fault point at which the process aborts, for crash tests:
+/// `block-files-written` (a flushed block's Parquet files are written, its meta is not),
+/// `compaction-files-written` (the same for a compacted block) or `compaction-committed` (a
+/// compacted block is committed, the blocks it replaces are neither out of the catalog nor
+/// deleted).
+pub const FAULT_ENV: &str = "SPANLAKE_FAULT";
+
+/// Aborts the process when [`FAULT_ENV`] names `point`, as `kill -9` would stop it there.
+pub(crate) fn fault_point(point: &str) {
+    if std::env::var(FAULT_ENV).is_ok_and(|p| p == point) {
+        eprintln!("{FAULT_ENV}={point}: aborting here");
+        std::process::abort();
+    }
+}
+
 /// The URL under which the block store is registered with DataFusion.
 pub const OBJECT_STORE_URL: &str = "spanlake://blocks";
 
@@ -81,7 +98,10 @@ impl Storage {
         let local = match local {
             Some(path) => {
                 std::fs::create_dir_all(path)?;
-                let fs = LocalFileSystem::new_with_prefix(path).map_err(|e| bad(e.to_string()))?;
+                // Deleted blocks leave no empty directories behind.
+                let fs = LocalFileSystem::new_with_prefix(path)
+                    .map_err(|e| bad(e.to_string()))?
+                    .with_automatic_cleanup(true);
                 Some(Arc::new(fs))
             }
             None => None,
@@ -128,6 +148,21 @@ impl Storage {
         })
         .await
         .map_err(std::io::Error::other)??;
+        Ok(())
+    }
+
+    /// Deletes a block's files, `meta.json` first: a block is never visible without its data.
+    pub async fn delete_block(&self, meta: &BlockMeta) -> Result<(), StorageError> {
+        let dir = meta.dir();
+        let ignore_missing = |result: Result<(), object_store::Error>| match result {
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
+            other => other,
+        };
+        ignore_missing(self.store.delete(&dir.clone().join(META_FILE)).await)?;
+        let files: Vec<_> = futures::TryStreamExt::try_collect(self.store.list(Some(&dir))).await?;
+        for file in files {
+            ignore_missing(self.store.delete(&file.location).await)?;
+        }
         Ok(())
     }
 

@@ -105,7 +105,13 @@ impl TableProvider for SpanlakeTable {
             LiveScan {
                 tenant: self.tenant.clone(),
                 table: self.kind,
-                exclude_blocks: blocks.iter().map(|b| b.block_id.clone()).collect(),
+                // A compacted block also stands for the blocks it replaced, whose rows may
+                // still be held live within their grace period.
+                exclude_blocks: blocks
+                    .iter()
+                    .flat_map(|b| std::iter::once(&b.block_id).chain(&b.compacted_from))
+                    .cloned()
+                    .collect(),
                 trace_ids: bounds.trace_ids.clone(),
                 start_ns: bounds.start_ns,
                 end_ns: bounds.end_ns,

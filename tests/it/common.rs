@@ -17,6 +17,10 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config.ingester.flush_check = Duration::from_millis(50);
     config.ingester.trace_idle = Duration::from_millis(100);
     config.ingester.max_block_age = Duration::from_millis(100);
+    // Test data is stamped in the past: keep it, whatever its age.
+    config.retention.traces = Duration::ZERO;
+    config.retention.logs = Duration::ZERO;
+    config.retention.metrics = Duration::ZERO;
     config
 }
 
@@ -125,6 +129,15 @@ pub struct ServeProcess {
 /// Starts the `spanlake` binary with its data in `data`, on loopback ports chosen by the OS,
 /// with `extra` flags, and reads back the addresses it prints.
 pub fn spawn_serve(data: &std::path::Path, extra: &[&str]) -> ServeProcess {
+    spawn_serve_with_env(data, extra, &[])
+}
+
+/// [`spawn_serve`] with extra environment variables for the child.
+pub fn spawn_serve_with_env(
+    data: &std::path::Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> ServeProcess {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_spanlake"))
         .args(["serve", "--data-dir"])
@@ -134,8 +147,11 @@ pub fn spawn_serve(data: &std::path::Path, extra: &[&str]) -> ServeProcess {
         .args(["--otlp-grpc-listen", "127.0.0.1:0"])
         .args(["--otlp-http-listen", "127.0.0.1:0"])
         .args(["--flight-listen", "127.0.0.1:0"])
+        // Test data is stamped in the past: keep it, whatever its age.
+        .args(["--retention", "0s"])
         .args(extra)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

@@ -229,6 +229,31 @@ async fn logs_over_grpc_keep_ids_types_and_structured_bodies() {
 }
 
 #[tokio::test]
+async fn gzipped_json_logs_are_read_through_sql_over_http() {
+    use std::io::Write;
+    let server = TestServer::start().await;
+    let json = serde_json::to_vec(&logs_request("api", &ids(2))).unwrap();
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(&json).unwrap();
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/v1/logs", server.server.otlp_http_addr))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gzip.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let batches = crate::common::http_sql(
+        &server.http_url(),
+        "SELECT count(*) FROM logs WHERE service_name = 'api' AND span_id IS NOT NULL",
+    )
+    .await
+    .unwrap();
+    assert_eq!(crate::common::single_i64(&batches), 2);
+}
+
+#[tokio::test]
 async fn metrics_over_http_json_keep_integers_and_buckets_exact() {
     let server = TestServer::start().await;
     let request = metrics_request("api", (vec![7; 16], vec![7; 8]));

@@ -8,6 +8,7 @@ mod flight_clients;
 mod flight_sql;
 mod ingest_grpc;
 mod ingest_http;
+mod lifecycle;
 mod limits;
 mod logs_metrics;
 mod metrics_endpoint;
