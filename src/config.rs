@@ -42,6 +42,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Where blocks are stored: `file://PATH` or an object-store URL. Default: `{data_dir}/blocks`.
     pub storage_url: Option<String>,
+    /// Options of the object store `storage_url` names (e.g. `aws_endpoint`,
+    /// `aws_allow_http`); credentials usually come from the environment instead.
+    pub storage_options: std::collections::BTreeMap<String, String>,
     /// Tempo HTTP API, `/ready` and SQL over HTTP.
     pub http_listen: SocketAddr,
     /// tempopb gRPC services (they are also served on the HTTP port over h2c).
@@ -195,6 +198,7 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("./data"),
             storage_url: None,
+            storage_options: Default::default(),
             http_listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_HTTP_PORT)),
             grpc_listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_GRPC_PORT)),
             otlp_grpc_listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_OTLP_GRPC_PORT)),

@@ -56,7 +56,7 @@ pub struct Opened {
 /// `read_only` opens without a WAL writer and without cleaning up, to inspect a data directory.
 pub async fn open(config: &Config, read_only: bool) -> Result<Opened, StartError> {
     config.validate()?;
-    let storage = Storage::open(&config.storage_url())?;
+    let storage = Storage::open_with(&config.storage_url(), &config.storage_options)?;
     if !read_only {
         let removed = remove_uncommitted(&storage).await?;
         if removed > 0 {

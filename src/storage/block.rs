@@ -1,6 +1,6 @@
 //! Writing a block: Parquet files first, then `meta.json` as the commit point.
 
-use arrow::array::RecordBatch;
+use arrow::array::{AsArray, RecordBatch};
 use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt, PutPayload};
@@ -10,8 +10,9 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
+use super::bloom::TraceIdBloom;
 use super::{DATA_FILE, META_FILE, Storage, StorageError, TRACES_FILE};
-use crate::schema::{SCHEMA_VERSION, Signal, logs, spans};
+use crate::schema::{SCHEMA_VERSION, Signal, TraceId, logs, spans};
 
 /// Rows per Parquet row group: small enough that a trace-by-id read decodes little beyond
 /// the trace itself, large enough that per-group overhead stays negligible.
@@ -81,6 +82,10 @@ pub struct BlockMeta {
     /// twice.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub compacted_from: Vec<String>,
+    /// The block's trace ids, approximately; absent in blocks without trace ids and in
+    /// blocks written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_bloom: Option<TraceIdBloom>,
 }
 
 /// Blocks list at most this many names in their meta; a block with more lists none and is
@@ -119,13 +124,19 @@ impl BlockMeta {
         start.is_none_or(|s| self.max_time_ns >= s) && end.is_none_or(|e| self.min_time_ns < e)
     }
 
-    /// True when `trace_id` lies within the block's trace-id range.
+    /// False when the block's trace-id range or bloom filter proves it holds no row of
+    /// `trace_id`.
     pub fn may_contain_trace(&self, trace_id: &[u8; 16]) -> bool {
         if self.min_trace_id.is_empty() {
             return false;
         }
         let id = crate::ids::hex(trace_id);
-        self.min_trace_id <= id && id <= self.max_trace_id
+        self.min_trace_id <= id
+            && id <= self.max_trace_id
+            && self
+                .trace_bloom
+                .as_ref()
+                .is_none_or(|bloom| bloom.may_contain(trace_id))
     }
 
     /// True unless the block's listed names prove it holds no row named `name`.
@@ -174,6 +185,21 @@ fn to_parquet(batch: &RecordBatch, signal: Signal) -> Result<Bytes, StorageError
     Ok(Bytes::from(buffer))
 }
 
+/// The bloom filter of the trace ids in `data`'s `trace_id` column, if it has one.
+fn trace_bloom(data: &RecordBatch) -> Option<TraceIdBloom> {
+    let ids = data
+        .column_by_name(spans::TRACE_ID)?
+        .as_fixed_size_binary_opt()?;
+    let mut distinct: Vec<TraceId> = ids
+        .iter()
+        .flatten()
+        .filter_map(|id| TraceId::try_from(id).ok())
+        .collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    (!distinct.is_empty()).then(|| TraceIdBloom::new(distinct.iter()))
+}
+
 impl Storage {
     /// Writes a block and commits it; returns the committed meta.
     pub async fn write_block(
@@ -219,6 +245,7 @@ impl Storage {
             wal_through,
             created_at_ns: chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
             compacted_from: block.compacted_from.clone(),
+            trace_bloom: trace_bloom(&block.data),
         };
         let store = self.store();
         let files =

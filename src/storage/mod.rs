@@ -12,10 +12,12 @@
 //! Storage knows nothing of the ingester that writes blocks or the queries that read them.
 
 mod block;
+pub mod bloom;
 mod catalog;
 pub mod compact;
 pub mod lifecycle;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -88,6 +90,14 @@ impl Storage {
     /// Opens the store at `url`: `file://PATH` (relative paths allowed), a plain path, or an
     /// object-store URL such as `s3://bucket/prefix`. Local directories are created.
     pub fn open(url: &str) -> Result<Self, StorageError> {
+        Self::open_with(url, &BTreeMap::new())
+    }
+
+    /// [`Storage::open`] with object-store options (`aws_endpoint`, `aws_region`,
+    /// `google_service_account`, `azure_storage_account_name`, …, as `object_store` names
+    /// them). Credentials and settings come from the usual environment variables (`AWS_*`,
+    /// `GOOGLE_*`, `AZURE_*`) first; `options` override them.
+    pub fn open_with(url: &str, options: &BTreeMap<String, String>) -> Result<Self, StorageError> {
         let bad = |reason: String| StorageError::BadUrl {
             url: url.to_string(),
             reason,
@@ -110,8 +120,17 @@ impl Storage {
             Some(fs) => fs.clone(),
             None => {
                 let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
-                let (store, prefix) =
-                    object_store::parse_url(&parsed).map_err(|e| bad(e.to_string()))?;
+                let mut settings: BTreeMap<String, String> = std::env::vars()
+                    .filter(|(k, _)| {
+                        ["AWS_", "GOOGLE_", "AZURE_"]
+                            .iter()
+                            .any(|prefix| k.starts_with(prefix))
+                    })
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                    .collect();
+                settings.extend(options.iter().map(|(k, v)| (k.clone(), v.clone())));
+                let (store, prefix) = object_store::parse_url_opts(&parsed, settings)
+                    .map_err(|e| bad(e.to_string()))?;
                 Arc::new(PrefixStore::new(store, prefix))
             }
         };

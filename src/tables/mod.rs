@@ -26,6 +26,7 @@ use datafusion::common::{DFSchema, Result};
 use datafusion::datasource::TableProvider;
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::logical_expr::utils::conjunction;
@@ -128,7 +129,16 @@ impl TableProvider for SpanlakeTable {
             return Ok(Arc::new(live));
         }
 
+        // Footers and page indexes are read once per file and kept in the runtime's metadata
+        // cache (blocks never change once committed); later scans fetch only row groups.
+        let store = state
+            .runtime_env()
+            .object_store(Storage::object_store_url())?;
+        let metadata = state.runtime_env().cache_manager.get_file_metadata_cache();
         let mut source = ParquetSource::new(schema.clone())
+            .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
+                store, metadata,
+            )))
             .with_table_parquet_options(state.table_options().parquet.clone())
             .with_pushdown_filters(true)
             .with_enable_page_index(true)

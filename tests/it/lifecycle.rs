@@ -69,7 +69,7 @@ fn export(spans: Vec<Span>) -> ExportTraceServiceRequest {
 const T0: u64 = 1_700_000_000_000_000_000;
 
 fn lifecycle(server: &Server, config: &Config) -> spanlake::storage::lifecycle::Lifecycle {
-    let storage = Storage::open(&config.storage_url()).unwrap();
+    let storage = Storage::open_with(&config.storage_url(), &config.storage_options).unwrap();
     spanlake::server::lifecycle(config, &storage, server.engine.catalog())
 }
 

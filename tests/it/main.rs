@@ -12,6 +12,7 @@ mod lifecycle;
 mod limits;
 mod logs_metrics;
 mod metrics_endpoint;
+mod object_store;
 mod otel_sdk;
 mod restart;
 mod slt;
