@@ -106,8 +106,13 @@ async fn measure(server: &Server, ids: &[String]) -> (f64, f64, f64) {
             .send()
             .await
             .unwrap();
-        assert!(response.status().is_success());
-        response.bytes().await.unwrap();
+        let status = response.status();
+        let body = response.bytes().await.unwrap();
+        assert!(
+            status.is_success(),
+            "search: {status} {}",
+            String::from_utf8_lossy(&body)
+        );
         searches.push(started.elapsed());
     }
     searches.sort();
@@ -134,6 +139,8 @@ async fn main() {
     config.compaction.enabled = false;
     config.ingester.flushed_grace = Duration::ZERO;
     config.retention.traces = Duration::ZERO;
+    // Searches over many blocks in a slow store may take longer than a dashboard would wait.
+    config.query.timeout = Duration::from_secs(1800);
     let s3 = s3();
     let storage_name = match &s3 {
         Some((_, options)) => {

@@ -45,6 +45,11 @@ pub struct Config {
     /// Options of the object store `storage_url` names (e.g. `aws_endpoint`,
     /// `aws_allow_http`); credentials usually come from the environment instead.
     pub storage_options: std::collections::BTreeMap<String, String>,
+    /// A local directory caching ranged reads of a remote `storage_url` (footers, page
+    /// indexes, row groups); none by default.
+    pub storage_cache_dir: Option<PathBuf>,
+    /// Size of that cache, about.
+    pub storage_cache_bytes: u64,
     /// Tempo HTTP API, `/ready` and SQL over HTTP.
     pub http_listen: SocketAddr,
     /// tempopb gRPC services (they are also served on the HTTP port over h2c).
@@ -199,6 +204,8 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             storage_url: None,
             storage_options: Default::default(),
+            storage_cache_dir: None,
+            storage_cache_bytes: 10 << 30,
             http_listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_HTTP_PORT)),
             grpc_listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_GRPC_PORT)),
             otlp_grpc_listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_OTLP_GRPC_PORT)),

@@ -56,7 +56,10 @@ pub struct Opened {
 /// `read_only` opens without a WAL writer and without cleaning up, to inspect a data directory.
 pub async fn open(config: &Config, read_only: bool) -> Result<Opened, StartError> {
     config.validate()?;
-    let storage = Storage::open_with(&config.storage_url(), &config.storage_options)?;
+    let mut storage = Storage::open_with(&config.storage_url(), &config.storage_options)?;
+    if let Some(dir) = &config.storage_cache_dir {
+        storage = storage.with_disk_cache(dir.clone(), config.storage_cache_bytes)?;
+    }
     if !read_only {
         let removed = remove_uncommitted(&storage).await?;
         if removed > 0 {
@@ -174,6 +177,10 @@ impl Server {
         let opened = open(&config, false).await?;
         let (stop, stop_rx) = watch::channel(false);
         let telemetry = telemetry(&opened.catalog, &opened.ingester);
+        let engine = opened.engine.clone();
+        telemetry.caches_from(move || engine.metadata_caches());
+        let storage = opened.storage.clone();
+        telemetry.disk_cache_from(move || storage.disk_cache_hits_and_misses());
         let measure = api::measure::MeasureLayer::new(telemetry.clone());
         let flight_measure = measure.clone();
         let receiver = Receiver {

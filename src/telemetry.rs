@@ -60,7 +60,21 @@ pub struct BlockLevel {
     pub blocks: u64,
 }
 
+/// One tenant's Parquet metadata cache (footers and page indexes of block files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantCache {
+    pub tenant: String,
+    /// Files whose metadata is cached: `spanlake_metadata_cache_entries`.
+    pub entries: u64,
+    /// Reads those entries answered without a GET: `spanlake_metadata_cache_hits`.
+    pub hits: u64,
+    /// Memory they take: `spanlake_metadata_cache_bytes`.
+    pub bytes: u64,
+}
+
 type BlocksSource = Box<dyn Fn() -> Vec<TenantBlocks> + Send + Sync>;
+type CacheSource = Box<dyn Fn() -> Vec<TenantCache> + Send + Sync>;
+type DiskCacheSource = Box<dyn Fn() -> Option<(u64, u64)> + Send + Sync>;
 type CountSource = Box<dyn Fn() -> u64 + Send + Sync>;
 
 /// Every self-metric of one server; clones share one registry.
@@ -298,6 +312,17 @@ impl Telemetry {
         self.gauges.state.lock().blocks_source = Some(Box::new(source));
     }
 
+    /// Reads the `spanlake_metadata_cache_*` gauges from `source` at every scrape.
+    pub fn caches_from(&self, source: impl Fn() -> Vec<TenantCache> + Send + Sync + 'static) {
+        self.gauges.state.lock().cache_source = Some(Box::new(source));
+    }
+
+    /// Reads `spanlake_disk_cache_hits` and `_misses` (ranged reads served from the local disk
+    /// cache and from the store) from `source` at every scrape; nothing when it answers `None`.
+    pub fn disk_cache_from(&self, source: impl Fn() -> Option<(u64, u64)> + Send + Sync + 'static) {
+        self.gauges.state.lock().disk_cache_source = Some(Box::new(source));
+    }
+
     /// Reads `spanlake_live_spans` from `source` at every scrape, replacing any earlier source.
     pub fn live_spans_from(&self, source: impl Fn() -> u64 + Send + Sync + 'static) {
         self.gauges.state.lock().live_spans_source = Some(Box::new(source));
@@ -335,8 +360,15 @@ struct GaugeState {
     blocks: GaugeVec,
     block_bytes: GaugeVec,
     blocks_by_level: GaugeVec,
+    cache_entries: GaugeVec,
+    cache_hits: GaugeVec,
+    cache_bytes: GaugeVec,
+    disk_cache_hits: Gauge,
+    disk_cache_misses: Gauge,
     live_spans: Gauge,
     blocks_source: Option<BlocksSource>,
+    cache_source: Option<CacheSource>,
+    disk_cache_source: Option<DiskCacheSource>,
     live_spans_source: Option<CountSource>,
 }
 
@@ -355,6 +387,28 @@ impl ScrapeGauges {
             &["tenant", "signal", "level"],
         )
         .expect("gauge names and labels are valid");
+        let cache_entries = gauge_vec(
+            "spanlake_metadata_cache_entries",
+            "Block files whose Parquet footer and page index are cached in memory, by tenant.",
+        );
+        let cache_hits = gauge_vec(
+            "spanlake_metadata_cache_hits",
+            "Reads of cached Parquet metadata that needed no request to storage, by tenant (over the entries now cached; each entry cost one miss).",
+        );
+        let cache_bytes = gauge_vec(
+            "spanlake_metadata_cache_bytes",
+            "Memory of the cached Parquet metadata, by tenant.",
+        );
+        let disk_cache_hits = Gauge::new(
+            "spanlake_disk_cache_hits",
+            "Ranged reads of a remote block store answered from the local disk cache since start.",
+        )
+        .expect("the gauge's name is valid");
+        let disk_cache_misses = Gauge::new(
+            "spanlake_disk_cache_misses",
+            "Ranged reads of a remote block store that went to the store since start.",
+        )
+        .expect("the gauge's name is valid");
         let live_spans = Gauge::new(
             "spanlake_live_spans",
             "Spans held in memory by the ingester: open traces and flushed blocks still in their grace period.",
@@ -364,6 +418,11 @@ impl ScrapeGauges {
             blocks.desc(),
             block_bytes.desc(),
             blocks_by_level.desc(),
+            cache_entries.desc(),
+            cache_hits.desc(),
+            cache_bytes.desc(),
+            disk_cache_hits.desc(),
+            disk_cache_misses.desc(),
             live_spans.desc(),
         ]
         .into_iter()
@@ -376,8 +435,15 @@ impl ScrapeGauges {
                 blocks,
                 block_bytes,
                 blocks_by_level,
+                cache_entries,
+                cache_hits,
+                cache_bytes,
+                disk_cache_hits,
+                disk_cache_misses,
                 live_spans,
                 blocks_source: None,
+                cache_source: None,
+                disk_cache_source: None,
                 live_spans_source: None,
             }),
         }
@@ -414,6 +480,30 @@ impl ScrapeGauges {
             families.extend(state.blocks.collect());
             families.extend(state.block_bytes.collect());
             families.extend(state.blocks_by_level.collect());
+        }
+        if let Some(source) = &state.cache_source {
+            for gauge in [&state.cache_entries, &state.cache_hits, &state.cache_bytes] {
+                gauge.reset();
+            }
+            for cache in source() {
+                let labels = [cache.tenant.as_str()];
+                let values = [cache.entries, cache.hits, cache.bytes];
+                for (gauge, value) in [&state.cache_entries, &state.cache_hits, &state.cache_bytes]
+                    .into_iter()
+                    .zip(values)
+                {
+                    gauge.with_label_values(&labels).set(value as f64);
+                }
+            }
+            for gauge in [&state.cache_entries, &state.cache_hits, &state.cache_bytes] {
+                families.extend(gauge.collect());
+            }
+        }
+        if let Some((hits, misses)) = state.disk_cache_source.as_ref().and_then(|s| s()) {
+            state.disk_cache_hits.set(hits as f64);
+            state.disk_cache_misses.set(misses as f64);
+            families.extend(state.disk_cache_hits.collect());
+            families.extend(state.disk_cache_misses.collect());
         }
         if let Some(source) = &state.live_spans_source {
             state.live_spans.set(source() as f64);

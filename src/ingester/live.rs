@@ -7,7 +7,8 @@
 //! neither in a block nor re-logged.
 //!
 //! Committed blocks stay here, tagged with their block id, so that a reader who listed blocks
-//! before the commit still sees those rows live; a reader that lists the block excludes it.
+//! before the commit still sees those rows live; a reader that lists the block excludes it
+//! (a block is listed only once committed).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
@@ -78,13 +79,9 @@ impl PendingBlock {
         self.traces().iter().map(|(_, t)| sorted_spans(t)).collect()
     }
 
-    /// Marks the block committed; from now on readers that list it exclude it here.
+    /// Marks the block committed: its rows stay live for the grace period from now on.
     pub fn mark_committed(&self, at: Instant) {
         let _ = self.committed_at.set(at);
-    }
-
-    fn committed(&self) -> bool {
-        self.committed_at.get().is_some()
     }
 }
 
@@ -246,8 +243,10 @@ impl Selection {
         trace_ok && self.in_time(log.time_unix_nano)
     }
 
+    /// A block the reader listed: its rows come from Parquet. A block id reaches a reader's
+    /// list only once the block is committed, even before it is marked so here.
     fn excludes(&self, block: &PendingBlock) -> bool {
-        block.committed() && self.exclude_blocks.contains(&block.block_id)
+        self.exclude_blocks.contains(&block.block_id)
     }
 }
 

@@ -99,6 +99,26 @@ impl QueryEngine {
             .clone())
     }
 
+    /// Each tenant's Parquet metadata cache: files cached, hits on them, bytes.
+    pub fn metadata_caches(&self) -> Vec<crate::telemetry::TenantCache> {
+        let runtimes = self.runtimes.lock();
+        runtimes
+            .iter()
+            .map(|(tenant, runtime)| {
+                let entries = runtime
+                    .cache_manager
+                    .get_file_metadata_cache()
+                    .list_entries();
+                crate::telemetry::TenantCache {
+                    tenant: tenant.clone(),
+                    entries: entries.len() as u64,
+                    hits: entries.values().map(|e| e.hits as u64).sum(),
+                    bytes: entries.values().map(|e| e.size_bytes as u64).sum(),
+                }
+            })
+            .collect()
+    }
+
     /// The blocks this engine reads.
     pub fn catalog(&self) -> &Arc<Catalog> {
         &self.catalog

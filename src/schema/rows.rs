@@ -92,19 +92,7 @@ impl SpanRow {
 
     /// A rough size of the span in memory, used to cut blocks by size.
     pub fn approx_bytes(&self) -> usize {
-        fn attrs(a: &[(String, AttrValue)]) -> usize {
-            a.iter()
-                .map(|(k, v)| {
-                    k.len()
-                        + 16
-                        + match v {
-                            AttrValue::Str(s) | AttrValue::Json(s) => s.len(),
-                            AttrValue::Bytes(b) => b.len(),
-                            _ => 8,
-                        }
-                })
-                .sum()
-        }
+        let attrs = attrs_bytes;
         128 + self.name.len()
             + self.status_message.len()
             + self.service_name.len()
@@ -127,6 +115,22 @@ impl SpanRow {
                 .map(|l| 48 + attrs(&l.attrs))
                 .sum::<usize>()
     }
+}
+
+/// A rough size of an attribute list in memory.
+pub(crate) fn attrs_bytes(attrs: &[(String, AttrValue)]) -> usize {
+    attrs
+        .iter()
+        .map(|(k, v)| {
+            k.len()
+                + 16
+                + match v {
+                    AttrValue::Str(s) | AttrValue::Json(s) => s.len(),
+                    AttrValue::Bytes(b) => b.len(),
+                    _ => 8,
+                }
+        })
+        .sum()
 }
 
 /// OTLP `Status.code` for errors.

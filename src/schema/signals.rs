@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::rows::{AttrValue, SpanId, TraceId};
+use super::rows::{AttrValue, SpanId, TraceId, attrs_bytes};
 
 /// One log record.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -185,21 +185,6 @@ impl PointRow {
         }
         hash.0
     }
-}
-
-fn attrs_bytes(attrs: &[(String, AttrValue)]) -> usize {
-    attrs
-        .iter()
-        .map(|(k, v)| {
-            k.len()
-                + 16
-                + match v {
-                    AttrValue::Str(s) | AttrValue::Json(s) => s.len(),
-                    AttrValue::Bytes(b) => b.len(),
-                    _ => 8,
-                }
-        })
-        .sum()
 }
 
 /// FNV-1a, 64 bit, with a separator between the pieces written.

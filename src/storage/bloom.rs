@@ -45,8 +45,13 @@ impl TraceIdBloom {
 
     fn bits(&self, id: &TraceId) -> impl Iterator<Item = usize> + use<> {
         let (a, b) = id.split_at(8);
-        let h1 = mix(u64::from_le_bytes(a.try_into().unwrap_or_default()));
-        let h2 = mix(u64::from_le_bytes(b.try_into().unwrap_or_default()) ^ h1) | 1;
+        let (x, y) = (
+            u64::from_le_bytes(a.try_into().unwrap_or_default()),
+            u64::from_le_bytes(b.try_into().unwrap_or_default()),
+        );
+        // Both halves feed both hashes: ids that differ in one half only still spread.
+        let h1 = mix(x ^ mix(y));
+        let h2 = mix(y ^ h1.rotate_left(32)) | 1;
         let len = (self.words.len() * 64) as u64;
         (0..u64::from(self.probes))
             .map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) % len) as usize)

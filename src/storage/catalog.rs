@@ -154,6 +154,17 @@ pub async fn remove_uncommitted(storage: &Storage) -> Result<usize, StorageError
             .map(|(dir, _)| dir.to_string())
             .unwrap_or_default()
     };
+    // Only what has the shape of a block file is spanlake's to remove:
+    // `{tenant}/{signal}/shard-{n}/{block_id}/{file}`.
+    let objects: Vec<_> = objects
+        .into_iter()
+        .filter(|o| {
+            let parts: Vec<_> = o.location.parts().collect();
+            parts.len() == 5
+                && ["traces", "logs", "metrics"].contains(&parts[1].as_ref())
+                && parts[2].as_ref().starts_with("shard-")
+        })
+        .collect();
     let committed: HashSet<String> = objects
         .iter()
         .filter(|o| o.location.filename() == Some(META_FILE))

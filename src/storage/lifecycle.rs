@@ -92,7 +92,16 @@ impl Lifecycle {
             ..Default::default()
         };
         for group in compact::plan(&self.catalog, &self.policy, now_ns) {
-            let compaction = compact::compact(&self.storage, &self.catalog, &group).await?;
+            // One group that cannot be compacted (an unreadable file, say) must not hold up
+            // the others, nor retention and deletion: it stays as it is and is logged.
+            let compaction = match compact::compact(&self.storage, &self.catalog, &group).await {
+                Ok(compaction) => compaction,
+                Err(e) => {
+                    let blocks: Vec<&str> = group.iter().map(|b| b.block_id.as_str()).collect();
+                    tracing::error!(error = %e, ?blocks, "compaction failed; the blocks stay as they are");
+                    continue;
+                }
+            };
             report.compactions += 1;
             report.compacted_blocks += compaction.replaced.len();
             if let Some(telemetry) = &self.telemetry {

@@ -15,9 +15,11 @@ mod block;
 pub mod bloom;
 mod catalog;
 pub mod compact;
+pub mod disk_cache;
 pub mod lifecycle;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -28,7 +30,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::schema::Signal;
 
-pub use block::{BlockData, BlockMeta};
+pub use block::{BlockData, BlockMeta, ROW_GROUP_ROWS};
 pub use catalog::{Catalog, remove_uncommitted};
 
 /// File name of a block's main table rows: spans, log records or metric points.
@@ -66,6 +68,8 @@ pub struct Storage {
     /// Set when the store is the local file system: block files are fsynced there before their
     /// commit, which the object store API does not do for local files.
     local: Option<Arc<LocalFileSystem>>,
+    /// The local disk cache in front of a remote store, when configured.
+    disk_cache: Option<Arc<disk_cache::DiskCache>>,
 }
 
 /// The environment variable naming a fault point at which the process aborts, for crash tests:
@@ -138,7 +142,29 @@ impl Storage {
             store,
             url: url.to_string(),
             local,
+            disk_cache: None,
         })
+    }
+
+    /// The same storage with ranged reads cached in `dir` on local disk, up to about
+    /// `max_bytes` (see [`disk_cache`]). Local stores are left as they are: their reads are
+    /// local already.
+    pub fn with_disk_cache(mut self, dir: PathBuf, max_bytes: u64) -> Result<Self, StorageError> {
+        if self.local.is_none() {
+            let cache = disk_cache::DiskCache::new(self.store.clone(), dir, max_bytes)?;
+            self.disk_cache = Some(Arc::new(cache));
+            self.store = self
+                .disk_cache
+                .clone()
+                .map(|c| c as Arc<dyn ObjectStore>)
+                .unwrap_or(self.store);
+        }
+        Ok(self)
+    }
+
+    /// Ranged reads served by the disk cache and by the store, when there is a disk cache.
+    pub fn disk_cache_hits_and_misses(&self) -> Option<(u64, u64)> {
+        self.disk_cache.as_ref().map(|c| c.hits_and_misses())
     }
 
     /// The store itself, rooted at the storage root.

@@ -1,5 +1,6 @@
 //! Blocks in an S3-compatible object store (moto's server mode, started on 127.0.0.1 by the
-//! test): ingest, flush, restart, query, compaction and retention work as on local disk.
+//! test): ingest, flush, restart, query, compaction and retention work as on local disk, with
+//! ranged reads cached on local disk.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -104,6 +105,8 @@ async fn blocks_in_s3_survive_flush_restart_compaction_and_retention() {
     let mut config: Config = test_config(dir.path());
     config.storage_url = Some(format!("s3://{BUCKET}/blocks"));
     config.storage_options = s3.options();
+    let cache = dir.path().join("cache");
+    config.storage_cache_dir = Some(cache.clone());
     config.compaction.enabled = false;
     config.ingester.flushed_grace = Duration::ZERO;
     let storage = Storage::open_with(&config.storage_url(), &config.storage_options).unwrap();
@@ -145,6 +148,28 @@ async fn blocks_in_s3_survive_flush_restart_compaction_and_retention() {
     .await
     .unwrap();
     assert_eq!(by_id.status().as_u16(), 200);
+    let cached = std::fs::read_dir(&cache).unwrap().count();
+    assert!(
+        cached > 0,
+        "ranged reads of the blocks are cached on local disk"
+    );
+    assert_eq!(
+        engine_count(&server.engine, "SELECT count(*) FROM spans").await,
+        spans,
+        "a read answered from the disk cache is the same"
+    );
+    let metrics = reqwest::get(format!("http://{}/metrics", server.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let hits: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("spanlake_disk_cache_hits "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no disk cache hits in {metrics}"));
+    assert!(hits > 0.0, "the second read was served from the disk cache");
 
     let lifecycle = spanlake::server::lifecycle(&config, &storage, server.engine.catalog());
     let report = lifecycle.run_once(spanlake::time::now_ns()).await.unwrap();

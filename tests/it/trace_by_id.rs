@@ -1,4 +1,5 @@
-//! Trace by id on a multi-block dataset reads a couple of row groups, not the table.
+//! Trace by id on a multi-block dataset opens the one block that may hold the trace and reads
+//! a couple of its row groups, not the table.
 
 use std::sync::Arc;
 
@@ -32,7 +33,7 @@ fn pruning(plan: &Arc<dyn ExecutionPlan>, name: &str) -> (usize, usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trace_by_id_reads_at_most_two_row_groups() {
+async fn trace_by_id_opens_one_block_and_reads_at_most_two_row_groups() {
     let dir = tempfile::tempdir().unwrap();
     let config = crate::common::test_config(dir.path());
     let opened = spanlake::server::open(&config, false).await.unwrap();
@@ -69,9 +70,16 @@ async fn trace_by_id_reads_at_most_two_row_groups() {
     let (after_stats, pruned_by_stats) = pruning(&plan, "row_groups_pruned_statistics");
     let (after_bloom, pruned_by_bloom) = pruning(&plan, "row_groups_pruned_bloom_filter");
     let total = after_stats + pruned_by_stats;
+    let blocks = opened
+        .catalog
+        .blocks("single-tenant", spanlake::schema::Signal::Traces);
+    assert_eq!(blocks.len(), 4);
+    let rows_per_block = blocks[0].rows as usize;
+    let groups_per_block = rows_per_block.div_ceil(spanlake::storage::ROW_GROUP_ROWS);
+    assert!(groups_per_block >= 2, "{rows_per_block} rows per block");
     assert!(
-        total >= 8,
-        "the dataset should span many row groups, has {total}"
+        total <= groups_per_block,
+        "the blocks' trace-id bloom filters leave one block to open; {total} row groups were considered"
     );
     assert!(
         after_bloom <= 2,
