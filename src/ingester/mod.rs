@@ -351,18 +351,32 @@ impl Ingester {
                 return Err(e.into());
             }
         }
+        // A block that cannot be written goes back live and stays in the WAL; the others are
+        // committed all the same, so one tenant's or shard's trouble holds up no one else.
         let mut report = FlushReport::default();
-        for (i, block) in cut.blocks.iter().enumerate() {
+        let mut first_error = None;
+        for block in &cut.blocks {
             match self.commit_block(block, closed).await {
                 Ok(rows) => {
                     report.blocks += 1;
                     report.rows += rows;
                 }
                 Err(e) => {
-                    self.restore(&cut.blocks[i..]);
-                    return Err(e);
+                    tracing::error!(
+                        tenant = %block.tenant,
+                        signal = block.signal().name(),
+                        shard = block.shard,
+                        error = %e,
+                        "block not written; its rows stay live and in the WAL"
+                    );
+                    self.restore(std::slice::from_ref(block));
+                    first_error.get_or_insert(e);
                 }
             }
+        }
+        if let Some(e) = first_error {
+            // The closed segments still hold the rows put back: keep them.
+            return Err(e);
         }
         wal.remove_through(closed).await?;
         Ok(report)
