@@ -185,6 +185,7 @@ impl Ingester {
                     continue;
                 }
             };
+            let total = entry.rows();
             let tenant = entry.tenant;
             let mut keeps = |signal: Signal, shard: u32| {
                 let through = *covered
@@ -193,11 +194,6 @@ impl Ingester {
                 through.is_none_or(|t| record.segment > t)
             };
             let shards = config.policy.shards;
-            let total = match &entry.rows {
-                WalRows::Spans(rows) => rows.len(),
-                WalRows::Logs(rows) => rows.len(),
-                WalRows::Points(rows) => rows.len(),
-            };
             let kept = match entry.rows {
                 WalRows::Spans(rows) => {
                     let keep: Vec<_> = rows

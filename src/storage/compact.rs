@@ -37,7 +37,6 @@ pub struct CompactionPolicy {
 /// What one compaction did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Compaction {
-    pub signal: Signal,
     /// The new block.
     pub block: Arc<BlockMeta>,
     /// The blocks it replaced, now out of the catalog; their files are still there.
@@ -115,11 +114,7 @@ pub async fn compact(
         .filter(|b| !b.min_trace_id.is_empty())
         .flat_map(|b| [b.min_trace_id.as_str(), b.max_trace_id.as_str()])
         .filter_map(|hex| crate::ids::parse_trace_id(hex).ok());
-    let trace_id_range = trace_ids
-        .clone()
-        .min()
-        .zip(trace_ids.max())
-        .map(|(min, max): (TraceId, TraceId)| (min, max));
+    let trace_id_range: Option<(TraceId, TraceId)> = trace_ids.clone().min().zip(trace_ids.max());
     let mut names: Vec<String> = group.iter().flat_map(|b| b.names.clone()).collect();
     names.sort_unstable();
     names.dedup();
@@ -153,7 +148,6 @@ pub async fn compact(
     super::fault_point("compaction-committed");
     let replaced = catalog.replace(meta.clone());
     Ok(Compaction {
-        signal,
         block: Arc::new(meta),
         replaced,
     })

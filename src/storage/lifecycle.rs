@@ -106,7 +106,7 @@ impl Lifecycle {
             report.compacted_blocks += compaction.replaced.len();
             if let Some(telemetry) = &self.telemetry {
                 telemetry.compacted(
-                    compaction.signal.name(),
+                    compaction.block.signal.name(),
                     compaction.replaced.len(),
                     compaction.input_bytes(),
                 );

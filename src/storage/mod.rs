@@ -151,13 +151,13 @@ impl Storage {
     /// local already.
     pub fn with_disk_cache(mut self, dir: PathBuf, max_bytes: u64) -> Result<Self, StorageError> {
         if self.local.is_none() {
-            let cache = disk_cache::DiskCache::new(self.store.clone(), dir, max_bytes)?;
-            self.disk_cache = Some(Arc::new(cache));
-            self.store = self
-                .disk_cache
-                .clone()
-                .map(|c| c as Arc<dyn ObjectStore>)
-                .unwrap_or(self.store);
+            let cache = Arc::new(disk_cache::DiskCache::new(
+                self.store.clone(),
+                dir,
+                max_bytes,
+            )?);
+            self.store = cache.clone();
+            self.disk_cache = Some(cache);
         }
         Ok(self)
     }
