@@ -10,6 +10,8 @@
 //! evaluates TraceQL by itself.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
@@ -83,6 +85,49 @@ pub struct SearchResponse {
     pub traces: Vec<TraceResult>,
     /// What the search covered.
     pub metrics: SearchMetrics,
+    /// Where its time went.
+    pub timings: StageTimings,
+}
+
+/// Time spent per stage of a search, summed over its jobs, in the order the stages first ran:
+/// `parse` (check the query), `plan` (logical and physical planning of every stage), then the
+/// execution of each stage: `traces` (pick the top traces), `spansets` (their spansets),
+/// `spans` (their matched spans), `services` (their per-service counts).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StageTimings {
+    /// `(stage, time)`.
+    pub stages: Vec<(&'static str, Duration)>,
+}
+
+impl StageTimings {
+    /// Adds `time` to `stage`.
+    pub fn add(&mut self, stage: &'static str, time: Duration) {
+        match self.stages.iter_mut().find(|(name, _)| *name == stage) {
+            Some((_, total)) => *total += time,
+            None => self.stages.push((stage, time)),
+        }
+    }
+
+    /// Adds the time since `started` to `stage`.
+    fn since(&mut self, stage: &'static str, started: Instant) {
+        self.add(stage, started.elapsed());
+    }
+}
+
+/// Plans `frame` physically (counted as `plan`) and runs it (counted as `stage`).
+async fn run_timed(
+    frame: DataFrame,
+    timings: &mut StageTimings,
+    stage: &'static str,
+) -> Result<Vec<RecordBatch>> {
+    let started = Instant::now();
+    let task = Arc::new(frame.task_ctx());
+    let plan = frame.create_physical_plan().await?;
+    timings.since("plan", started);
+    let started = Instant::now();
+    let batches = datafusion::physical_plan::collect(plan, task).await?;
+    timings.since(stage, started);
+    Ok(batches)
 }
 
 /// Spans and error spans of one service within one trace.
@@ -163,7 +208,10 @@ pub async fn search(
     request: &SearchRequest,
     mut progress: impl FnMut(&[TraceResult], &SearchMetrics),
 ) -> Result<SearchResponse> {
+    let mut timings = StageTimings::default();
+    let started = Instant::now();
     let query = request.check()?;
+    timings.since("parse", started);
     let limit = nonzero_or(request.limit, DEFAULT_LIMIT);
     let slices = if request.range == TimeRange::ALL {
         vec![TimeRange::ALL]
@@ -177,13 +225,14 @@ pub async fn search(
     'jobs: for slice in &slices {
         for tenant in tenants {
             let ctx = engine.session(tenant)?;
-            let found = search_slice(&ctx, &query, *slice, limit, request.spss).await?;
+            let found =
+                search_slice(&ctx, &query, *slice, limit, request.spss, &mut timings).await?;
             let mut added: Vec<TraceResult> = found
                 .into_iter()
                 .filter(|t| seen.insert(t.trace_id.clone()))
                 .take(limit - held.len())
                 .collect();
-            service_stats(&ctx, &mut added).await?;
+            service_stats(&ctx, &mut added, &mut timings).await?;
             metrics.completed_jobs += 1;
             progress(&added, &metrics);
             held.extend(added);
@@ -200,22 +249,25 @@ pub async fn search(
     Ok(SearchResponse {
         traces: held,
         metrics,
+        timings,
     })
 }
 
 /// The plan a search runs to pick the matching traces of its window, as DataFusion's
-/// `EXPLAIN` prints it (logical and physical plan).
+/// `EXPLAIN` prints it (logical and physical plan); with `analyze`, as `EXPLAIN ANALYZE`
+/// prints it: run, with each operator's metrics.
 pub async fn explain(
     engine: &QueryEngine,
     tenant: &str,
     request: &SearchRequest,
+    analyze: bool,
 ) -> Result<String> {
     let query = request.check()?;
     let ctx = engine.session(tenant)?;
     let limit = nonzero_or(request.limit, DEFAULT_LIMIT);
     let plan = top_traces(&ctx, &query, request.range, limit)
         .await?
-        .explain(false, false)?
+        .explain(false, analyze)?
         .collect()
         .await?;
     Ok(arrow::util::pretty::pretty_format_batches(&plan)?.to_string())
@@ -346,12 +398,13 @@ async fn search_slice(
     range: TimeRange,
     limit: usize,
     spss: usize,
+    timings: &mut StageTimings,
 ) -> Result<Vec<TraceResult>> {
     let spss = nonzero_or(spss, DEFAULT_SPSS);
-    let top_batches = top_traces(ctx, query, range, limit)
-        .await?
-        .collect()
-        .await?;
+    let started = Instant::now();
+    let top = top_traces(ctx, query, range, limit).await?;
+    timings.since("plan", started);
+    let top_batches = run_timed(top, timings, "traces").await?;
     let mut traces = read_traces(&top_batches)?;
     if traces.is_empty() {
         return Ok(traces);
@@ -373,6 +426,7 @@ async fn search_slice(
     // Second pass, over the spans of the chosen traces only (the trace id filter prunes row
     // groups by bloom filter and statistics): their spansets and matched spans. TraceQL works
     // per trace, so the answer for these traces is the same as in the first pass.
+    let started = Instant::now();
     let summary = lower::trace_summary(ctx).await?;
     let top_spans = ctx
         .table(TableKind::Spans.name())
@@ -385,7 +439,9 @@ async fn search_slice(
     if grouped {
         set_order.push(col(GROUP_KEY).sort(true, false));
     }
-    let set_batches = spanset_rows(&lowered)?.sort(set_order)?.collect().await?;
+    let sets = spanset_rows(&lowered)?.sort(set_order)?;
+    timings.since("plan", started);
+    let set_batches = run_timed(sets, timings, "spansets").await?;
     let by_names: Vec<String> = lowered
         .group_by
         .iter()
@@ -398,9 +454,10 @@ async fn search_slice(
         .iter()
         .filter_map(lower::output_attribute)
         .collect();
-    let spans = matched_spans(lowered.spans, top_ids, &outputs, spss, grouped)?
-        .collect()
-        .await?;
+    let started = Instant::now();
+    let matched = matched_spans(lowered.spans, top_ids, &outputs, spss, grouped)?;
+    timings.since("plan", started);
+    let spans = run_timed(matched, timings, "spans").await?;
     attach_spans(&mut traces, &index, &spans, &outputs)?;
     Ok(traces)
 }
@@ -409,10 +466,15 @@ async fn search_slice(
 const SERVICE: &str = "__service";
 
 /// Fills `service_stats` of `traces`: spans and error spans per service of each trace.
-async fn service_stats(ctx: &SessionContext, found: &mut [TraceResult]) -> Result<()> {
+async fn service_stats(
+    ctx: &SessionContext,
+    found: &mut [TraceResult],
+    timings: &mut StageTimings,
+) -> Result<()> {
     if found.is_empty() {
         return Ok(());
     }
+    let started = Instant::now();
     let mut ids = Vec::with_capacity(found.len());
     for t in found.iter() {
         let id = ids::parse_trace_id(&t.trace_id)?;
@@ -421,7 +483,7 @@ async fn service_stats(ctx: &SessionContext, found: &mut [TraceResult]) -> Resul
     // The `traces` table keeps per-service counts for each trace (one row per block the trace
     // has spans in), a tenth of the size of the spans.
     let item = |name: &str| get_field(col(SERVICE), name);
-    let batches = ctx
+    let stats = ctx
         .table(TableKind::Traces.name())
         .await?
         .filter(col(traces::TRACE_ID).in_list(ids, false))?
@@ -439,9 +501,9 @@ async fn service_stats(ctx: &SessionContext, found: &mut [TraceResult]) -> Resul
                 sum(item(traces::service::SPAN_COUNT)).alias("spans"),
                 sum(item(traces::service::ERROR_COUNT)).alias("errors"),
             ],
-        )?
-        .collect()
-        .await?;
+        )?;
+    timings.since("plan", started);
+    let batches = run_timed(stats, timings, "services").await?;
     let index: HashMap<String, usize> = found
         .iter()
         .enumerate()

@@ -19,7 +19,7 @@ use prost::Message;
 
 use crate::config::QuerySettings;
 use crate::query::metrics::{self, MetricsLimits, MetricsRequest, MetricsResponse};
-use crate::query::search::{self, SearchMetrics, SearchResponse, TraceResult};
+use crate::query::search::{self, SearchMetrics, SearchResponse, StageTimings, TraceResult};
 use crate::query::tags::{self, TagScope, TagValuesRequest, TagsRequest};
 use crate::query::trace::{self, TraceRequest};
 use crate::query::{ErrorKind, QueryEngine, QueryError, Result};
@@ -165,31 +165,53 @@ impl TempoApi {
         &self,
         tenants: &[String],
         params: &SearchParams,
-        mut progress: impl FnMut(Vec<tempopb::TraceSearchMetadata>, tempopb::SearchMetrics),
+        progress: impl FnMut(Vec<tempopb::TraceSearchMetadata>, tempopb::SearchMetrics),
     ) -> Result<tempopb::SearchResponse> {
+        Ok(self.search_timed(tenants, params, progress).await?.0)
+    }
+
+    /// [`Self::search`], and where its time went.
+    pub async fn search_timed(
+        &self,
+        tenants: &[String],
+        params: &SearchParams,
+        mut progress: impl FnMut(Vec<tempopb::TraceSearchMetadata>, tempopb::SearchMetrics),
+    ) -> Result<(tempopb::SearchResponse, StageTimings)> {
         let tag_search = params.tag_search;
         let work = search::search(&self.engine, tenants, &params.request, |added, metrics| {
             let added = added.iter().map(|t| metadata(t, tag_search)).collect();
             progress(added, search_metrics(metrics));
         });
-        let SearchResponse { traces, metrics } = self.timed(work).await?;
-        Ok(tempopb::SearchResponse {
+        let SearchResponse {
+            traces,
+            metrics,
+            timings,
+        } = self.timed(work).await?;
+        let response = tempopb::SearchResponse {
             traces: traces.iter().map(|t| metadata(t, tag_search)).collect(),
             metrics: Some(search_metrics(&metrics)),
-        })
+        };
+        Ok((response, timings))
     }
 
-    /// The plan a search runs, as text, for the first of `tenants`.
+    /// The plan a search runs to pick its traces, as text, for the first of `tenants`; with
+    /// `analyze`, run, with its metrics per operator.
     pub async fn explain_search(
         &self,
         tenants: &[String],
         params: &SearchParams,
+        analyze: bool,
     ) -> Result<String> {
         let tenant = tenants
             .first()
             .ok_or_else(|| QueryError::bad_request("no tenant to explain the search for"))?;
-        self.timed(search::explain(&self.engine, tenant, &params.request))
-            .await
+        self.timed(search::explain(
+            &self.engine,
+            tenant,
+            &params.request,
+            analyze,
+        ))
+        .await
     }
 
     /// The trace a trace-by-id request asks for, cut to `max_bytes_per_trace`; `None` when it

@@ -86,7 +86,7 @@ pub struct RawSearch {
     start: Option<u64>,
     end: Option<u64>,
     since: Option<std::time::Duration>,
-    explain: bool,
+    explain: Option<Explain>,
 }
 
 impl RawSearch {
@@ -101,11 +101,12 @@ impl RawSearch {
             None => Vec::new(),
         };
         let explain = match param(params, "explain") {
-            None | Some("false") => false,
-            Some("true") => true,
+            None | Some("false") => None,
+            Some("true") => Some(Explain::Plan),
+            Some("analyze") => Some(Explain::Analyze),
             Some(other) => {
                 return Err(QueryError::bad_request(format!(
-                    "invalid explain: must be true or false, got {other:?}"
+                    "invalid explain: must be true, analyze or false, got {other:?}"
                 )));
             }
         };
@@ -142,7 +143,7 @@ impl RawSearch {
             start: nonzero(request.start),
             end: nonzero(request.end),
             since: None,
-            explain: false,
+            explain: None,
         }
     }
 }
@@ -154,8 +155,17 @@ pub struct SearchParams {
     pub request: SearchRequest,
     /// A tag search: results carry trace metadata only, no spansets.
     pub tag_search: bool,
-    /// Answer with the plan instead of running it.
-    pub explain: bool,
+    /// Answer with the plan instead of the traces.
+    pub explain: Option<Explain>,
+}
+
+/// What `explain=` asks for instead of the traces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Explain {
+    /// `true`: the plan that picks the top traces, without running it.
+    Plan,
+    /// `analyze`: that plan run, with DataFusion's metrics per operator (`EXPLAIN ANALYZE`).
+    Analyze,
 }
 
 impl SearchParams {

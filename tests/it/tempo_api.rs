@@ -1209,6 +1209,7 @@ async fn search_explain_answers_the_plan_the_search_runs() {
         &server.server.engine,
         spanlake::tenant::SINGLE_TENANT,
         &request,
+        false,
     )
     .await
     .unwrap();
