@@ -76,6 +76,32 @@ pub struct Config {
     pub retention: RetentionSettings,
     pub query: QuerySettings,
     pub flight: FlightSettings,
+    /// Reports `serve` makes on a schedule, written to the block store under `reports/`.
+    pub reports: Vec<ScheduledReport>,
+}
+
+/// A report `serve` makes on a schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduledReport {
+    /// Names the report's outputs: `reports/{tenant}/{name}/{time}.{format}`.
+    pub name: String,
+    /// Cron's five fields (minute hour day-of-month month day-of-week, UTC), or `@hourly`,
+    /// `@daily`, `@weekly`.
+    pub schedule: String,
+    /// The tenant compared; the single tenant when unset.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Outputs written each time: `json`, `md`, `html`.
+    #[serde(default = "default_report_formats")]
+    pub formats: Vec<String>,
+    /// What the report compares, as `spanlake report` and `POST /api/v1/report` take it.
+    #[serde(default)]
+    pub options: ReportOptions,
+}
+
+fn default_report_formats() -> Vec<String> {
+    vec!["json".into(), "html".into()]
 }
 
 /// Who may use Flight SQL, and its limits.
@@ -221,8 +247,36 @@ impl Default for Config {
             retention: RetentionSettings::default(),
             query: QuerySettings::default(),
             flight: FlightSettings::default(),
+            reports: Vec::new(),
         }
     }
+}
+
+/// A report's options as every edge takes them; unset ones take their defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReportOptions {
+    /// `A..B`: `now`, `now-1h`, RFC 3339 or Unix seconds; default the last hour.
+    pub current: Option<String>,
+    /// As `current`; default the 24 hours before the current window.
+    pub baseline: Option<String>,
+    /// A TraceQL spanset query scoping the spans compared.
+    #[serde(rename = "where")]
+    pub filter: Option<String>,
+    /// Group keys, default `service.name`, `name`.
+    pub group_by: Option<Vec<String>>,
+    /// Span kinds compared, default `server`, `consumer`; `["all"]` for every kind.
+    pub kinds: Option<Vec<String>>,
+    /// Attributes checked for new values, default `error.type` and the HTTP and gRPC status codes.
+    pub new_value_keys: Option<Vec<String>>,
+    /// Overrides of the report's thresholds (`docs/reports.md`).
+    pub min_requests: Option<u64>,
+    pub max_q: Option<f64>,
+    pub min_ratio: Option<f64>,
+    pub min_error_rate_delta: Option<f64>,
+    pub min_new_value_spans: Option<u64>,
+    /// A URL with `{trace_id}` for exemplar links, e.g. a Grafana Explore URL.
+    pub link_template: Option<String>,
 }
 
 /// How `serve` compacts blocks in the background.

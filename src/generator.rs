@@ -8,8 +8,15 @@
 //! generator uses its own SplitMix64 streams rather than a library RNG whose algorithm may
 //! change. Logs draw from a stream of their own, so asking for them leaves a seed's traces
 //! unchanged.
+//!
+//! [`Injection`]s plant known anomalies, so that tests can compare a baseline window with a
+//! current one: slower spans, failing servers, more or less traffic through a service, each
+//! from a given time on. Their draws come from a third stream: a generator without injections
+//! makes exactly the traces it always made, and one with injections changes only what they
+//! touch.
 
 use std::collections::BTreeMap;
+use std::str::FromStr;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -51,20 +58,266 @@ impl Rng {
     fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len() as u64) as usize]
     }
+
+    /// A uniform draw from [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A trace or span id of `bytes` bytes, never all zero.
+    fn id(&mut self, bytes: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(bytes);
+        while out.len() < bytes {
+            out.extend_from_slice(&self.next().to_be_bytes());
+        }
+        out.truncate(bytes);
+        if out.iter().all(|b| *b == 0) {
+            out[bytes - 1] = 1;
+        }
+        out
+    }
 }
 
-/// Generates traces, and the logs written inside them, from a seed.
+/// Generates traces, and the logs written inside them, from a seed, with the faults of its
+/// injections.
 #[derive(Debug, Clone)]
 pub struct Generator {
     rng: Rng,
     /// Draws for logs, apart from `rng` so that traces do not depend on whether logs are made.
     log_rng: Rng,
+    /// Draws for injections, apart from `rng` so that injecting leaves the rest of a trace as
+    /// it was.
+    inject_rng: Rng,
+    injections: Vec<Injection>,
     /// The last producer span, linked from the next queue consumer.
     last_producer: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Mixed into the seed of the log stream.
 const LOG_STREAM: u64 = 0x6c6f_6773_2d67_656e;
+/// Mixed into the seed of the injection stream.
+const INJECT_STREAM: u64 = 0x696e_6a65_6374_696f;
+
+/// A fault the generator injects into the traces it makes.
+///
+/// Whether an injection applies is decided per trace, by the trace's start time. Parse one
+/// from text (the syntax of `--inject`, see its `FromStr`) to have its values checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Injection {
+    /// Spans of `service` named `operation` (every operation when None) take `factor` times as
+    /// long, from `from_ns` on. Their own time grows, so the spans enclosing them grow by as
+    /// much.
+    Latency {
+        service: String,
+        operation: Option<String>,
+        factor: f64,
+        from_ns: i64,
+    },
+    /// Server (and queue consumer) spans of `service` fail with probability `rate` from
+    /// `from_ns` on, with status message [`INJECTED_ERROR_MESSAGE`] and span attribute
+    /// `error.type` = [`INJECTED_ERROR_TYPE`], in place of any error of their own. Their
+    /// callers carry on as before.
+    Errors {
+        service: String,
+        rate: f64,
+        from_ns: i64,
+    },
+    /// Traces through `service` are sent `factor` times as often from `from_ns` on (0.5 halves
+    /// them, 3 triples them).
+    Traffic {
+        service: String,
+        factor: f64,
+        from_ns: i64,
+    },
+}
+
+/// The status message of a span failed by [`Injection::Errors`].
+pub const INJECTED_ERROR_MESSAGE: &str = "injected: upstream unavailable";
+/// The `error.type` attribute of a span failed by [`Injection::Errors`].
+pub const INJECTED_ERROR_TYPE: &str = "InjectedFault";
+
+impl Injection {
+    /// Whether the injection applies to a trace starting at `start_ns`.
+    fn applies_at(&self, start_ns: i64) -> bool {
+        let from_ns = match self {
+            Injection::Latency { from_ns, .. }
+            | Injection::Errors { from_ns, .. }
+            | Injection::Traffic { from_ns, .. } => *from_ns,
+        };
+        start_ns >= from_ns
+    }
+}
+
+/// Why the text of an injection was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InjectionError {
+    /// The part before `:` is no kind of injection.
+    #[error("unknown injection kind `{0}`: use latency, errors or traffic")]
+    UnknownKind(String),
+    /// A field without `=` or without a value.
+    #[error("expected key=value in {kind} injection, got `{part}`")]
+    NotKeyValue { kind: &'static str, part: String },
+    /// A key the kind does not take.
+    #[error("unknown key `{key}` in {kind} injection: use {accepted}")]
+    UnknownKey {
+        kind: &'static str,
+        key: String,
+        accepted: String,
+    },
+    /// A key given twice.
+    #[error("{key}= given twice in {kind} injection")]
+    Repeated { kind: &'static str, key: String },
+    /// A key the kind needs is not there.
+    #[error("missing {key}= in {kind} injection")]
+    Missing {
+        kind: &'static str,
+        key: &'static str,
+    },
+    /// `factor` is not a finite number above zero.
+    #[error("factor must be a positive number, got `{0}`")]
+    Factor(String),
+    /// `rate` is not a number from 0 to 1.
+    #[error("rate must be between 0 and 1, got `{0}`")]
+    Rate(String),
+    /// `from` is no time.
+    #[error(
+        "from must be Unix nanoseconds or an RFC 3339 time such as 2024-05-01T12:00:00Z, got `{0}`"
+    )]
+    Time(String),
+}
+
+impl FromStr for Injection {
+    type Err = InjectionError;
+
+    /// Reads `kind:key=value,...`, as the `--inject` flag takes it:
+    ///
+    /// - `latency:service=S[,op=O],factor=F[,from=T]`
+    /// - `errors:service=S,rate=R[,from=T]`
+    /// - `traffic:service=S,factor=F[,from=T]`
+    ///
+    /// A factor is a finite number above 0, a rate one from 0 to 1, and `T` Unix nanoseconds or
+    /// an RFC 3339 time; without `from` the injection applies to every trace.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (kind, body) = text.split_once(':').unwrap_or((text, ""));
+        match kind.trim() {
+            "latency" => {
+                let fields = Fields::parse("latency", body, &["service", "op", "factor", "from"])?;
+                Ok(Injection::Latency {
+                    service: fields.service()?,
+                    operation: fields.get("op").map(str::to_string),
+                    factor: fields.factor()?,
+                    from_ns: fields.start_ns()?,
+                })
+            }
+            "errors" => {
+                let fields = Fields::parse("errors", body, &["service", "rate", "from"])?;
+                Ok(Injection::Errors {
+                    service: fields.service()?,
+                    rate: fields.rate()?,
+                    from_ns: fields.start_ns()?,
+                })
+            }
+            "traffic" => {
+                let fields = Fields::parse("traffic", body, &["service", "factor", "from"])?;
+                Ok(Injection::Traffic {
+                    service: fields.service()?,
+                    factor: fields.factor()?,
+                    from_ns: fields.start_ns()?,
+                })
+            }
+            other => Err(InjectionError::UnknownKind(other.to_string())),
+        }
+    }
+}
+
+/// The `key=value` fields of an injection's text, each key one its kind takes.
+struct Fields<'a> {
+    kind: &'static str,
+    values: BTreeMap<&'a str, &'a str>,
+}
+
+impl<'a> Fields<'a> {
+    /// Reads the comma-separated fields of a `kind` injection, refusing keys not in `keys`.
+    fn parse(kind: &'static str, text: &'a str, keys: &[&str]) -> Result<Self, InjectionError> {
+        let mut values = BTreeMap::new();
+        for part in text
+            .split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+        {
+            let Some((key, value)) = part
+                .split_once('=')
+                .map(|(key, value)| (key.trim(), value.trim()))
+                .filter(|(key, value)| !key.is_empty() && !value.is_empty())
+            else {
+                return Err(InjectionError::NotKeyValue {
+                    kind,
+                    part: part.to_string(),
+                });
+            };
+            if !keys.contains(&key) {
+                return Err(InjectionError::UnknownKey {
+                    kind,
+                    key: key.to_string(),
+                    accepted: keys.join(", "),
+                });
+            }
+            if values.insert(key, value).is_some() {
+                return Err(InjectionError::Repeated {
+                    kind,
+                    key: key.to_string(),
+                });
+            }
+        }
+        Ok(Self { kind, values })
+    }
+
+    fn get(&self, key: &str) -> Option<&'a str> {
+        self.values.get(key).copied()
+    }
+
+    fn required(&self, key: &'static str) -> Result<&'a str, InjectionError> {
+        self.get(key).ok_or(InjectionError::Missing {
+            kind: self.kind,
+            key,
+        })
+    }
+
+    fn service(&self) -> Result<String, InjectionError> {
+        Ok(self.required("service")?.to_string())
+    }
+
+    fn factor(&self) -> Result<f64, InjectionError> {
+        let text = self.required("factor")?;
+        text.parse::<f64>()
+            .ok()
+            .filter(|factor| factor.is_finite() && *factor > 0.0)
+            .ok_or_else(|| InjectionError::Factor(text.to_string()))
+    }
+
+    fn rate(&self) -> Result<f64, InjectionError> {
+        let text = self.required("rate")?;
+        text.parse::<f64>()
+            .ok()
+            .filter(|rate| (0.0..=1.0).contains(rate))
+            .ok_or_else(|| InjectionError::Rate(text.to_string()))
+    }
+
+    /// `from` in Unix nanoseconds; the earliest time there is when not given.
+    fn start_ns(&self) -> Result<i64, InjectionError> {
+        let Some(text) = self.get("from") else {
+            return Ok(i64::MIN);
+        };
+        text.parse::<i64>()
+            .ok()
+            .or_else(|| {
+                chrono::DateTime::parse_from_rfc3339(text)
+                    .ok()
+                    .and_then(|time| time.timestamp_nanos_opt())
+            })
+            .ok_or_else(|| InjectionError::Time(text.to_string()))
+    }
+}
 
 const ROUTES: &[&str] = &["/", "/cart", "/checkout", "/product/{id}", "/search"];
 const PRODUCTS: &[&str] = &[
@@ -86,6 +339,36 @@ struct Call<'a> {
     error: Option<&'a str>,
     link_to_producer: bool,
     producer: bool,
+}
+
+impl Call<'_> {
+    /// Calls `f` on this call, then on every call below it, depth first.
+    fn for_each_mut(&mut self, f: &mut impl FnMut(&mut Self)) {
+        f(self);
+        for child in &mut self.children {
+            child.for_each_mut(f);
+        }
+    }
+
+    /// Whether this call or one below it is served by `service`.
+    fn involves(&self, service: &str) -> bool {
+        self.service == service || self.children.iter().any(|child| child.involves(service))
+    }
+
+    /// Fails as [`Injection::Errors`] makes a call fail, reporting the status its protocol
+    /// gives an unavailable upstream (HTTP 503, gRPC UNAVAILABLE) so that metrics count it.
+    fn fail_injected(&mut self) {
+        self.error = Some(INJECTED_ERROR_MESSAGE);
+        set_attr(&mut self.attrs, s("error.type", INJECTED_ERROR_TYPE));
+        for (key, code) in [
+            ("http.response.status_code", 503),
+            ("rpc.grpc.status_code", 14),
+        ] {
+            if attr(&self.attrs, key).is_some() {
+                set_attr(&mut self.attrs, i(key, code));
+            }
+        }
+    }
 }
 
 fn kv(key: &str, value: Value) -> KeyValue {
@@ -134,6 +417,14 @@ fn str_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
     }
 }
 
+/// Sets attribute `value.key` to `value`, in place of the value it had.
+fn set_attr(attrs: &mut Vec<KeyValue>, value: KeyValue) {
+    match attrs.iter_mut().find(|kv| kv.key == value.key) {
+        Some(old) => *old = value,
+        None => attrs.push(value),
+    }
+}
+
 /// The attributes of `attrs` named in `keys`, as they are.
 fn copy_attrs(attrs: &[KeyValue], keys: &[&str]) -> Vec<KeyValue> {
     attrs
@@ -165,20 +456,17 @@ impl Generator {
         Self {
             rng: Rng(seed),
             log_rng: Rng(seed ^ LOG_STREAM),
+            inject_rng: Rng(seed ^ INJECT_STREAM),
+            injections: Vec::new(),
             last_producer: None,
         }
     }
 
-    fn id(&mut self, bytes: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(bytes);
-        while out.len() < bytes {
-            out.extend_from_slice(&self.rng.next().to_be_bytes());
-        }
-        out.truncate(bytes);
-        if out.iter().all(|b| *b == 0) {
-            out[bytes - 1] = 1;
-        }
-        out
+    /// This generator, injecting `injections` (in place of any it had) into the traces it
+    /// makes from now on.
+    pub fn with_injections(mut self, injections: Vec<Injection>) -> Self {
+        self.injections = injections;
+        self
     }
 
     fn db(&mut self, service: &'static str, table: &str) -> Call<'static> {
@@ -410,10 +698,12 @@ impl Generator {
     }
 
     /// One whole trace starting at `start_ns` (Unix nanoseconds), as an export request with
-    /// one resource per service.
+    /// one resource per service. Injections change the trace, and traffic injections may send
+    /// it several times (each copy a trace of its own) or not at all (an empty request).
     pub fn trace_at(&mut self, start_ns: i64) -> ExportTraceServiceRequest {
-        let tree = self.request_tree();
-        let trace_id = self.id(16);
+        let mut tree = self.request_tree();
+        self.inject_faults(&mut tree, start_ns);
+        let trace_id = self.rng.id(16);
         let mut by_service: BTreeMap<&'static str, Vec<Span>> = BTreeMap::new();
         self.emit(
             &tree,
@@ -447,14 +737,119 @@ impl Generator {
                 }
             })
             .collect();
-        ExportTraceServiceRequest { resource_spans }
+        let mut request = ExportTraceServiceRequest { resource_spans };
+        let copies = self.copies(&tree, start_ns);
+        self.send_copies(&mut request, copies);
+        request
     }
 
-    /// The log records the services of `trace` write while serving it, as an export request
-    /// with the trace's resources (one per service that logged). Every record carries the ids
-    /// of the span it was written in and a time inside that span: an INFO line when a server
-    /// span ends (now and then with a structured body), an ERROR line with the status message
-    /// of every failed span, and sometimes a DEBUG line with the statement of a database call.
+    /// Applies the latency and error injections due at `start_ns` to the calls of `tree`.
+    fn inject_faults(&mut self, tree: &mut Call<'_>, start_ns: i64) {
+        let Self {
+            injections,
+            inject_rng,
+            ..
+        } = self;
+        for injection in injections.iter().filter(|inj| inj.applies_at(start_ns)) {
+            match injection {
+                Injection::Latency {
+                    service,
+                    operation,
+                    factor,
+                    ..
+                } => tree.for_each_mut(&mut |call| {
+                    if call.service == service.as_str()
+                        && operation.as_deref().is_none_or(|op| op == call.name)
+                    {
+                        call.self_us = (call.self_us as f64 * *factor).round() as u64;
+                    }
+                }),
+                Injection::Errors { service, rate, .. } => tree.for_each_mut(&mut |call| {
+                    let serves = matches!(call.kind, SpanKind::Server | SpanKind::Consumer);
+                    if call.service == service.as_str() && serves && inject_rng.unit() < *rate {
+                        call.fail_injected();
+                    }
+                }),
+                Injection::Traffic { .. } => {}
+            }
+        }
+    }
+
+    /// How many times the traffic injections due at `start_ns` send the trace of `tree`: for
+    /// each through one of their services, floor(factor) times, and once more with the
+    /// probability of factor's fraction. Once when none is.
+    fn copies(&mut self, tree: &Call<'_>, start_ns: i64) -> u64 {
+        let Self {
+            injections,
+            inject_rng,
+            ..
+        } = self;
+        let mut copies: u64 = 1;
+        for injection in injections.iter().filter(|inj| inj.applies_at(start_ns)) {
+            if let Injection::Traffic {
+                service, factor, ..
+            } = injection
+                && tree.involves(service)
+            {
+                let factor = factor.max(0.0);
+                let whole = factor.floor();
+                let extra = inject_rng.unit() < factor - whole;
+                copies = copies.saturating_mul(whole as u64 + u64::from(extra));
+            }
+        }
+        copies
+    }
+
+    /// Makes `request`, which holds one trace, hold `copies` of it: the same spans at the same
+    /// times, every copy past the first under a fresh trace id and fresh span ids, in the
+    /// resources of their services.
+    fn send_copies(&mut self, request: &mut ExportTraceServiceRequest, copies: u64) {
+        match copies {
+            0 => request.resource_spans.clear(),
+            1 => {}
+            _ => {
+                let original = request.clone();
+                for _ in 1..copies {
+                    self.add_copy(request, &original);
+                }
+            }
+        }
+    }
+
+    /// Adds the spans of `original` to `request` under fresh ids.
+    fn add_copy(
+        &mut self,
+        request: &mut ExportTraceServiceRequest,
+        original: &ExportTraceServiceRequest,
+    ) {
+        let trace_id = self.inject_rng.id(16);
+        let span_ids: BTreeMap<&[u8], Vec<u8>> = spans_of(original)
+            .map(|span| (span.span_id.as_slice(), self.inject_rng.id(8)))
+            .collect();
+        // A root's empty parent id is no span's id, and stays empty.
+        let renamed = |id: &[u8]| span_ids.get(id).cloned().unwrap_or_else(|| id.to_vec());
+        let resources = request.resource_spans.iter_mut();
+        for (resource, original_resource) in resources.zip(&original.resource_spans) {
+            let scopes = resource.scope_spans.iter_mut();
+            for (scope, original_scope) in scopes.zip(&original_resource.scope_spans) {
+                scope
+                    .spans
+                    .extend(original_scope.spans.iter().map(|span| Span {
+                        trace_id: trace_id.clone(),
+                        span_id: renamed(span.span_id.as_slice()),
+                        parent_span_id: renamed(span.parent_span_id.as_slice()),
+                        ..span.clone()
+                    }));
+            }
+        }
+    }
+
+    /// The log records the services of `trace` write while serving it (every trace of the
+    /// request, if it holds several), as an export request with the trace's resources (one per
+    /// service that logged). Every record carries the ids of the span it was written in and a
+    /// time inside that span: an INFO line when a server span ends (now and then with a
+    /// structured body), an ERROR line with the status message of every failed span, and
+    /// sometimes a DEBUG line with the statement of a database call.
     pub fn logs_for(&mut self, trace: &ExportTraceServiceRequest) -> ExportLogsServiceRequest {
         let mut resource_logs = Vec::new();
         for resource_spans in &trace.resource_spans {
@@ -572,7 +967,7 @@ impl Generator {
         start: u64,
         out: &mut BTreeMap<&'static str, Vec<Span>>,
     ) -> u64 {
-        let span_id = self.id(8);
+        let span_id = self.rng.id(8);
         let mut at = start + call.self_us * 1_000 / 2;
         for child in &call.children {
             at = self.emit(child, trace_id, Some(&span_id), at + 50_000, out);
@@ -584,7 +979,10 @@ impl Generator {
                 time_unix_nano: end.saturating_sub(10_000),
                 name: "exception".into(),
                 attributes: vec![
-                    s("exception.type", "PaymentError"),
+                    s(
+                        "exception.type",
+                        str_attr(&call.attrs, "error.type").unwrap_or("PaymentError"),
+                    ),
                     s("exception.message", message),
                 ],
                 ..Default::default()
@@ -653,7 +1051,7 @@ pub struct MetricsAggregator {
 }
 
 impl MetricsAggregator {
-    /// Counts the server spans of `trace`.
+    /// Counts the server spans of `trace`, however many traces the request holds.
     pub fn observe(&mut self, trace: &ExportTraceServiceRequest) {
         if let Some(first) = spans_of(trace).map(|s| s.start_time_unix_nano).min() {
             self.start_ns = self.start_ns.or(Some(first));
@@ -946,6 +1344,8 @@ impl Series {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     #[test]
@@ -1261,5 +1661,450 @@ mod tests {
             let ids = (example.trace_id.clone(), example.span_id.clone());
             assert!(server_spans.contains(&ids), "{example:?}");
         }
+    }
+
+    /// Traces in the injection tests start this far apart.
+    const SPACING_NS: i64 = 10_000_000;
+
+    /// The first `count` traces of seed 7 with `injections`, one every [`SPACING_NS`].
+    fn traces(injections: Vec<Injection>, count: i64) -> Vec<ExportTraceServiceRequest> {
+        let mut generator = Generator::new(7).with_injections(injections);
+        (0..count)
+            .map(|n| generator.trace_at(n * SPACING_NS))
+            .collect()
+    }
+
+    /// Every span of `request` with the service of its resource.
+    fn spans_with_service(
+        request: &ExportTraceServiceRequest,
+    ) -> impl Iterator<Item = (&str, &Span)> {
+        request.resource_spans.iter().flat_map(|resource_spans| {
+            let service = service_name(resource_spans.resource.as_ref());
+            resource_spans
+                .scope_spans
+                .iter()
+                .flat_map(|s| &s.spans)
+                .map(move |span| (service, span))
+        })
+    }
+
+    /// The ids of the traces of `request` with a span of `service`.
+    fn traces_through<'a>(
+        request: &'a ExportTraceServiceRequest,
+        service: &str,
+    ) -> BTreeSet<&'a [u8]> {
+        spans_with_service(request)
+            .filter(|(s, _)| *s == service)
+            .map(|(_, span)| span.trace_id.as_slice())
+            .collect()
+    }
+
+    /// How many traces of `requests` have a span of `service`.
+    fn count_through(requests: &[ExportTraceServiceRequest], service: &str) -> usize {
+        requests
+            .iter()
+            .map(|r| traces_through(r, service).len())
+            .sum()
+    }
+
+    fn duration(span: &Span) -> u64 {
+        span.end_time_unix_nano - span.start_time_unix_nano
+    }
+
+    /// The spans of `request` by span id.
+    fn by_span_id(request: &ExportTraceServiceRequest) -> BTreeMap<Vec<u8>, &Span> {
+        spans_of(request)
+            .map(|span| (span.span_id.clone(), span))
+            .collect()
+    }
+
+    /// Asserts that no span id is used twice in `request` and that every trace in it is a
+    /// tree: one root, and every parent a span of the same trace.
+    fn assert_whole_traces(request: &ExportTraceServiceRequest) {
+        let spans: Vec<&Span> = spans_of(request).collect();
+        let ids: BTreeSet<(&[u8], &[u8])> = spans
+            .iter()
+            .map(|s| (s.trace_id.as_slice(), s.span_id.as_slice()))
+            .collect();
+        let span_ids: BTreeSet<&[u8]> = spans.iter().map(|s| s.span_id.as_slice()).collect();
+        assert_eq!(span_ids.len(), spans.len(), "a span id used twice");
+        let mut roots: BTreeMap<&[u8], usize> = BTreeMap::new();
+        for span in &spans {
+            let root = roots.entry(span.trace_id.as_slice()).or_default();
+            if span.parent_span_id.is_empty() {
+                *root += 1;
+            } else {
+                let parent = (span.trace_id.as_slice(), span.parent_span_id.as_slice());
+                assert!(ids.contains(&parent), "{span:?} has no parent in its trace");
+            }
+        }
+        assert!(
+            roots.values().all(|n| *n == 1),
+            "roots per trace: {roots:?}"
+        );
+    }
+
+    #[test]
+    fn injections_parse_from_the_flag_syntax() {
+        // 2024-05-01T12:00:00Z
+        const MAY_DAY_NOON_NS: i64 = 1_714_564_800_000_000_000;
+        let cases = [
+            (
+                "latency:service=cart,op=CartService/GetCart,factor=3,from=1700000000000000000",
+                Injection::Latency {
+                    service: "cart".into(),
+                    operation: Some("CartService/GetCart".into()),
+                    factor: 3.0,
+                    from_ns: 1_700_000_000_000_000_000,
+                },
+            ),
+            (
+                "latency:service=cart,factor=1.5",
+                Injection::Latency {
+                    service: "cart".into(),
+                    operation: None,
+                    factor: 1.5,
+                    from_ns: i64::MIN,
+                },
+            ),
+            (
+                "errors:service=payment,rate=0.25",
+                Injection::Errors {
+                    service: "payment".into(),
+                    rate: 0.25,
+                    from_ns: i64::MIN,
+                },
+            ),
+            (
+                "errors: service=payment, rate=1, from=2024-05-01T12:00:00Z",
+                Injection::Errors {
+                    service: "payment".into(),
+                    rate: 1.0,
+                    from_ns: MAY_DAY_NOON_NS,
+                },
+            ),
+            (
+                "traffic:service=checkout,factor=0.5,from=2024-05-01T14:00:00+02:00",
+                Injection::Traffic {
+                    service: "checkout".into(),
+                    factor: 0.5,
+                    from_ns: MAY_DAY_NOON_NS,
+                },
+            ),
+        ];
+        for (text, injection) in cases {
+            assert_eq!(text.parse::<Injection>(), Ok(injection), "{text}");
+        }
+    }
+
+    #[test]
+    fn malformed_injections_are_refused_with_what_is_accepted() {
+        let cases = [
+            (
+                "slow:service=cart",
+                "unknown injection kind `slow`: use latency, errors or traffic",
+            ),
+            ("latency:factor=3", "missing service= in latency injection"),
+            ("errors:service=cart", "missing rate= in errors injection"),
+            (
+                "traffic:service=cart",
+                "missing factor= in traffic injection",
+            ),
+            (
+                "latency:service=cart,factor=-2",
+                "factor must be a positive number, got `-2`",
+            ),
+            (
+                "traffic:service=cart,factor=0",
+                "factor must be a positive number, got `0`",
+            ),
+            (
+                "latency:service=cart,factor=inf",
+                "factor must be a positive number, got `inf`",
+            ),
+            (
+                "latency:service=cart,factor=fast",
+                "factor must be a positive number, got `fast`",
+            ),
+            (
+                "errors:service=cart,rate=1.5",
+                "rate must be between 0 and 1, got `1.5`",
+            ),
+            (
+                "latency:service=cart,factor=3,foo=1",
+                "unknown key `foo` in latency injection: use service, op, factor, from",
+            ),
+            (
+                "errors:service=cart,rate=0.1,op=GetCart",
+                "unknown key `op` in errors injection: use service, rate, from",
+            ),
+            (
+                "latency:service=cart,factor",
+                "expected key=value in latency injection, got `factor`",
+            ),
+            (
+                "traffic:service=cart,factor=",
+                "expected key=value in traffic injection, got `factor=`",
+            ),
+            (
+                "traffic:service=a,service=b,factor=2",
+                "service= given twice in traffic injection",
+            ),
+            (
+                "errors:service=cart,rate=0.1,from=yesterday",
+                "from must be Unix nanoseconds or an RFC 3339 time such as \
+                 2024-05-01T12:00:00Z, got `yesterday`",
+            ),
+        ];
+        for (text, message) in cases {
+            match text.parse::<Injection>() {
+                Err(e) => assert_eq!(e.to_string(), message, "{text}"),
+                Ok(injection) => panic!("{text} was read as {injection:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn no_injections_leave_a_seeds_traces_as_they_were() {
+        let mut plain = Generator::new(7);
+        let mut injecting = Generator::new(7).with_injections(vec![]);
+        for n in 0..100 {
+            let t = n * SPACING_NS;
+            assert_eq!(injecting.trace_at(t), plain.trace_at(t));
+        }
+    }
+
+    #[test]
+    fn latency_multiplies_the_spans_of_the_service_and_lengthens_what_encloses_them() {
+        let slow = Injection::Latency {
+            service: "payment".into(),
+            operation: None,
+            factor: 3.0,
+            from_ns: i64::MIN,
+        };
+        let mut slowed_spans = 0;
+        for (plain, slowed) in traces(vec![], 100).iter().zip(&traces(vec![slow], 100)) {
+            let before = by_span_id(plain);
+            let parents: BTreeSet<&[u8]> = spans_of(plain)
+                .map(|s| s.parent_span_id.as_slice())
+                .collect();
+            // Payment spans are leaves: each grows by twice its duration, and so does the root.
+            let added: u64 = spans_with_service(plain)
+                .filter(|(service, _)| *service == "payment")
+                .map(|(_, span)| 2 * duration(span))
+                .sum();
+            for (service, span) in spans_with_service(slowed) {
+                let was = duration(before[&span.span_id]);
+                if service == "payment" {
+                    assert_eq!(duration(span), 3 * was, "{span:?}");
+                    slowed_spans += 1;
+                } else if !parents.contains(span.span_id.as_slice()) {
+                    assert_eq!(duration(span), was, "a leaf of {service}: {span:?}");
+                } else if span.parent_span_id.is_empty() {
+                    assert_eq!(duration(span), was + added, "the root {span:?}");
+                }
+            }
+        }
+        assert!(slowed_spans > 0);
+    }
+
+    #[test]
+    fn latency_on_an_operation_leaves_the_other_operations_of_the_service_alone() {
+        const SEARCH: &str = "ProductCatalogService/SearchProducts";
+        let slow = Injection::Latency {
+            service: "product-catalog".into(),
+            operation: Some(SEARCH.into()),
+            factor: 3.0,
+            from_ns: i64::MIN,
+        };
+        let (mut slowed, mut others) = (0, 0);
+        for (plain, injected) in traces(vec![], 100).iter().zip(&traces(vec![slow], 100)) {
+            let before = by_span_id(plain);
+            for (service, span) in spans_with_service(injected) {
+                let was = duration(before[&span.span_id]);
+                if service != "product-catalog" {
+                    continue;
+                }
+                if span.name == SEARCH {
+                    assert!(duration(span) > was, "{span:?}");
+                    slowed += 1;
+                } else {
+                    assert_eq!(duration(span), was, "{span:?}");
+                    others += 1;
+                }
+            }
+        }
+        assert!(slowed > 0 && others > 0);
+    }
+
+    #[test]
+    fn errors_at_rate_one_fail_every_server_span_of_the_service_and_nothing_else() {
+        let failing = Injection::Errors {
+            service: "payment".into(),
+            rate: 1.0,
+            from_ns: i64::MIN,
+        };
+        let mut failed = 0;
+        for (plain, injected) in traces(vec![], 200).iter().zip(&traces(vec![failing], 200)) {
+            let before = by_span_id(plain);
+            for (service, span) in spans_with_service(injected) {
+                if service != "payment" {
+                    assert_eq!(span, before[&span.span_id]);
+                    continue;
+                }
+                if span.kind != SpanKind::Server as i32 {
+                    continue;
+                }
+                assert!(is_error(span), "{span:?}");
+                let message = span.status.as_ref().map(|s| s.message.as_str());
+                assert_eq!(message, Some(INJECTED_ERROR_MESSAGE));
+                let error_type = str_attr(&span.attributes, "error.type");
+                assert_eq!(error_type, Some(INJECTED_ERROR_TYPE));
+                failed += 1;
+            }
+        }
+        assert!(failed > 0);
+    }
+
+    #[test]
+    fn traffic_factor_two_sends_each_trace_through_the_service_twice() {
+        let doubled = Injection::Traffic {
+            service: "checkout".into(),
+            factor: 2.0,
+            from_ns: i64::MIN,
+        };
+        let plain = traces(vec![], 200);
+        let injected = traces(vec![doubled], 200);
+        assert!(count_through(&plain, "checkout") > 0);
+        assert_eq!(
+            count_through(&injected, "checkout"),
+            2 * count_through(&plain, "checkout")
+        );
+        for (plain, injected) in plain.iter().zip(&injected) {
+            if traces_through(plain, "checkout").is_empty() {
+                assert_eq!(injected, plain);
+            } else {
+                assert_eq!(spans_of(injected).count(), 2 * spans_of(plain).count());
+                assert_whole_traces(injected);
+            }
+        }
+    }
+
+    #[test]
+    fn traffic_factor_one_and_a_half_sends_about_half_as_many_traces_again() {
+        let more = Injection::Traffic {
+            service: "frontend".into(),
+            factor: 1.5,
+            from_ns: i64::MIN,
+        };
+        let before = count_through(&traces(vec![], 200), "frontend") as f64;
+        let after = count_through(&traces(vec![more], 200), "frontend") as f64;
+        let ratio = after / before;
+        assert!(
+            (1.35..=1.65).contains(&ratio),
+            "{after} traces after {before}"
+        );
+    }
+
+    #[test]
+    fn traffic_factor_zero_drops_the_traces_through_the_service() {
+        let none = Injection::Traffic {
+            service: "checkout".into(),
+            factor: 0.0,
+            from_ns: i64::MIN,
+        };
+        let mut dropped = 0;
+        for (plain, injected) in traces(vec![], 200).iter().zip(&traces(vec![none], 200)) {
+            if traces_through(plain, "checkout").is_empty() {
+                assert_eq!(injected, plain);
+            } else {
+                assert!(injected.resource_spans.is_empty(), "{injected:?}");
+                dropped += 1;
+            }
+        }
+        assert!(dropped > 0);
+    }
+
+    #[test]
+    fn injections_apply_to_traces_starting_from_their_time() {
+        let from_ns = 100 * SPACING_NS;
+        let failing = Injection::Errors {
+            service: "frontend".into(),
+            rate: 1.0,
+            from_ns,
+        };
+        let plain = traces(vec![], 200);
+        let injected = traces(vec![failing], 200);
+        let mut changed = 0;
+        for (n, (plain, injected)) in (0..).zip(plain.iter().zip(&injected)) {
+            if n * SPACING_NS < from_ns || traces_through(plain, "frontend").is_empty() {
+                assert_eq!(injected, plain, "trace {n}");
+            } else {
+                assert_ne!(injected, plain, "trace {n}");
+                changed += 1;
+            }
+        }
+        assert!(changed > 0);
+        let never = vec![
+            Injection::Latency {
+                service: "frontend".into(),
+                operation: None,
+                factor: 3.0,
+                from_ns: i64::MAX,
+            },
+            Injection::Errors {
+                service: "frontend".into(),
+                rate: 1.0,
+                from_ns: i64::MAX,
+            },
+            Injection::Traffic {
+                service: "frontend".into(),
+                factor: 2.0,
+                from_ns: i64::MAX,
+            },
+        ];
+        assert_eq!(traces(never, 200), plain);
+    }
+
+    #[test]
+    fn logs_and_metrics_cover_every_trace_of_a_request_however_many_it_holds() {
+        let injections = vec![
+            Injection::Traffic {
+                service: "frontend".into(),
+                factor: 3.0,
+                from_ns: i64::MIN,
+            },
+            Injection::Traffic {
+                service: "email".into(),
+                factor: 0.0,
+                from_ns: i64::MIN,
+            },
+        ];
+        let mut generator = Generator::new(7).with_injections(injections);
+        let mut aggregator = MetricsAggregator::default();
+        let (mut server_spans, mut empty) = (0, 0);
+        for n in 0..100 {
+            let trace = generator.trace_at(n * SPACING_NS);
+            let logs = generator.logs_for(&trace);
+            aggregator.observe(&trace);
+            let servers: BTreeSet<(&[u8], &[u8])> = spans_of(&trace)
+                .filter(|s| s.kind == SpanKind::Server as i32)
+                .map(|s| (s.trace_id.as_slice(), s.span_id.as_slice()))
+                .collect();
+            let logged: BTreeSet<(&[u8], &[u8])> = records(&logs)
+                .filter(|r| r.severity_number == SeverityNumber::Info as i32)
+                .map(|r| (r.trace_id.as_slice(), r.span_id.as_slice()))
+                .collect();
+            assert_eq!(logged, servers);
+            server_spans += servers.len() as u64;
+            if trace.resource_spans.is_empty() {
+                assert!(logs.resource_logs.is_empty());
+                empty += 1;
+            }
+        }
+        assert!(empty > 0);
+        // Each server span counts once in a request counter and once in a histogram.
+        let counted: u64 = cumulative_counts(&aggregator.export_at(0)).values().sum();
+        assert_eq!(counted, 2 * server_spans);
     }
 }

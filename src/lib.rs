@@ -7,6 +7,7 @@
 //! server                     wiring: one process, every listener (main.rs: the CLI)
 //! tempo                      Tempo's API: HTTP + tempopb gRPC → typed requests → tempopb
 //! api                        Flight SQL, SQL over HTTP, /metrics, request measuring, error → status
+//! report                     anomaly reports: options, statistics, findings, JSON/Markdown/HTML
 //! query                      every plan: search, trace by id, tags, SQL; one error type
 //! traceql  tables  ingest    the TraceQL language | blocks ∪ live rows | OTLP receivers
 //! ingester                   WAL, live traces, block cutting and flush
@@ -34,6 +35,7 @@ pub mod ingest;
 pub mod ingester;
 pub mod live;
 pub mod query;
+pub mod report;
 pub mod schema;
 pub mod server;
 pub mod storage;

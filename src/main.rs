@@ -57,6 +57,76 @@ enum Command {
     Compact(CompactArgs),
     /// List the committed blocks: tenant, signal, shard, level, rows, bytes, time range.
     Blocks(BlocksArgs),
+    /// Compare a current window with a baseline per service and operation: what got slower,
+    /// fails more, changed its traffic, shows new errors or disappeared, with the evidence.
+    /// Exits 0 without findings, 1 with findings below --fail-on, 2 at or above it, 3 on
+    /// errors.
+    Report(ReportArgs),
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// The window under test, START..END: now, now-DURATION, RFC 3339 or Unix seconds.
+    /// Default: now-1h..now.
+    #[arg(long)]
+    current: Option<String>,
+    /// The window compared with, as --current. Default: the 24 hours before --current.
+    #[arg(long)]
+    baseline: Option<String>,
+    /// Tenant compared.
+    #[arg(long, env = "SPANLAKE_TENANT")]
+    tenant: Option<String>,
+    /// A TraceQL query whose matched spans are compared, e.g.
+    /// '{ resource.deployment.environment = "prod" }'.
+    #[arg(long = "where")]
+    filter: Option<String>,
+    /// Group keys, comma-separated: service.name, name, kind, status, span.KEY, resource.KEY.
+    /// Default: service.name,name.
+    #[arg(long, value_delimiter = ',')]
+    group_by: Option<Vec<String>>,
+    /// Span kinds compared, comma-separated, or all. Default: server,consumer.
+    #[arg(long, value_delimiter = ',')]
+    kinds: Option<Vec<String>>,
+    /// Span attributes whose values new in the current window are reported, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    new_values_of: Option<Vec<String>>,
+    /// Spans a group needs in each window before it is tested (default 30).
+    #[arg(long)]
+    min_requests: Option<u64>,
+    /// Largest Benjamini–Hochberg q-value of a finding (default 0.01).
+    #[arg(long)]
+    max_q: Option<f64>,
+    /// Smallest factor a latency or traffic finding changes by (default 1.25).
+    #[arg(long)]
+    min_ratio: Option<f64>,
+    /// Smallest error-rate change of a finding, as a fraction (default 0.01).
+    #[arg(long)]
+    min_error_rate_delta: Option<f64>,
+    /// A URL with {trace_id} to open exemplar traces in, e.g. a Grafana Explore link.
+    #[arg(long)]
+    link_template: Option<String>,
+    #[arg(long, value_enum, default_value = "md")]
+    format: spanlake::report::Format,
+    /// Write the report here instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The severity from which the exit status is 2.
+    #[arg(long, value_enum, default_value = "warning")]
+    fail_on: FailOn,
+    /// Ask a running server (its HTTP address, e.g. http://127.0.0.1:3200) instead of reading
+    /// the data directory.
+    #[arg(long, env = "SPANLAKE_SERVER")]
+    server: Option<String>,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+/// `--fail-on` severities.
+#[derive(Clone, Copy, ValueEnum)]
+enum FailOn {
+    Info,
+    Warning,
+    Critical,
 }
 
 #[derive(Args)]
@@ -111,6 +181,9 @@ struct TraceqlArgs {
     /// Print the DataFusion plan the search runs instead of running it.
     #[arg(long)]
     explain: bool,
+    /// With --explain: run the plan and print each operator's metrics (EXPLAIN ANALYZE).
+    #[arg(long, requires = "explain")]
+    analyze: bool,
     /// Start of the search window, Unix seconds.
     #[arg(long)]
     start: Option<u64>,
@@ -263,6 +336,15 @@ struct GenArgs {
     /// Traces per second; 0 sends as fast as the server acknowledges.
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
+    /// A fault to inject, repeatable: latency:service=S[,op=O],factor=F[,from=T],
+    /// errors:service=S,rate=R[,from=T] or traffic:service=S,factor=F[,from=T]; T is Unix
+    /// nanoseconds or RFC 3339.
+    #[arg(long)]
+    inject: Vec<spanlake::generator::Injection>,
+    /// Traces per export request (of each signal): 50 generated traces make requests of
+    /// about 700 spans, as a batching SDK exporter sends them.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    batch: u64,
     /// Start time of the first trace, Unix nanoseconds (default: now). Traces are spaced
     /// 10 ms apart from there.
     #[arg(long)]
@@ -347,6 +429,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::Report(args) = cli.command {
+        return match runtime.block_on(report(args)) {
+            Ok(status) => ExitCode::from(status),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(3)
+            }
+        };
+    }
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
@@ -356,6 +447,7 @@ fn main() -> ExitCode {
             Command::Trace(args) => trace(args).await,
             Command::Compact(args) => compact(args).await,
             Command::Blocks(args) => blocks(args).await,
+            Command::Report(_) => unreachable!("reports exit with their own status"),
         }
     });
     match result {
@@ -365,6 +457,76 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn report(args: ReportArgs) -> anyhow::Result<u8> {
+    use spanlake::report::{self, ReportOptions, model::Severity};
+    let options = ReportOptions {
+        current: args.current.clone(),
+        baseline: args.baseline.clone(),
+        filter: args.filter.clone(),
+        group_by: args.group_by.clone(),
+        kinds: args.kinds.clone(),
+        new_value_keys: args.new_values_of.clone(),
+        min_requests: args.min_requests,
+        max_q: args.max_q,
+        min_ratio: args.min_ratio,
+        min_error_rate_delta: args.min_error_rate_delta,
+        min_new_value_spans: None,
+        link_template: args.link_template.clone(),
+    };
+    // Checked before anything is opened or sent.
+    options.resolve(spanlake::time::now_ns())?;
+    let progress = indicatif::ProgressBar::new_spinner();
+    progress.enable_steady_tick(Duration::from_millis(120));
+    let tenant = args
+        .tenant
+        .clone()
+        .unwrap_or_else(|| SINGLE_TENANT.to_string());
+    let made = match &args.server {
+        Some(server) => {
+            progress.set_message(format!("asking {server} for the report"));
+            let url = format!("{}/api/v1/report?format=json", server.trim_end_matches('/'));
+            let mut request = reqwest::Client::new()
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(&options)?);
+            if let Some(t) = &args.tenant {
+                request = request.header(ORG_ID_HEADER, t);
+            }
+            let response = request
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {url}"))?;
+            let status = response.status();
+            let body = response.bytes().await?;
+            if !status.is_success() {
+                bail!("{status}: {}", String::from_utf8_lossy(&body));
+            }
+            serde_json::from_slice(&body).context("the server's report is not valid JSON")?
+        }
+        None => {
+            progress.set_message("opening the data directory");
+            let config = args.config.load()?;
+            let opened = server::open(&config, true).await?;
+            progress.set_message("comparing the windows");
+            report::run(&opened.engine, &tenant, &options, spanlake::time::now_ns()).await?
+        }
+    };
+    progress.set_message("drawing the report");
+    let rendered = args.format.render(&made)?;
+    progress.finish_and_clear();
+    match &args.out {
+        Some(path) => std::fs::write(path, rendered)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => print!("{rendered}"),
+    }
+    let fail_on = match args.fail_on {
+        FailOn::Info => Severity::Info,
+        FailOn::Warning => Severity::Warning,
+        FailOn::Critical => Severity::Critical,
+    };
+    Ok(report::exit_status(&made, fail_on))
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -514,7 +676,7 @@ async fn generate(args: GenArgs) -> anyhow::Result<()> {
     /// Metrics are exported after this many traces, and after the last.
     const METRICS_EVERY: u64 = 100;
     let sends = |signal| args.signals.contains(&signal);
-    let mut generator = Generator::new(args.seed);
+    let mut generator = Generator::new(args.seed).with_injections(args.inject.clone());
     let mut metrics = MetricsAggregator::default();
     let start = args
         .start_ns
@@ -522,25 +684,37 @@ async fn generate(args: GenArgs) -> anyhow::Result<()> {
     let began = Instant::now();
     let otlp = Otlp::connect(&args).await?;
     let (mut spans, mut log_records, mut metric_exports, mut data_points) = (0, 0, 0, 0);
+    let mut pending_traces = ExportTraceServiceRequest::default();
+    let mut pending_logs = ExportLogsServiceRequest::default();
     for n in 0..args.traces {
         if args.rate > 0.0 {
             let due = began + Duration::from_secs_f64(n as f64 / args.rate);
             tokio::time::sleep_until(due.into()).await;
         }
         let trace = generator.trace_at(start + n as i64 * SPACING_NS);
-        let logs = sends(Signal::Logs).then(|| generator.logs_for(&trace));
+        if sends(Signal::Logs) {
+            let logs = generator.logs_for(&trace);
+            pending_logs.resource_logs.extend(logs.resource_logs);
+        }
         if sends(Signal::Metrics) {
             metrics.observe(&trace);
         }
         if sends(Signal::Traces) {
-            spans += span_count(&trace);
-            otlp.traces(&args, trace).await?;
-        }
-        if let Some(logs) = logs {
-            log_records += log_count(&logs);
-            otlp.logs(&args, logs).await?;
+            pending_traces.resource_spans.extend(trace.resource_spans);
         }
         let sent = n + 1;
+        if sent % args.batch == 0 || sent == args.traces {
+            if !pending_traces.resource_spans.is_empty() {
+                let request = std::mem::take(&mut pending_traces);
+                spans += span_count(&request);
+                otlp.traces(&args, request).await?;
+            }
+            if !pending_logs.resource_logs.is_empty() {
+                let request = std::mem::take(&mut pending_logs);
+                log_records += log_count(&request);
+                otlp.logs(&args, request).await?;
+            }
+        }
         if sends(Signal::Metrics) && (sent % METRICS_EVERY == 0 || sent == args.traces) {
             let export = metrics.export_at(start + sent as i64 * SPACING_NS);
             metric_exports += 1;
@@ -862,7 +1036,7 @@ async fn traceql(args: TraceqlArgs) -> anyhow::Result<()> {
     if args.explain {
         println!(
             "{}",
-            search::explain(&opened.engine, &tenant, &request).await?
+            search::explain(&opened.engine, &tenant, &request, args.analyze).await?
         );
         return Ok(());
     }
@@ -870,7 +1044,7 @@ async fn traceql(args: TraceqlArgs) -> anyhow::Result<()> {
     let params = SearchParams {
         request,
         tag_search: false,
-        explain: false,
+        explain: None,
     };
     let response = api.search(&[tenant], &params, |_, _| {}).await?;
     println!("{}", serde_json::to_string_pretty(&response.tempo_json())?);

@@ -37,6 +37,8 @@ pub enum StartError {
     Query(#[from] crate::query::QueryError),
     #[error("cannot start Flight SQL: {0}")]
     Flight(String),
+    #[error("invalid scheduled report: {0}")]
+    Reports(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -220,9 +222,16 @@ impl Server {
         let grpc_routes = tonic::service::Routes::new(tempo_grpc.streaming())
             .add_service(tempo_grpc.querier())
             .into_axum_router();
+        let reports = config
+            .reports
+            .iter()
+            .map(crate::report::scheduled::Entry::from_config)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StartError::Reports(e.to_string()))?;
         let api = api::http::router(api::http::ApiState {
             engine: opened.engine.clone(),
             multitenancy: config.multitenancy,
+            storage: opened.storage.clone(),
         })
         .merge(tempo::http::router(tempo_api))
         .merge(grpc_routes)
@@ -294,6 +303,12 @@ impl Server {
                 tracing::error!(error = %e, "Flight SQL server failed");
             }
         }));
+        tasks.push(tokio::spawn(crate::report::scheduled::run_schedules(
+            reports,
+            opened.engine.clone(),
+            opened.storage.clone(),
+            stopped(stop_rx.clone()),
+        )));
         if demo {
             tasks.push(tokio::spawn(run_demo(receiver, stopped(stop_rx.clone()))));
         }

@@ -16,10 +16,19 @@ use axum::routing::{get, post};
 use futures::StreamExt;
 
 use crate::query::{QueryEngine, QueryError, Result};
+use crate::report::{self, ReportOptions, scheduled};
+use crate::storage::Storage;
 use crate::tenant::{self, ORG_ID_HEADER};
 
 /// Path of the SQL endpoint: POST the query text, receive an Arrow IPC stream.
 pub const SQL_PATH: &str = "/api/v1/sql";
+/// Path of anomaly reports: POST the options as JSON, receive the report (`?format=json`,
+/// `md` or `html`).
+pub const REPORT_PATH: &str = "/api/v1/report";
+/// Path listing the outputs of scheduled reports.
+pub const REPORTS_PATH: &str = "/api/v1/reports";
+/// Path of one output of a scheduled report.
+pub const STORED_REPORT_PATH: &str = "/api/v1/reports/{name}/{file}";
 /// Path of a trace with its log records and exemplars, as JSON.
 pub const CORRELATED_PATH: &str = "/api/v1/traces/{id}/correlated";
 /// Content type of Arrow IPC stream responses.
@@ -36,6 +45,8 @@ pub struct ApiState {
     pub engine: QueryEngine,
     /// Whether requests must name their tenant.
     pub multitenancy: bool,
+    /// Where scheduled reports are written.
+    pub storage: Storage,
 }
 
 /// Routes of the HTTP API.
@@ -43,6 +54,9 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route(SQL_PATH, post(sql))
         .route(CORRELATED_PATH, get(correlated))
+        .route(REPORT_PATH, post(report))
+        .route(REPORTS_PATH, get(stored_reports))
+        .route(STORED_REPORT_PATH, get(stored_report))
         .with_state(state)
 }
 
@@ -156,6 +170,79 @@ async fn correlated(
         Ok(correlation) => axum::Json(correlation).into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+fn request_tenant(state: &ApiState, headers: &HeaderMap) -> Result<String> {
+    let org_id = headers.get(ORG_ID_HEADER).and_then(|v| v.to_str().ok());
+    Ok(tenant::resolve(org_id, state.multitenancy)?)
+}
+
+/// `?format=` of a report request.
+#[derive(Debug, serde::Deserialize)]
+struct ReportFormat {
+    format: Option<report::Format>,
+}
+
+async fn report(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    axum::extract::Query(format): axum::extract::Query<ReportFormat>,
+    body: Bytes,
+) -> Response {
+    let answer = async {
+        let tenant = request_tenant(&state, &headers)?;
+        let options: ReportOptions = if body.iter().all(u8::is_ascii_whitespace) {
+            ReportOptions::default()
+        } else {
+            serde_json::from_slice(&body).map_err(|e| {
+                QueryError::bad_request(format!("the report options are not valid JSON: {e}"))
+            })?
+        };
+        let format = format.format.unwrap_or(report::Format::Json);
+        let made = report::run(&state.engine, &tenant, &options, crate::time::now_ns())
+            .await
+            .map_err(QueryError::from)?;
+        let body = format.render(&made).map_err(QueryError::from)?;
+        Ok::<_, QueryError>(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
+    };
+    answer.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn stored_reports(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    let answer = async {
+        let tenant = request_tenant(&state, &headers)?;
+        let listed = scheduled::list(&state.storage, &tenant)
+            .await
+            .map_err(|e| QueryError::internal(format!("listing reports: {e}")))?;
+        Ok::<_, QueryError>(axum::Json(serde_json::json!({ "reports": listed })).into_response())
+    };
+    answer.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn stored_report(
+    State(state): State<ApiState>,
+    Path((name, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let answer = async {
+        let tenant = request_tenant(&state, &headers)?;
+        let bytes = scheduled::read(&state.storage, &tenant, &name, &file)
+            .await
+            .map_err(|e| QueryError::internal(format!("reading report {name}/{file}: {e}")))?
+            .ok_or_else(|| {
+                QueryError::new(
+                    crate::query::ErrorKind::NotFound,
+                    format!("no report output {name}/{file}"),
+                )
+            })?;
+        let kind = match file.rsplit('.').next() {
+            Some("html") => report::Format::Html.content_type(),
+            Some("md") => report::Format::Md.content_type(),
+            _ => report::Format::Json.content_type(),
+        };
+        Ok::<_, QueryError>(([(header::CONTENT_TYPE, kind)], bytes).into_response())
+    };
+    answer.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn sql(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {

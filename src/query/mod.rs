@@ -18,6 +18,7 @@ pub mod correlate;
 pub mod error;
 pub mod memory;
 pub mod metrics;
+pub mod report;
 pub mod search;
 pub mod sql;
 pub mod tags;

@@ -111,6 +111,7 @@ const LAYERS: &[&[&str]] = &[
     &["server"],
     &["tempo"],
     &["api"],
+    &["report"],
     &["query"],
     &["traceql", "tables", "ingest"],
     &["ingester"],

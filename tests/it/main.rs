@@ -14,6 +14,7 @@ mod logs_metrics;
 mod metrics_endpoint;
 mod object_store;
 mod otel_sdk;
+mod report;
 mod restart;
 mod slt;
 mod sql_guard;

@@ -228,6 +228,29 @@ impl Sketch {
         value.max(self.min).min(self.max)
     }
 
+    /// The counted buckets as `(value, count)` in increasing value order (negative buckets, the
+    /// zero count, positive buckets), each valued as [`quantile`](Self::quantile) reports it;
+    /// the counts sum to [`count`](Self::count). This is the sketch as a binned sample, e.g.
+    /// for a rank test.
+    pub fn bins(&self) -> Vec<(f64, u64)> {
+        // The negative store is keyed by magnitude, so its largest key is the smallest value.
+        let negative = self
+            .negative
+            .buckets()
+            .rev()
+            .map(|(key, n)| (-self.bucket_value(key), n));
+        let zero = (self.zero > 0).then_some((0.0, self.zero));
+        let positive = self
+            .positive
+            .buckets()
+            .map(|(key, n)| (self.bucket_value(key), n));
+        negative
+            .chain(zero)
+            .chain(positive)
+            .map(|(value, n)| (self.clamp(value), n))
+            .collect()
+    }
+
     /// The version 1 encoding (see the module documentation).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(32 + self.positive.counts.len() * 2);
@@ -857,6 +880,43 @@ mod tests {
             other.merge(&sketch),
             Err(SketchError::Mismatch(..))
         ));
+    }
+
+    #[test]
+    fn bins_ascend_and_count_every_value() {
+        let mut sketch = Sketch::new(DEFAULT_ALPHA).unwrap();
+        for v in [100.0, -2.0, 0.0, 1.0, 0.0, 1.0, 1.0, -2.0, 5e-324] {
+            sketch.add(v);
+        }
+        let bins = sketch.bins();
+        let expected: [(f64, u64); 4] = [(-2.0, 2), (0.0, 3), (1.0, 3), (100.0, 1)];
+        assert_eq!(bins.len(), expected.len(), "{bins:?}");
+        for ((value, n), (expected_value, expected_n)) in bins.iter().zip(expected) {
+            let error = (value - expected_value).abs();
+            assert!(
+                error <= DEFAULT_ALPHA * expected_value.abs() * (1.0 + 1e-9),
+                "{bins:?}"
+            );
+            assert_eq!(*n, expected_n);
+        }
+        assert!(bins.windows(2).all(|pair| pair[0].0 < pair[1].0));
+        assert_eq!(bins.iter().map(|(_, n)| n).sum::<u64>(), sketch.count());
+        assert!(Sketch::new(DEFAULT_ALPHA).unwrap().bins().is_empty());
+    }
+
+    #[test]
+    fn bins_of_any_input_ascend_and_sum_to_the_count() {
+        for (seed, shape) in [Shape::Mixed, Shape::LogNormal, Shape::Tiny]
+            .into_iter()
+            .enumerate()
+        {
+            for max_bins in [DEFAULT_MAX_BINS, 3] {
+                let sketch = sketch_of(&values(shape, seed as u64, 1000), max_bins);
+                let bins = sketch.bins();
+                assert!(bins.windows(2).all(|pair| pair[0].0 < pair[1].0));
+                assert_eq!(bins.iter().map(|(_, n)| n).sum::<u64>(), sketch.count());
+            }
+        }
     }
 
     #[test]

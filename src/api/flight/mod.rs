@@ -67,6 +67,8 @@ use crate::time::TimeRange;
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 /// The Flight action that cancels a query by its `FlightInfo`.
 const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
+/// The custom action making an anomaly report.
+pub const REPORT_ACTION: &str = "report";
 /// Batches buffered between a running query and its client.
 const STREAM_BUFFER: usize = 2;
 
@@ -798,6 +800,24 @@ impl FlightSqlService for FlightSql {
         &self,
         request: Request<Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        if request.get_ref().r#type == REPORT_ACTION {
+            let tenant = self.tenant(&request)?;
+            let options: crate::report::ReportOptions =
+                serde_json::from_slice(&request.get_ref().body).map_err(|e| {
+                    Status::invalid_argument(format!(
+                        "the report action's body is its options as JSON: {e}"
+                    ))
+                })?;
+            let report = crate::report::run(&self.engine, &tenant, &options, crate::time::now_ns())
+                .await
+                .map_err(|e| status(e.into()))?;
+            let body = arrow_flight::Result {
+                body: crate::report::render::json(&report).into_bytes().into(),
+            };
+            return Ok(Response::new(Box::pin(futures::stream::once(async {
+                Ok(body)
+            }))));
+        }
         if request.get_ref().r#type != CANCEL_FLIGHT_INFO {
             return Err(Status::invalid_argument(format!(
                 "unknown action {:?}",
@@ -827,10 +847,16 @@ impl FlightSqlService for FlightSql {
     }
 
     async fn list_custom_actions(&self) -> Option<Vec<Result<ActionType, Status>>> {
-        Some(vec![Ok(ActionType {
-            r#type: CANCEL_FLIGHT_INFO.to_string(),
-            description: "Cancel a query by its FlightInfo".to_string(),
-        })])
+        Some(vec![
+            Ok(ActionType {
+                r#type: CANCEL_FLIGHT_INFO.to_string(),
+                description: "Cancel a query by its FlightInfo".to_string(),
+            }),
+            Ok(ActionType {
+                r#type: REPORT_ACTION.to_string(),
+                description: "An anomaly report: the body is its options as JSON (as POST /api/v1/report takes them), the one result the report as JSON".to_string(),
+            }),
+        ])
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
