@@ -1227,7 +1227,21 @@ async fn search_explain_answers_the_plan_the_search_runs() {
     .await;
     assert_eq!(
         (bad.status, bad.text().as_str()),
-        (400, "invalid explain: must be true or false, got \"yes\"")
+        (
+            400,
+            "invalid explain: must be true, analyze or false, got \"yes\""
+        )
+    );
+    let analyzed = get(
+        &server,
+        &format!("/api/search?q=%7B%7D&explain=analyze&{}", window()),
+    )
+    .await;
+    assert_eq!(analyzed.status, 200);
+    assert!(
+        analyzed.text().contains("elapsed_compute"),
+        "EXPLAIN ANALYZE shows each operator's metrics: {}",
+        analyzed.text()
     );
 }
 
@@ -1251,4 +1265,35 @@ async fn traceql_command_explains_the_search_plan() {
         "{plan}"
     );
     assert!(plan.contains("db.system"), "{plan}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_answers_say_where_their_time_went_in_server_timing() {
+    let server = dataset().await;
+    let response = reqwest::get(format!(
+        "{}/api/search?q=%7B%7D&{}",
+        server.http_url(),
+        window()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    let timing = response
+        .headers()
+        .get("server-timing")
+        .expect("a Server-Timing header")
+        .to_str()
+        .unwrap()
+        .to_string();
+    let stages: Vec<&str> = timing
+        .split(", ")
+        .map(|part| part.split_once(";dur=").expect("name;dur=ms").0)
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "parse", "plan", "traces", "spansets", "spans", "services", "encode"
+        ],
+        "{timing}"
+    );
 }
