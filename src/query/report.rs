@@ -17,6 +17,7 @@ use spanlake_udfs::Sketch;
 use super::search::window_input;
 use super::traceql::Lowerer;
 use super::{QueryEngine, QueryError, Result};
+use crate::schema::TableKind;
 use crate::time::TimeRange;
 use crate::traceql;
 
@@ -275,9 +276,11 @@ async fn register_view(ctx: &SessionContext, query: &ReportQuery) -> Result<()> 
         start_ns: current.0.min(baseline.0),
         end_ns: current.1.max(baseline.1) - 1,
     };
-    let (input, summary) = window_input(ctx, whole).await?;
     let scoped = match &query.filter {
         Some(text) => {
+            // TraceQL is evaluated per trace: the filter sees whole traces overlapping the
+            // windows, with their summary.
+            let (input, summary) = window_input(ctx, whole).await?;
             let checked = traceql::check(text)?;
             if matches!(checked.body, traceql::ast::Body::Metrics(_)) {
                 return Err(QueryError::bad_request(format!(
@@ -286,7 +289,8 @@ async fn register_view(ctx: &SessionContext, query: &ReportQuery) -> Result<()> 
             }
             Lowerer::new(summary).search(&checked, input)?.spans
         }
-        None => input,
+        // Without a filter only spans are compared: no trace summary is needed.
+        None => ctx.table(TableKind::Spans.name()).await?,
     };
     ctx.register_table("report_scoped", scoped.into_view())?;
     let mut columns = vec![format!(
@@ -314,7 +318,13 @@ async fn register_view(ctx: &SessionContext, query: &ReportQuery) -> Result<()> 
         ]
         .map(str::to_string),
     );
-    let mut conditions = vec!["side IS NOT NULL".to_string()];
+    // The span time range first, on the plain column, so that it prunes blocks and row
+    // groups; `side` then tells the windows apart.
+    let mut conditions = vec![
+        format!("start_time >= {}", timestamp(whole.start_ns)),
+        format!("start_time <= {}", timestamp(whole.end_ns)),
+        "side IS NOT NULL".to_string(),
+    ];
     if !query.kinds.is_empty() {
         let kinds: Vec<String> = query.kinds.iter().map(|k| quote(k)).collect();
         conditions.push(format!("kind IN ({})", kinds.join(", ")));

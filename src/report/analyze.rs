@@ -105,7 +105,13 @@ pub fn findings(data: &ReportData, cx: &Context<'_>) -> (Vec<Finding>, usize) {
         } else {
             Severity::Warning
         };
-        candidate.finding.summary = format!("{}, q = {q:.1e}", candidate.finding.summary);
+        // Below the smallest normal double a q-value has underflowed: say so, not "0".
+        let q_text = if q < f64::MIN_POSITIVE {
+            "q < 1e-300".to_string()
+        } else {
+            format!("q = {q:.1e}")
+        };
+        candidate.finding.summary = format!("{}, {q_text}", candidate.finding.summary);
         out.push(candidate.finding);
     }
     out.extend(facts);
