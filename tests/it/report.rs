@@ -289,6 +289,23 @@ async fn the_cli_http_and_flight_give_the_same_report_and_exit_by_severity() {
     let markdown = run_to_exit(command, 1).await;
     assert!(markdown.contains("injected"), "{markdown}");
 
+    // Straight from the data directory, without a server in between: the same findings.
+    server.server.ingester.flush(true).await.unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_spanlake"));
+    command
+        .args(["report", "--data-dir"])
+        .arg(server.dir.path())
+        .args([
+            "--current",
+            options.current.as_deref().unwrap(),
+            "--baseline",
+            options.baseline.as_deref().unwrap(),
+            "--format",
+            "json",
+        ]);
+    let offline: Report = serde_json::from_str(&run_to_exit(command, 2).await).unwrap();
+    assert_eq!(offline.findings.len(), from_cli.findings.len());
+
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_spanlake"));
     command.args([
         "report",
