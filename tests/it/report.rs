@@ -240,20 +240,8 @@ async fn the_cli_http_and_flight_give_the_same_report_and_exit_by_severity() {
     let options = windows();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("report.json");
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_spanlake"));
-    command.args([
-        "report",
-        "--server",
-        &server.http_url(),
-        "--current",
-        options.current.as_deref().unwrap(),
-        "--baseline",
-        options.baseline.as_deref().unwrap(),
-        "--format",
-        "json",
-        "--out",
-    ]);
-    command.arg(&out);
+    let mut command = report_command(&["--server", &server.http_url()], &options);
+    command.args(["--format", "json", "--out"]).arg(&out);
     let status = command.status().unwrap();
     assert_eq!(
         status.code(),
@@ -268,15 +256,8 @@ async fn the_cli_http_and_flight_give_the_same_report_and_exit_by_severity() {
             .any(|f| f.kind == FindingKind::Errors)
     );
 
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_spanlake"));
+    let mut command = report_command(&["--server", &server.http_url()], &options);
     command.args([
-        "report",
-        "--server",
-        &server.http_url(),
-        "--current",
-        options.current.as_deref().unwrap(),
-        "--baseline",
-        options.baseline.as_deref().unwrap(),
         "--format",
         "md",
         "--min-ratio",
@@ -291,18 +272,9 @@ async fn the_cli_http_and_flight_give_the_same_report_and_exit_by_severity() {
 
     // Straight from the data directory, without a server in between: the same findings.
     server.server.ingester.flush(true).await.unwrap();
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_spanlake"));
-    command
-        .args(["report", "--data-dir"])
-        .arg(server.dir.path())
-        .args([
-            "--current",
-            options.current.as_deref().unwrap(),
-            "--baseline",
-            options.baseline.as_deref().unwrap(),
-            "--format",
-            "json",
-        ]);
+    let data_dir = server.dir.path().to_string_lossy().to_string();
+    let mut command = report_command(&["--data-dir", &data_dir], &options);
+    command.args(["--format", "json"]);
     let offline: Report = serde_json::from_str(&run_to_exit(command, 2).await).unwrap();
     assert_eq!(offline.findings.len(), from_cli.findings.len());
 
@@ -352,6 +324,19 @@ async fn the_cli_http_and_flight_give_the_same_report_and_exit_by_severity() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), tonic::Code::InvalidArgument);
+}
+
+/// `spanlake report` from `source` (`--server URL` or `--data-dir DIR`) over the windows of
+/// `options`.
+fn report_command(source: &[&str], options: &ReportOptions) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_spanlake"));
+    command.arg("report").args(source).args([
+        "--current",
+        options.current.as_deref().unwrap(),
+        "--baseline",
+        options.baseline.as_deref().unwrap(),
+    ]);
+    command
 }
 
 async fn run_to_exit(mut command: std::process::Command, code: i32) -> String {
