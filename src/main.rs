@@ -459,6 +459,39 @@ fn main() -> ExitCode {
     }
 }
 
+/// Sends `request` to `url` as `tenant` and reads the answer's body; a failure status is an
+/// error carrying the server's message.
+async fn server_body(
+    mut request: reqwest::RequestBuilder,
+    url: &str,
+    tenant: Option<&str>,
+) -> anyhow::Result<bytes::Bytes> {
+    if let Some(tenant) = tenant {
+        request = request.header(ORG_ID_HEADER, tenant);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let body = response.bytes().await?;
+    if !status.is_success() {
+        bail!("{status}: {}", String::from_utf8_lossy(&body));
+    }
+    Ok(body)
+}
+
+/// [`server_body`] read as JSON.
+async fn server_json<T: serde::de::DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+    url: &str,
+    tenant: Option<&str>,
+) -> anyhow::Result<T> {
+    let body = server_body(request, url, tenant).await?;
+    serde_json::from_slice(&body)
+        .with_context(|| format!("the answer of {url} is not the JSON expected"))
+}
+
 async fn report(args: ReportArgs) -> anyhow::Result<u8> {
     use spanlake::report::{self, ReportOptions, model::Severity};
     let options = ReportOptions {
@@ -486,24 +519,16 @@ async fn report(args: ReportArgs) -> anyhow::Result<u8> {
     let made = match &args.server {
         Some(server) => {
             progress.set_message(format!("asking {server} for the report"));
-            let url = format!("{}/api/v1/report?format=json", server.trim_end_matches('/'));
-            let mut request = reqwest::Client::new()
+            let url = format!(
+                "{}{}?format=json",
+                server.trim_end_matches('/'),
+                spanlake::api::http::REPORT_PATH
+            );
+            let request = reqwest::Client::new()
                 .post(&url)
                 .header("content-type", "application/json")
                 .body(serde_json::to_vec(&options)?);
-            if let Some(t) = &args.tenant {
-                request = request.header(ORG_ID_HEADER, t);
-            }
-            let response = request
-                .send()
-                .await
-                .with_context(|| format!("cannot reach {url}"))?;
-            let status = response.status();
-            let body = response.bytes().await?;
-            if !status.is_success() {
-                bail!("{status}: {}", String::from_utf8_lossy(&body));
-            }
-            serde_json::from_slice(&body).context("the server's report is not valid JSON")?
+            server_json(request, &url, args.tenant.as_deref()).await?
         }
         None => {
             progress.set_message("opening the data directory");
@@ -653,19 +678,8 @@ async fn remote_sql(
         server.trim_end_matches('/'),
         spanlake::api::http::SQL_PATH
     );
-    let mut request = reqwest::Client::new().post(&url).body(query.to_string());
-    if let Some(tenant) = tenant {
-        request = request.header(ORG_ID_HEADER, tenant);
-    }
-    let response = request
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {url}"))?;
-    let status = response.status();
-    let body = response.bytes().await?;
-    if !status.is_success() {
-        bail!("{status}: {}", String::from_utf8_lossy(&body));
-    }
+    let request = reqwest::Client::new().post(&url).body(query.to_string());
+    let body = server_body(request, &url, tenant).await?;
     let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)?;
     Ok(reader.collect::<Result<Vec<_>, _>>()?)
 }
@@ -936,20 +950,12 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
         Some(server) => {
             let path = spanlake::api::http::CORRELATED_PATH.replace("{id}", &args.trace_id);
             let url = format!("{}{path}", server.trim_end_matches('/'));
-            let mut request = reqwest::Client::new().get(&url);
-            if let Some(tenant) = &args.tenant {
-                request = request.header(ORG_ID_HEADER, tenant);
-            }
-            let response = request
-                .send()
-                .await
-                .with_context(|| format!("cannot reach {url}"))?;
-            let status = response.status();
-            let body = response.bytes().await?;
-            if !status.is_success() {
-                bail!("{status}: {}", String::from_utf8_lossy(&body));
-            }
-            serde_json::from_slice(&body).context("the server's answer")?
+            server_json(
+                reqwest::Client::new().get(&url),
+                &url,
+                args.tenant.as_deref(),
+            )
+            .await?
         }
         None => {
             let config = args.config.load()?;

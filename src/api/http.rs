@@ -235,11 +235,11 @@ async fn stored_report(
                     format!("no report output {name}/{file}"),
                 )
             })?;
-        let kind = match file.rsplit('.').next() {
-            Some("html") => report::Format::Html.content_type(),
-            Some("md") => report::Format::Md.content_type(),
-            _ => report::Format::Json.content_type(),
-        };
+        let kind = file
+            .rsplit_once('.')
+            .and_then(|(_, extension)| report::Format::from_name(extension))
+            .unwrap_or(report::Format::Json)
+            .content_type();
         Ok::<_, QueryError>(([(header::CONTENT_TYPE, kind)], bytes).into_response())
     };
     answer.await.unwrap_or_else(IntoResponse::into_response)

@@ -24,6 +24,7 @@ pub struct Context<'a> {
 
 /// A finding before the multiple-testing correction.
 struct Candidate {
+    key: GroupKey,
     finding: Finding,
     /// Whether the effect is large enough to report, and twice as large.
     large: bool,
@@ -34,7 +35,7 @@ struct Candidate {
 pub fn findings(data: &ReportData, cx: &Context<'_>) -> (Vec<Finding>, usize) {
     let th = cx.thresholds;
     let mut tested: Vec<Candidate> = Vec::new();
-    let mut facts: Vec<Finding> = Vec::new();
+    let mut facts: Vec<(GroupKey, Finding)> = Vec::new();
     for (key, sides) in &data.stats {
         let current = sides.get(&Side::Current);
         let baseline = sides.get(&Side::Baseline);
@@ -63,7 +64,7 @@ pub fn findings(data: &ReportData, cx: &Context<'_>) -> (Vec<Finding>, usize) {
             } else {
                 format!("new value {}={}", value.key, value.value)
             };
-            facts.push(Finding {
+            let finding = Finding {
                 kind,
                 group: group_map(key, cx.group_by),
                 measure: measure.into(),
@@ -84,7 +85,8 @@ pub fn findings(data: &ReportData, cx: &Context<'_>) -> (Vec<Finding>, usize) {
                 exemplars: Vec::new(),
                 series: None,
                 distribution: None,
-            });
+            };
+            facts.push((key.clone(), finding));
         }
     }
 
@@ -94,7 +96,7 @@ pub fn findings(data: &ReportData, cx: &Context<'_>) -> (Vec<Finding>, usize) {
         .collect();
     let q_values = stats::benjamini_hochberg(&p_values);
     let tests_run = tested.len();
-    let mut out: Vec<Finding> = Vec::new();
+    let mut out: Vec<(GroupKey, Finding)> = Vec::new();
     for (mut candidate, q) in tested.into_iter().zip(q_values) {
         candidate.finding.q_value = Some(q);
         if q > th.max_q || !candidate.large {
@@ -112,18 +114,17 @@ pub fn findings(data: &ReportData, cx: &Context<'_>) -> (Vec<Finding>, usize) {
             format!("q = {q:.1e}")
         };
         candidate.finding.summary = format!("{}, {q_text}", candidate.finding.summary);
-        out.push(candidate.finding);
+        out.push((candidate.key, candidate.finding));
     }
     out.extend(facts);
-    for finding in &mut out {
-        let key: GroupKey = cx
-            .group_by
-            .iter()
-            .map(|k| finding.group.get(k).cloned().unwrap_or_default())
-            .collect();
-        finding.exemplars = exemplars(data, &key, finding.kind, cx.link_template);
-        finding.series = series(data, &key, finding);
-    }
+    let mut out: Vec<Finding> = out
+        .into_iter()
+        .map(|(key, mut finding)| {
+            finding.exemplars = exemplars(data, &key, finding.kind, cx.link_template);
+            finding.series = series(data, &key, &finding);
+            finding
+        })
+        .collect();
     out.sort_by(|a, b| {
         b.severity.cmp(&a.severity).then_with(|| {
             a.q_value
@@ -165,6 +166,7 @@ fn traffic(key: &GroupKey, current: u64, baseline: u64, cx: &Context<'_>) -> Opt
         )
     };
     Some(Candidate {
+        key: key.clone(),
         finding: tested_finding(
             key,
             cx,
@@ -193,6 +195,7 @@ fn errors(key: &GroupKey, c: &WindowStats, b: &WindowStats, cx: &Context<'_>) ->
     let delta = now - before;
     let threshold = cx.thresholds.min_error_rate_delta;
     Some(Candidate {
+        key: key.clone(),
         finding: tested_finding(
             key,
             cx,
@@ -247,6 +250,7 @@ fn latency(
     let ratio = now / before;
     let label = measure.trim_end_matches("_ms");
     Some(Candidate {
+        key: key.clone(),
         finding: Finding {
             distribution: distribution(&c.latency, &b.latency),
             ..tested_finding(

@@ -90,6 +90,16 @@ impl Format {
         }
     }
 
+    /// The format named `json`, `md` or `html` (also a file's extension).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "json" => Some(Format::Json),
+            "md" => Some(Format::Md),
+            "html" => Some(Format::Html),
+            _ => None,
+        }
+    }
+
     /// The file extension of the output.
     pub fn extension(self) -> &'static str {
         match self {
@@ -225,18 +235,12 @@ impl ReportOptions {
         if kinds.iter().any(|k| k == "all") {
             kinds.clear();
         }
-        const KINDS: &[&str] = &[
-            "unspecified",
-            "internal",
-            "server",
-            "client",
-            "producer",
-            "consumer",
-        ];
-        if let Some(bad) = kinds.iter().find(|k| !KINDS.contains(&k.as_str())) {
+        // Every value the `kind` column holds, as the schema spells them (OTLP kinds 0–5).
+        let known: Vec<&str> = (0..=5).map(crate::schema::rows::kind_name).collect();
+        if let Some(bad) = kinds.iter().find(|k| !known.contains(&k.as_str())) {
             return Err(ReportError::bad(format!(
                 "unknown span kind {bad:?}: use {} or all",
-                KINDS.join(", ")
+                known.join(", ")
             )));
         }
         if let Some(template) = &self.link_template

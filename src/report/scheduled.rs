@@ -45,13 +45,9 @@ impl Entry {
         let formats = entry
             .formats
             .iter()
-            .map(|f| match f.as_str() {
-                "json" => Ok(Format::Json),
-                "md" => Ok(Format::Md),
-                "html" => Ok(Format::Html),
-                other => Err(bad(format!(
-                    "unknown format {other:?}: use json, md or html"
-                ))),
+            .map(|f| {
+                Format::from_name(f)
+                    .ok_or_else(|| bad(format!("unknown format {f:?}: use json, md or html")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         // Options are checked now, relative to any instant, so a bad entry stops the start.
