@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::batches::TraceBatches;
 use crate::live::LiveScan;
 use crate::schema::{LogRow, PointRow, Signal, SpanId, SpanRow, TraceId};
 
@@ -44,6 +45,8 @@ pub struct PendingBlock {
     pub block_id: String,
     pub rows: BlockRows,
     committed_at: OnceLock<Instant>,
+    /// The block's traces in Arrow form, built by the first reader or the writer.
+    batches: OnceLock<Arc<TraceBatches>>,
 }
 
 impl PendingBlock {
@@ -54,7 +57,19 @@ impl PendingBlock {
             block_id: uuid::Uuid::now_v7().to_string(),
             rows,
             committed_at: OnceLock::new(),
+            batches: OnceLock::new(),
         })
+    }
+
+    /// The block's traces in Arrow form, converted once.
+    pub fn batches(&self) -> Result<Arc<TraceBatches>, arrow::error::ArrowError> {
+        if let Some(batches) = self.batches.get() {
+            return Ok(batches.clone());
+        }
+        let built = Arc::new(TraceBatches::build(
+            self.traces().iter().map(|(id, t)| (id, t)),
+        )?);
+        Ok(self.batches.get_or_init(|| built).clone())
     }
 
     /// The signal of the block's rows.
@@ -72,11 +87,6 @@ impl PendingBlock {
             BlockRows::Traces(traces) => traces,
             _ => &[],
         }
-    }
-
-    /// Each trace's spans, sorted by start time then span id: the block's row order.
-    pub fn sorted_traces(&self) -> Vec<Vec<&SpanRow>> {
-        self.traces().iter().map(|(_, t)| sorted_spans(t)).collect()
     }
 
     /// Marks the block committed: its rows stay live for the grace period from now on.
@@ -141,9 +151,19 @@ struct TenantLive {
     pending: Vec<Arc<PendingBlock>>,
     /// Bytes of open traces, log records and points: what the live limit caps.
     open_bytes: usize,
+    /// Changes whenever the open traces change.
+    open_version: u64,
+    /// The open traces in Arrow form as of `open_version`, when a reader built them.
+    open_batches: Option<(u64, Arc<TraceBatches>)>,
 }
 
 impl TenantLive {
+    fn open_changed(&mut self, versions: &mut u64) {
+        *versions += 1;
+        self.open_version = *versions;
+        self.open_batches = None;
+    }
+
     fn is_empty(&self) -> bool {
         self.open.is_empty()
             && self.logs.rows.is_empty()
@@ -231,6 +251,18 @@ impl Selection {
             .any(|s| self.in_time(s.start_time_unix_nano))
     }
 
+    /// As [`Selection::wants`], for a trace whose span start times are given in ascending order.
+    pub fn wants_sorted(&self, id: &TraceId, starts: &[i64]) -> bool {
+        if self.trace_ids.as_ref().is_some_and(|ids| !ids.contains(id)) {
+            return false;
+        }
+        let first = match self.start_ns {
+            Some(start) => starts.partition_point(|s| *s < start),
+            None => 0,
+        };
+        starts.get(first).is_some_and(|s| self.in_time(*s))
+    }
+
     fn in_time(&self, ns: i64) -> bool {
         self.start_ns.is_none_or(|start| ns >= start) && self.end_ns.is_none_or(|end| ns < end)
     }
@@ -250,16 +282,51 @@ impl Selection {
     }
 }
 
+/// The open traces of a tenant, for a reader.
+#[derive(Debug)]
+pub enum OpenTraces {
+    /// Already in Arrow form.
+    Built(Arc<TraceBatches>),
+    /// A copy of the open traces as of `version`, to be converted by the reader.
+    Copied {
+        version: u64,
+        traces: Vec<(TraceId, LiveTrace)>,
+    },
+}
+
+/// See [`LiveState::trace_snapshot`].
+#[derive(Debug)]
+pub struct TraceSnapshot {
+    pub open: OpenTraces,
+    pub pending: Vec<Arc<PendingBlock>>,
+}
+
+impl Default for TraceSnapshot {
+    fn default() -> Self {
+        Self {
+            open: OpenTraces::Copied {
+                version: 0,
+                traces: Vec::new(),
+            },
+            pending: Vec::new(),
+        }
+    }
+}
+
 /// Live data of every tenant.
 #[derive(Debug, Default)]
 pub struct LiveState {
     tenants: HashMap<String, TenantLive>,
+    /// The last version given to a tenant's open traces: versions are never reused, even by
+    /// a tenant that left and came back.
+    versions: u64,
 }
 
 impl LiveState {
     /// Adds spans to their open traces; a span id seen before replaces the earlier copy.
     pub fn insert(&mut self, tenant: &str, spans: Vec<SpanRow>, now: Instant) {
         let live = self.tenants.entry(tenant.to_string()).or_default();
+        live.open_changed(&mut self.versions);
         for span in spans {
             let trace = live.open.entry(span.trace_id).or_insert_with(|| LiveTrace {
                 spans: BTreeMap::new(),
@@ -332,6 +399,7 @@ impl LiveState {
     pub fn cut(&mut self, now: Instant, policy: &CutPolicy, all: bool) -> Cut {
         let mut cut = Cut::default();
         for (tenant, live) in &mut self.tenants {
+            live.open_changed(&mut self.versions);
             let mut by_shard: BTreeMap<u32, Vec<(TraceId, LiveTrace)>> = BTreeMap::new();
             let mut relog = Vec::new();
             for (id, trace) in std::mem::take(&mut live.open) {
@@ -374,6 +442,7 @@ impl LiveState {
             return;
         };
         live.pending.retain(|p| !Arc::ptr_eq(p, block));
+        live.open_changed(&mut self.versions);
         let traces = match &block.rows {
             BlockRows::Traces(traces) => traces,
             BlockRows::Logs(rows) => {
@@ -429,6 +498,41 @@ impl LiveState {
             .filter(|(id, t)| selection.wants(id, t))
             .map(|(_, t)| t.clone())
             .collect()
+    }
+
+    /// What a reader of many traces needs, taken under the lock: the open traces in Arrow form
+    /// when a reader built them since they last changed, else a copy to build them from; and
+    /// the pending blocks it has not listed.
+    pub fn trace_snapshot(&self, tenant: &str, selection: &Selection) -> TraceSnapshot {
+        let Some(live) = self.tenants.get(tenant) else {
+            return TraceSnapshot::default();
+        };
+        let open = match &live.open_batches {
+            Some((version, batches)) if *version == live.open_version => {
+                OpenTraces::Built(batches.clone())
+            }
+            _ => OpenTraces::Copied {
+                version: live.open_version,
+                traces: live.open.iter().map(|(id, t)| (*id, t.clone())).collect(),
+            },
+        };
+        let pending = live
+            .pending
+            .iter()
+            .filter(|p| matches!(p.rows, BlockRows::Traces(_)) && !selection.excludes(p))
+            .cloned()
+            .collect();
+        TraceSnapshot { open, pending }
+    }
+
+    /// Keeps `batches`, built from the open traces of `version`, for later readers, unless the
+    /// open traces changed meanwhile.
+    pub fn keep_open_batches(&mut self, tenant: &str, version: u64, batches: Arc<TraceBatches>) {
+        if let Some(live) = self.tenants.get_mut(tenant)
+            && live.open_version == version
+        {
+            live.open_batches = Some((version, batches));
+        }
     }
 
     /// The log records a reader should see live, as [`LiveState::select`] does for traces.

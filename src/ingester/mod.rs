@@ -19,6 +19,7 @@
 //! Readers reach live rows only through [`crate::live::LiveSource`], which the ingester
 //! implements; it knows nothing of tables or queries.
 
+mod batches;
 pub mod live;
 mod wal;
 
@@ -34,7 +35,8 @@ use tokio::sync::RwLock as AsyncRwLock;
 use crate::live::{LiveScan, LiveSource};
 use crate::schema::{self, LogRow, PointRow, Signal, SpanRow, TableKind, TraceId};
 use crate::storage::{BlockData, Catalog, Storage, StorageError};
-use live::{BlockRows, LiveState, PendingBlock};
+use batches::TraceBatches;
+use live::{BlockRows, LiveState, OpenTraces, PendingBlock};
 pub use live::{CutPolicy, Selection, log_shard, point_shard, shard_of};
 pub use wal::{WalError, oldest_segment as oldest_wal_segment};
 
@@ -435,12 +437,11 @@ fn block_data(block: &PendingBlock) -> Result<BlockData, StorageError> {
     let (data, traces, times, trace_ids, names): (_, _, Vec<i64>, Vec<TraceId>, Vec<String>) =
         match &block.rows {
             BlockRows::Traces(traces) => {
-                let sorted = block.sorted_traces();
-                let starts = sorted.iter().flatten().map(|s| s.start_time_unix_nano);
+                let batches = block.batches()?;
                 (
-                    schema::spans::to_batch(&sorted)?,
-                    Some(schema::traces::to_batch(&sorted)?),
-                    starts.collect(),
+                    batches.spans().clone(),
+                    Some(batches.traces().clone()),
+                    batches.starts().to_vec(),
                     traces.iter().map(|(id, _)| *id).collect(),
                     Vec::new(),
                 )
@@ -504,11 +505,49 @@ fn block_data(block: &PendingBlock) -> Result<BlockData, StorageError> {
     })
 }
 
+/// Above this many trace ids a scan reads the tenant's live traces in Arrow form (converted
+/// once and shared) rather than converting the selected traces alone.
+const MAX_CONVERTED_IDS: usize = 1000;
+
+impl Ingester {
+    /// Live `spans` or `traces` rows of many traces: the open traces converted at most once
+    /// per change, each pending block once, both cut to the selection.
+    fn scan_traces(
+        &self,
+        request: &LiveScan,
+        selection: &Selection,
+    ) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
+        let snapshot = self.live.lock().trace_snapshot(&request.tenant, selection);
+        let open = match snapshot.open {
+            OpenTraces::Built(batches) => batches,
+            OpenTraces::Copied { version, traces } => {
+                let batches = Arc::new(TraceBatches::build(traces.iter().map(|(id, t)| (id, t)))?);
+                self.live
+                    .lock()
+                    .keep_open_batches(&request.tenant, version, batches.clone());
+                batches
+            }
+        };
+        let mut out = open.select(request.table, selection)?;
+        for block in snapshot.pending {
+            out.extend(block.batches()?.select(request.table, selection)?);
+        }
+        Ok(out)
+    }
+}
+
 impl LiveSource for Ingester {
     fn scan(&self, request: &LiveScan) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
         let selection = Selection::from(request);
         let batch = match request.table {
             TableKind::Spans | TableKind::Traces => {
+                if selection
+                    .trace_ids
+                    .as_ref()
+                    .is_none_or(|ids| ids.len() > MAX_CONVERTED_IDS)
+                {
+                    return self.scan_traces(request, &selection);
+                }
                 let traces = self.live.lock().select(&request.tenant, &selection);
                 if traces.is_empty() {
                     return Ok(Vec::new());
