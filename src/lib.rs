@@ -27,6 +27,13 @@
 //! typed results or a [`query::QueryError`] whose kind each edge maps once to its status.
 //! [`telemetry`] counts what happens on the way; any layer may use it.
 
+/// mimalloc rather than the system allocator: ingest and queries allocate many small,
+/// short-lived objects (decoded spans, Arrow buffers), which it serves without the page
+/// faults and lock contention of glibc's allocator. Declared in the library so that the
+/// binary, the tests and the benchmarks all run on it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod api;
 pub mod config;
 pub mod generator;
