@@ -18,8 +18,7 @@ use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::common::{Column, ScalarValue};
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::functions::core::expr_fn::get_field;
-use datafusion::functions_aggregate::expr_fn::{count, max, sum};
+use datafusion::functions_aggregate::expr_fn::{count, max};
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{Expr, ExprFunctionExt, JoinType, cast};
 use datafusion::prelude::{SessionContext, col, lit};
@@ -31,6 +30,7 @@ use super::traceql::{
 };
 use super::{QueryEngine, QueryError, Result};
 use crate::ids;
+use crate::schema::rows::{STATUS_CODE_ERROR, status_name};
 use crate::schema::{AttrValue, Signal, TableKind, spans, traces};
 use crate::time::TimeRange;
 use crate::traceql::{self, Query};
@@ -91,8 +91,9 @@ pub struct SearchResponse {
 
 /// Time spent per stage of a search, summed over its jobs, in the order the stages first ran:
 /// `parse` (check the query), `plan` (logical and physical planning of every stage), then the
-/// execution of each stage: `traces` (pick the top traces), `spansets` (their spansets),
-/// `spans` (their matched spans), `services` (their per-service counts).
+/// execution of each stage: `traces` (pick the top traces), `fetch` (read all their spans,
+/// which also gives their per-service counts), `spansets` (their spansets) and `spans` (their
+/// matched spans), the last two over the fetched spans in memory.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StageTimings {
     /// `(stage, time)`.
@@ -186,6 +187,10 @@ pub struct SpanResult {
 }
 
 const MATCHED: &str = "__matched";
+const MATCHED_ID: &str = "__matched_trace_id";
+/// Up to this many trace ids, the second pass filters spans by a list of them; beyond, it
+/// joins.
+const MAX_LISTED_IDS: usize = 1000;
 const ROW: &str = "__row";
 const START_NS: &str = "__start_ns";
 
@@ -227,12 +232,11 @@ pub async fn search(
             let ctx = engine.session(tenant)?;
             let found =
                 search_slice(&ctx, &query, *slice, limit, request.spss, &mut timings).await?;
-            let mut added: Vec<TraceResult> = found
+            let added: Vec<TraceResult> = found
                 .into_iter()
                 .filter(|t| seen.insert(t.trace_id.clone()))
                 .take(limit - held.len())
                 .collect();
-            service_stats(&ctx, &mut added, &mut timings).await?;
             metrics.completed_jobs += 1;
             progress(&added, &metrics);
             held.extend(added);
@@ -360,23 +364,40 @@ fn ns(c: &str) -> Expr {
 
 /// The plan of the first pass: which traces overlapping `range` match, newest first, at most
 /// `limit`, with their summary columns.
+///
+/// TraceQL is evaluated per trace, so the query runs over every trace and the window is
+/// applied to the matched traces afterwards: the same answer as evaluating it over the traces
+/// of the window only, without summarising every trace to find those. Only the matched
+/// traces' rows of `traces` are summarised (a trace has one row per block it has spans in).
 async fn top_traces(
     ctx: &SessionContext,
     query: &Query,
     range: TimeRange,
     limit: usize,
 ) -> Result<DataFrame> {
-    let (input, summary) = window_input(ctx, range).await?;
-    let lowered = Lowerer::new(summary.clone()).search(query, input)?;
-    Ok(spanset_rows(&lowered)?
+    let summary = lower::trace_summary(ctx).await?;
+    let input = ctx.table(TableKind::Spans.name()).await?;
+    let lowered = Lowerer::new(summary).search(query, input)?;
+    let matched = spanset_rows(&lowered)?
         .aggregate(vec![col(spans::TRACE_ID)], vec![])?
-        .join_on(
-            summary,
-            JoinType::Inner,
-            [col(spans::TRACE_ID).eq(col(TRACE_SUMMARY_ID))],
-        )?
+        .select(vec![col(spans::TRACE_ID).alias(MATCHED_ID)])?;
+    let rows = ctx.table(TableKind::Traces.name()).await?.join_on(
+        matched,
+        JoinType::LeftSemi,
+        [col(traces::TRACE_ID).eq(col(MATCHED_ID))],
+    )?;
+    let mut found = lower::summarize(rows)?;
+    let (start, end) = range.bounds();
+    if let Some(start) = start {
+        found = found
+            .filter((ns(TRACE_SUMMARY_START) + col(TRACE_SUMMARY_DURATION)).gt_eq(lit(start)))?;
+    }
+    if let Some(end) = end {
+        found = found.filter(ns(TRACE_SUMMARY_START).lt_eq(lit(end)))?;
+    }
+    Ok(found
         .select(vec![
-            col(spans::TRACE_ID),
+            col(TRACE_SUMMARY_ID).alias(spans::TRACE_ID),
             ns(TRACE_SUMMARY_START).alias(START_NS),
             col(TRACE_SUMMARY_DURATION),
             cast(col(TRACE_SUMMARY_ROOT_SERVICE), DataType::Utf8).alias(TRACE_SUMMARY_ROOT_SERVICE),
@@ -409,30 +430,44 @@ async fn search_slice(
     if traces.is_empty() {
         return Ok(traces);
     }
-    let mut ids = Vec::with_capacity(traces.len());
-    for batch in &top_batches {
-        let column = column(batch, spans::TRACE_ID)?;
-        for row in 0..batch.num_rows() {
-            ids.push(lit(ScalarValue::FixedSizeBinary(
-                16,
-                Some(bytes_at(column, row)),
-            )));
-        }
-    }
-    let top_ids = ctx
-        .read_batches(top_batches)?
-        .select(vec![col(spans::TRACE_ID).alias(TRACE_SUMMARY_ID)])?;
 
-    // Second pass, over the spans of the chosen traces only (the trace id filter prunes row
-    // groups by bloom filter and statistics): their spansets and matched spans. TraceQL works
-    // per trace, so the answer for these traces is the same as in the first pass.
+    // Second pass, over the spans of the chosen traces only, read once (a few ids prune row
+    // groups by bloom filter and statistics; many are joined): their spansets, matched spans
+    // and per-service counts. TraceQL works per trace, so the answer for these traces is the
+    // same as in the first pass.
+    let started = Instant::now();
+    let top_ids = top_batches.iter().map(|b| b.num_rows()).sum::<usize>();
+    let all_spans = ctx.table(TableKind::Spans.name()).await?;
+    let fetch = if top_ids <= MAX_LISTED_IDS {
+        let mut ids = Vec::with_capacity(top_ids);
+        for batch in &top_batches {
+            let column = column(batch, spans::TRACE_ID)?;
+            for row in 0..batch.num_rows() {
+                ids.push(lit(ScalarValue::FixedSizeBinary(
+                    16,
+                    Some(bytes_at(column, row)),
+                )));
+            }
+        }
+        all_spans.filter(col(spans::TRACE_ID).in_list(ids, false))?
+    } else {
+        all_spans.join_on(
+            ctx.read_batches(top_batches)?
+                .select(vec![col(spans::TRACE_ID).alias(TRACE_SUMMARY_ID)])?,
+            JoinType::LeftSemi,
+            [col(spans::TRACE_ID).eq(col(TRACE_SUMMARY_ID))],
+        )?
+    };
+    timings.since("plan", started);
+    let mut fetched = run_timed(fetch, timings, "fetch").await?;
+    add_service_stats(&mut traces, &fetched)?;
+    if fetched.is_empty() {
+        fetched.push(RecordBatch::new_empty(spans::schema()));
+    }
+
     let started = Instant::now();
     let summary = lower::trace_summary(ctx).await?;
-    let top_spans = ctx
-        .table(TableKind::Spans.name())
-        .await?
-        .filter(col(spans::TRACE_ID).in_list(ids, false))?;
-    let lowered = Lowerer::new(summary).search(query, top_spans)?;
+    let lowered = Lowerer::new(summary).search(query, ctx.read_batches(fetched)?)?;
     let grouped = !lowered.group_by.is_empty();
     let aggregates = aggregate_columns(&lowered);
     let mut set_order = vec![col(spans::TRACE_ID).sort(true, false)];
@@ -455,77 +490,42 @@ async fn search_slice(
         .filter_map(lower::output_attribute)
         .collect();
     let started = Instant::now();
-    let matched = matched_spans(lowered.spans, top_ids, &outputs, spss, grouped)?;
+    let matched = matched_spans(lowered.spans, &outputs, spss, grouped)?;
     timings.since("plan", started);
     let spans = run_timed(matched, timings, "spans").await?;
     attach_spans(&mut traces, &index, &spans, &outputs)?;
     Ok(traces)
 }
 
-/// The unnested `services` item in the service-stats query.
-const SERVICE: &str = "__service";
-
-/// Fills `service_stats` of `traces`: spans and error spans per service of each trace.
-async fn service_stats(
-    ctx: &SessionContext,
-    found: &mut [TraceResult],
-    timings: &mut StageTimings,
-) -> Result<()> {
-    if found.is_empty() {
-        return Ok(());
-    }
-    let started = Instant::now();
-    let mut ids = Vec::with_capacity(found.len());
-    for t in found.iter() {
-        let id = ids::parse_trace_id(&t.trace_id)?;
-        ids.push(lit(ScalarValue::FixedSizeBinary(16, Some(id.to_vec()))));
-    }
-    // The `traces` table keeps per-service counts for each trace (one row per block the trace
-    // has spans in), a tenth of the size of the spans.
-    let item = |name: &str| get_field(col(SERVICE), name);
-    let stats = ctx
-        .table(TableKind::Traces.name())
-        .await?
-        .filter(col(traces::TRACE_ID).in_list(ids, false))?
-        .select(vec![
-            col(traces::TRACE_ID),
-            col(traces::SERVICES).alias(SERVICE),
-        ])?
-        .unnest_columns(&[SERVICE])?
-        .aggregate(
-            vec![
-                col(traces::TRACE_ID),
-                cast(item(traces::service::SERVICE_NAME), DataType::Utf8).alias(SERVICE),
-            ],
-            vec![
-                sum(item(traces::service::SPAN_COUNT)).alias("spans"),
-                sum(item(traces::service::ERROR_COUNT)).alias("errors"),
-            ],
-        )?;
-    timings.since("plan", started);
-    let batches = run_timed(stats, timings, "services").await?;
-    let index: HashMap<String, usize> = found
+/// Fills `service_stats` of `traces` from all their spans (`fetched`): spans and error spans
+/// per service of each trace.
+fn add_service_stats(traces: &mut [TraceResult], fetched: &[RecordBatch]) -> Result<()> {
+    let index: HashMap<String, usize> = traces
         .iter()
         .enumerate()
         .map(|(i, t)| (t.trace_id.clone(), i))
         .collect();
-    for batch in &batches {
-        let ids = batch.column(0).as_fixed_size_binary();
-        let services = batch.column(1).as_string::<i32>();
-        let span_counts = batch.column(2).as_primitive::<Int64Type>();
-        let error_counts = batch.column(3).as_primitive::<Int64Type>();
+    let error = status_name(STATUS_CODE_ERROR);
+    for batch in fetched {
+        let ids = column(batch, spans::TRACE_ID)?;
+        let services = arrow::compute::cast(column(batch, spans::SERVICE_NAME)?, &DataType::Utf8)?;
+        let statuses = arrow::compute::cast(column(batch, spans::STATUS_CODE)?, &DataType::Utf8)?;
+        let (services, statuses) = (services.as_string::<i32>(), statuses.as_string::<i32>());
         for row in 0..batch.num_rows() {
-            let hex = ids::trace_id_short_hex(ids.value(row));
+            let hex = ids::trace_id_short_hex(&bytes_at(ids, row));
             let Some(&i) = index.get(&hex) else { continue };
-            let stats = found[i]
+            let service = if services.is_valid(row) {
+                services.value(row)
+            } else {
+                ""
+            };
+            let stats = traces[i]
                 .service_stats
-                .entry(services.value(row).to_string())
+                .entry(service.to_string())
                 .or_default();
-            if span_counts.is_valid(row) {
-                stats.span_count += span_counts.value(row) as u32;
-            }
-            if error_counts.is_valid(row) {
-                stats.error_count += error_counts.value(row) as u32;
+            stats.span_count += 1;
+            if statuses.is_valid(row) && statuses.value(row) == error {
+                stats.error_count += 1;
             }
         }
     }
@@ -569,7 +569,6 @@ type SetIndex = HashMap<(String, String), (usize, usize)>;
 /// attributes.
 fn matched_spans(
     matched: DataFrame,
-    top_ids: DataFrame,
     outputs: &[(String, [Expr; 4])],
     spss: usize,
     grouped: bool,
@@ -601,11 +600,6 @@ fn matched_spans(
         }
     }
     let frame = matched
-        .join_on(
-            top_ids,
-            JoinType::LeftSemi,
-            [col(spans::TRACE_ID).eq(col(TRACE_SUMMARY_ID))],
-        )?
         .window(vec![rank])?
         .filter(col(ROW).lt_eq(lit(spss as u64)))?
         .select(columns)?

@@ -101,10 +101,14 @@ fn unsupported<T>(what: impl std::fmt::Display) -> Result<T> {
 /// One row per trace id from the `traces` table, merged across blocks: earliest start, trace
 /// duration, root service and root span name (when some block has the root).
 pub async fn trace_summary(ctx: &SessionContext) -> Result<DataFrame> {
+    summarize(ctx.table(TableKind::Traces.name()).await?)
+}
+
+/// [`trace_summary`] of `rows`, a frame with the columns of `traces` (typically some
+/// traces' rows of it).
+pub fn summarize(rows: DataFrame) -> Result<DataFrame> {
     const END: &str = "__trace_end";
-    let frame = ctx
-        .table(TableKind::Traces.name())
-        .await?
+    let frame = rows
         .aggregate(
             vec![col(traces::TRACE_ID).alias(TRACE_SUMMARY_ID)],
             vec![
