@@ -4,6 +4,10 @@
 //! of a trace, and [`MetricsAggregator`] turns the traces into the RED metrics (requests,
 //! errors, durations) their SDKs would export, with exemplars pointing back at the spans.
 //!
+//! Traces come in two [`TraceShape`]s: the small shop the tests are written against, about four
+//! spans a request, and a wide one, about fourteen spans a request across ten services, Redis
+//! and PostgreSQL, which the search benchmark runs its queries on.
+//!
 //! The same seed and start times give byte-identical telemetry on every machine: the
 //! generator uses its own SplitMix64 streams rather than a library RNG whose algorithm may
 //! change. Logs draw from a stream of their own, so asking for them leaves a seed's traces
@@ -89,8 +93,19 @@ pub struct Generator {
     /// it was.
     inject_rng: Rng,
     injections: Vec<Injection>,
+    shape: TraceShape,
     /// The last producer span, linked from the next queue consumer.
     last_producer: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// What the generated traces look like.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TraceShape {
+    /// Small web-shop requests, about 4 spans each: the traces the tests are written against.
+    #[default]
+    Shop,
+    /// A richer microservice shop, about 14 spans each: the search benchmark's dataset.
+    Wide,
 }
 
 /// Mixed into the seed of the log stream.
@@ -327,6 +342,15 @@ const PRODUCTS: &[&str] = &[
     "L9ECAV7KIM",
     "2ZYFJ3GM2N",
 ];
+/// The frontend routes of the wide shape, each with how many traces in a hundred take it.
+const WIDE_ROUTES: &[(&str, u64)] = &[
+    ("/api/cart", 20),
+    ("/api/checkout", 24),
+    ("/api/products", 12),
+    ("/api/products/{id}", 22),
+    ("/api/search", 12),
+    ("/api/recommendations", 10),
+];
 
 struct Call<'a> {
     service: &'static str,
@@ -342,6 +366,28 @@ struct Call<'a> {
 }
 
 impl Call<'_> {
+    /// A call of `service` taking `self_us` of its own, without children, error or queue
+    /// links.
+    fn leaf(
+        service: &'static str,
+        name: impl Into<String>,
+        kind: SpanKind,
+        attrs: Vec<KeyValue>,
+        self_us: u64,
+    ) -> Self {
+        Self {
+            service,
+            name: name.into(),
+            kind,
+            attrs,
+            children: vec![],
+            self_us,
+            error: None,
+            link_to_producer: false,
+            producer: false,
+        }
+    }
+
     /// Calls `f` on this call, then on every call below it, depth first.
     fn for_each_mut(&mut self, f: &mut impl FnMut(&mut Self)) {
         f(self);
@@ -362,6 +408,7 @@ impl Call<'_> {
         set_attr(&mut self.attrs, s("error.type", INJECTED_ERROR_TYPE));
         for (key, code) in [
             ("http.response.status_code", 503),
+            ("http.status_code", 503),
             ("rpc.grpc.status_code", 14),
         ] {
             if attr(&self.attrs, key).is_some() {
@@ -389,6 +436,15 @@ fn f(key: &str, v: f64) -> KeyValue {
 }
 fn b(key: &str, v: bool) -> KeyValue {
     kv(key, Value::BoolValue(v))
+}
+
+/// The error of an HTTP span answered with `status`: servers fail from 500 on.
+fn http_error(status: i64) -> Option<&'static str> {
+    match status {
+        503 => Some("service unavailable"),
+        500.. => Some("internal server error"),
+        _ => None,
+    }
 }
 
 /// The instrumentation scope of everything generated.
@@ -458,8 +514,15 @@ impl Generator {
             log_rng: Rng(seed ^ LOG_STREAM),
             inject_rng: Rng(seed ^ INJECT_STREAM),
             injections: Vec::new(),
+            shape: TraceShape::Shop,
             last_producer: None,
         }
+    }
+
+    /// This generator, making traces of `shape` from now on.
+    pub fn with_shape(mut self, shape: TraceShape) -> Self {
+        self.shape = shape;
+        self
     }
 
     /// This generator, injecting `injections` (in place of any it had) into the traces it
@@ -697,11 +760,395 @@ impl Generator {
         root
     }
 
-    /// One whole trace starting at `start_ns` (Unix nanoseconds), as an export request with
-    /// one resource per service. Injections change the trace, and traffic injections may send
-    /// it several times (each copy a trace of its own) or not at all (an empty request).
+    /// A request of the wide shape: a frontend route of [`WIDE_ROUTES`], most checking the
+    /// session in Redis first; or, now and then, an order taken off the queue.
+    fn wide_tree(&mut self) -> Call<'static> {
+        if self.last_producer.is_some() && self.rng.chance(4) {
+            return self.order_confirmation();
+        }
+        let route = self.wide_route();
+        let user = self.rng.below(100_000);
+        let mut calls = Vec::new();
+        if self.rng.chance(80) {
+            calls.push(self.redis("frontend", "GET", &format!("session:{user}")));
+        }
+        let (method, status) = match route {
+            "/api/cart" => self.cart_page(user, &mut calls),
+            "/api/checkout" => self.checkout_page(user, &mut calls),
+            "/api/products" => self.products_page(&mut calls),
+            "/api/products/{id}" => self.product_page(&mut calls),
+            "/api/search" => self.search_page(&mut calls),
+            _ => self.recommendations_page(&mut calls),
+        };
+        let target = route.replace("{id}", *self.rng.pick(PRODUCTS));
+        let attrs = vec![
+            s("http.method", method),
+            s("http.route", route),
+            s("http.target", &target),
+            i("http.status_code", status),
+        ];
+        let name = format!("{method} {route}");
+        let self_us = 500 + self.rng.below(5_000);
+        Call {
+            children: calls,
+            error: http_error(status),
+            ..Call::leaf("frontend", name, SpanKind::Server, attrs, self_us)
+        }
+    }
+
+    /// A route of [`WIDE_ROUTES`], drawn by its weight.
+    fn wide_route(&mut self) -> &'static str {
+        let total: u64 = WIDE_ROUTES.iter().map(|(_, weight)| weight).sum();
+        let mut draw = self.rng.below(total);
+        for (route, weight) in WIDE_ROUTES {
+            if draw < *weight {
+                return *route;
+            }
+            draw -= *weight;
+        }
+        WIDE_ROUTES[0].0
+    }
+
+    /// `/api/cart`: adds an item to the cart (POST), or shows it (GET) with the product of
+    /// every item, the total in the user's currency and a shipping quote.
+    fn cart_page(&mut self, user: u64, calls: &mut Vec<Call<'static>>) -> (&'static str, i64) {
+        let key = format!("cart:{user}");
+        if self.rng.chance(30) {
+            let writes = vec![
+                self.redis("cart", "HSET", &key),
+                self.redis("cart", "EXPIRE", &key),
+            ];
+            calls.push(self.rpc("frontend", "cart", "CartService", "AddItem", writes, None));
+            return ("POST", 200);
+        }
+        let read = vec![self.redis("cart", "HGETALL", &key)];
+        calls.push(self.rpc("frontend", "cart", "CartService", "GetCart", read, None));
+        for _ in 0..1 + self.rng.below(3) {
+            calls.push(self.catalog("frontend", "GetProduct", vec![]));
+        }
+        calls.push(self.convert("frontend"));
+        calls.extend(self.http_get("frontend", "shipping", "/quote", vec![]));
+        ("GET", 200)
+    }
+
+    /// `/api/checkout`: the checkout service reads the cart, converts the total, quotes
+    /// shipping and charges the card. Unless the card is declined, which fails the request
+    /// with a 500, it then empties the cart, stores the order and publishes it.
+    fn checkout_page(&mut self, user: u64, calls: &mut Vec<Call<'static>>) -> (&'static str, i64) {
+        let key = format!("cart:{user}");
+        let read = vec![self.redis("cart", "HGETALL", &key)];
+        let mut steps = vec![
+            self.rpc("checkout", "cart", "CartService", "GetCart", read, None),
+            self.convert("checkout"),
+        ];
+        steps.extend(self.http_get("checkout", "shipping", "/quote", vec![]));
+        let declined = self.rng.chance(5);
+        steps.push(self.charge(declined));
+        let status = if declined {
+            500
+        } else {
+            let empty = vec![self.redis("cart", "DEL", &key)];
+            steps.push(self.rpc("checkout", "cart", "CartService", "EmptyCart", empty, None));
+            steps.push(self.postgres(
+                "checkout",
+                "orders",
+                "INSERT INTO orders VALUES ($1, $2, $3)",
+            ));
+            let attrs = vec![
+                s("messaging.system", "kafka"),
+                s("messaging.destination.name", "orders"),
+            ];
+            let self_us = 100 + self.rng.below(300);
+            steps.push(Call {
+                producer: true,
+                ..Call::leaf(
+                    "checkout",
+                    "orders publish",
+                    SpanKind::Producer,
+                    attrs,
+                    self_us,
+                )
+            });
+            200
+        };
+        calls.push(self.http("frontend", "checkout", "POST", "/orders", steps, status));
+        ("POST", status)
+    }
+
+    /// `/api/products`: the catalog, with the price of every product shown converted by a
+    /// call of its own, so that long pages make traces of more than 20 spans.
+    fn products_page(&mut self, calls: &mut Vec<Call<'static>>) -> (&'static str, i64) {
+        let query = self.postgres("product-catalog", "products", "SELECT * FROM products");
+        calls.push(self.catalog("frontend", "ListProducts", vec![query]));
+        for _ in 0..4 + self.rng.below(9) {
+            calls.push(self.convert("frontend"));
+        }
+        ("GET", 200)
+    }
+
+    /// `/api/products/{id}`: one product, its price, recommendations and an ad.
+    fn product_page(&mut self, calls: &mut Vec<Call<'static>>) -> (&'static str, i64) {
+        let query = self.postgres(
+            "product-catalog",
+            "products",
+            "SELECT * FROM products WHERE id = $1",
+        );
+        calls.push(self.catalog("frontend", "GetProduct", vec![query]));
+        calls.push(self.convert("frontend"));
+        calls.extend(self.recommendations());
+        calls.push(self.ad());
+        ("GET", 200)
+    }
+
+    /// `/api/search`: a text search, slow now and then, then one query per hit (the N+1
+    /// pattern), and an ad.
+    fn search_page(&mut self, calls: &mut Vec<Call<'static>>) -> (&'static str, i64) {
+        let mut search = self.postgres(
+            "product-catalog",
+            "products",
+            "SELECT * FROM products WHERE name ILIKE $1",
+        );
+        if self.rng.chance(10) {
+            search.self_us = self.slow_us();
+        }
+        let mut queries = vec![search];
+        for _ in 0..self.rng.below(7) {
+            queries.push(self.postgres(
+                "product-catalog",
+                "product_images",
+                "SELECT * FROM product_images WHERE product_id = $1",
+            ));
+        }
+        calls.push(self.catalog("frontend", "SearchProducts", queries));
+        calls.push(self.ad());
+        ("GET", 200)
+    }
+
+    /// `/api/recommendations`: the recommendations alone, as the page's script fetches them.
+    fn recommendations_page(&mut self, calls: &mut Vec<Call<'static>>) -> (&'static str, i64) {
+        calls.extend(self.recommendations());
+        ("GET", 200)
+    }
+
+    /// The frontend's GET of recommendations: the recommendation service lists the catalog
+    /// and ranks it.
+    fn recommendations(&mut self) -> Vec<Call<'static>> {
+        let query = self.postgres("product-catalog", "products", "SELECT * FROM products");
+        let list = self.catalog("recommendation", "ListProducts", vec![query]);
+        let rank = Call::leaf(
+            "recommendation",
+            "rank products",
+            SpanKind::Internal,
+            vec![i("app.recommendations.count", 5)],
+            200 + self.rng.below(2_000),
+        );
+        self.http_get(
+            "frontend",
+            "recommendation",
+            "/api/recommendations",
+            vec![list, rank],
+        )
+    }
+
+    /// The checkout service charging the card through the payment service, which calls its
+    /// card processor: declined (402) when `declined`, and now and then slow.
+    fn charge(&mut self, declined: bool) -> Call<'static> {
+        let error = declined.then_some("card declined");
+        let attrs = vec![
+            s("http.method", "POST"),
+            s("http.url", "https://cards.example.com/v1/charges"),
+            i("http.status_code", if declined { 402 } else { 200 }),
+            b("retry", false),
+        ];
+        let self_us = if self.rng.chance(5) {
+            self.slow_us()
+        } else {
+            5_000 + self.rng.below(35_000)
+        };
+        let processor = Call {
+            error,
+            ..Call::leaf(
+                "payment",
+                "POST /v1/charges",
+                SpanKind::Client,
+                attrs,
+                self_us,
+            )
+        };
+        self.rpc(
+            "checkout",
+            "payment",
+            "PaymentService",
+            "Charge",
+            vec![processor],
+            error,
+        )
+    }
+
+    /// The frontend fetching an ad, which fails now and then (the page shows none).
+    fn ad(&mut self) -> Call<'static> {
+        let error = self.rng.chance(3).then_some("ad service unavailable");
+        self.rpc("frontend", "ad", "AdService", "GetAds", vec![], error)
+    }
+
+    /// A `method` call of `client` to the product catalog, which runs `queries`.
+    fn catalog(
+        &mut self,
+        client: &'static str,
+        method: &str,
+        queries: Vec<Call<'static>>,
+    ) -> Call<'static> {
+        let service = "ProductCatalogService";
+        self.rpc(client, "product-catalog", service, method, queries, None)
+    }
+
+    /// `client` converting a price to the user's currency.
+    fn convert(&mut self, client: &'static str) -> Call<'static> {
+        let service = "CurrencyService";
+        self.rpc(client, "currency", service, "Convert", vec![], None)
+    }
+
+    /// The email service taking an order off the queue, in a trace of its own linked to the
+    /// checkout that published it, and sending the confirmation.
+    fn order_confirmation(&mut self) -> Call<'static> {
+        let order = self.postgres("email", "orders", "SELECT * FROM orders WHERE id = $1");
+        let render = Call::leaf(
+            "email",
+            "render confirmation",
+            SpanKind::Internal,
+            vec![s("app.template", "order_confirmation")],
+            300 + self.rng.below(2_000),
+        );
+        let sent = self.redis("email", "SET", "confirmation:sent");
+        let attrs = vec![
+            s("messaging.system", "kafka"),
+            s("messaging.destination.name", "orders"),
+        ];
+        let self_us = 1_000 + self.rng.below(2_000);
+        Call {
+            children: vec![order, render, sent],
+            link_to_producer: true,
+            ..Call::leaf(
+                "email",
+                "orders process",
+                SpanKind::Consumer,
+                attrs,
+                self_us,
+            )
+        }
+    }
+
+    /// An own time over the search benchmark's 200 ms: from 210 to 610 ms.
+    fn slow_us(&mut self) -> u64 {
+        210_000 + self.rng.below(400_000)
+    }
+
+    /// An HTTP call from `client` to `server`'s `route`, as a client and a server span named
+    /// `method route` with the older semantic conventions' attributes (`http.status_code`),
+    /// the server running `children`. Both spans fail from status 500 on.
+    fn http(
+        &mut self,
+        client: &'static str,
+        server: &'static str,
+        method: &str,
+        route: &str,
+        children: Vec<Call<'static>>,
+        status: i64,
+    ) -> Call<'static> {
+        let name = format!("{method} {route}");
+        let error = http_error(status);
+        let server_attrs = vec![
+            s("http.method", method),
+            s("http.route", route),
+            i("http.status_code", status),
+        ];
+        let server_us = 200 + self.rng.below(3_000);
+        let server_span = Call {
+            children,
+            error,
+            ..Call::leaf(
+                server,
+                name.clone(),
+                SpanKind::Server,
+                server_attrs,
+                server_us,
+            )
+        };
+        let client_attrs = vec![
+            s("http.method", method),
+            s("http.url", &format!("http://{server}:8080{route}")),
+            i("http.status_code", status),
+            b("retry", false),
+        ];
+        let client_us = 100 + self.rng.below(500);
+        Call {
+            children: vec![server_span],
+            error,
+            ..Call::leaf(client, name, SpanKind::Client, client_attrs, client_us)
+        }
+    }
+
+    /// A GET from `client` to `server`'s `route`, the server running `children`. Now and
+    /// then the first attempt fails with a 503 and the client sends the request again,
+    /// marked `retry`.
+    fn http_get(
+        &mut self,
+        client: &'static str,
+        server: &'static str,
+        route: &str,
+        children: Vec<Call<'static>>,
+    ) -> Vec<Call<'static>> {
+        let mut calls = Vec::new();
+        let retried = self.rng.chance(3);
+        if retried {
+            calls.push(self.http(client, server, "GET", route, vec![], 503));
+        }
+        let mut call = self.http(client, server, "GET", route, children, 200);
+        set_attr(&mut call.attrs, b("retry", retried));
+        calls.push(call);
+        calls
+    }
+
+    /// A Redis `command` of `service` on `key`.
+    fn redis(&mut self, service: &'static str, command: &str, key: &str) -> Call<'static> {
+        let attrs = vec![
+            s("db.system", "redis"),
+            s("db.operation", command),
+            s("db.statement", &format!("{command} {key}")),
+            s("net.peer.name", "redis"),
+            i("net.peer.port", 6379),
+        ];
+        let self_us = 80 + self.rng.below(600);
+        Call::leaf(service, command, SpanKind::Client, attrs, self_us)
+    }
+
+    /// A PostgreSQL `statement` of `service` on `table`, with the older semantic conventions'
+    /// attributes (`db.system`) as the wide shape's services record them.
+    fn postgres(&mut self, service: &'static str, table: &str, statement: &str) -> Call<'static> {
+        let operation = statement.split_once(' ').map_or(statement, |(op, _)| op);
+        let attrs = vec![
+            s("db.system", "postgresql"),
+            s("db.name", "shop"),
+            s("db.operation", operation),
+            s("db.sql.table", table),
+            s("db.statement", statement),
+            s("net.peer.name", "postgres"),
+            i("net.peer.port", 5432),
+        ];
+        let name = format!("{operation} shop.{table}");
+        let self_us = 300 + self.rng.below(4_000);
+        Call::leaf(service, name, SpanKind::Client, attrs, self_us)
+    }
+
+    /// One whole trace of the generator's shape starting at `start_ns` (Unix nanoseconds), as
+    /// an export request with one resource per service. Injections change the trace, and
+    /// traffic injections may send it several times (each copy a trace of its own) or not at
+    /// all (an empty request).
     pub fn trace_at(&mut self, start_ns: i64) -> ExportTraceServiceRequest {
-        let mut tree = self.request_tree();
+        let mut tree = match self.shape {
+            TraceShape::Shop => self.request_tree(),
+            TraceShape::Wide => self.wide_tree(),
+        };
         self.inject_faults(&mut tree, start_ns);
         let trace_id = self.rng.id(16);
         let mut by_service: BTreeMap<&'static str, Vec<Span>> = BTreeMap::new();
@@ -1142,6 +1589,9 @@ impl ServerKind {
                 "http.request.method",
                 "http.route",
                 "http.response.status_code",
+                // The same, as the wide shape's older instrumentation names them.
+                "http.method",
+                "http.status_code",
             ],
             ServerKind::Rpc => &[
                 "rpc.system",
@@ -2106,5 +2556,128 @@ mod tests {
         // Each server span counts once in a request counter and once in a histogram.
         let counted: u64 = cumulative_counts(&aggregator.export_at(0)).values().sum();
         assert_eq!(counted, 2 * server_spans);
+    }
+
+    /// The first `count` traces of seed 7 in the wide shape, one every [`SPACING_NS`].
+    fn wide_traces(count: i64) -> Vec<ExportTraceServiceRequest> {
+        let mut generator = Generator::new(7).with_shape(TraceShape::Wide);
+        (0..count)
+            .map(|n| generator.trace_at(n * SPACING_NS))
+            .collect()
+    }
+
+    /// Whether a span of `service` encloses `span` among `spans`, the spans of its trace.
+    fn has_ancestor_of(spans: &[(&str, &Span)], span: &Span, service: &str) -> bool {
+        let mut parent = span.parent_span_id.as_slice();
+        while let Some((parent_service, parent_span)) =
+            spans.iter().find(|(_, s)| s.span_id.as_slice() == parent)
+        {
+            if *parent_service == service {
+                return true;
+            }
+            parent = parent_span.parent_span_id.as_slice();
+        }
+        false
+    }
+
+    #[test]
+    fn the_shop_shape_is_the_default() {
+        let mut plain = Generator::new(7);
+        let mut shop = Generator::new(7).with_shape(TraceShape::Shop);
+        for n in 0..200 {
+            let t = n * SPACING_NS;
+            assert_eq!(shop.trace_at(t), plain.trace_at(t));
+        }
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_wide_traces() {
+        assert_eq!(wide_traces(100), wide_traces(100));
+    }
+
+    #[test]
+    fn wide_traces_are_whole_and_hold_about_fourteen_spans() {
+        let traces = wide_traces(2000);
+        for trace in &traces {
+            assert_whole_traces(trace);
+        }
+        let counts: Vec<usize> = traces.iter().map(|t| spans_of(t).count()).collect();
+        let mean = counts.iter().sum::<usize>() as f64 / counts.len() as f64;
+        assert!((12.0..=16.0).contains(&mean), "{mean} spans per trace");
+        let least = counts.iter().min().copied().unwrap_or_default();
+        let most = counts.iter().max().copied().unwrap_or_default();
+        assert!(
+            least >= 4 && most <= 40,
+            "from {least} to {most} spans per trace"
+        );
+    }
+
+    #[test]
+    fn each_query_of_the_search_benchmark_matches_its_share_of_wide_traces() {
+        // The benchmark's TraceQL queries, each with the least and the most percent of the
+        // traces it should match; the conditions below check the same on the spans.
+        let queries = [
+            (r#"{ resource.service.name = "payment" }"#, 18.0, 30.0),
+            ("{ status = error }", 2.0, 7.0),
+            (
+                r#"{ span.http.status_code >= 500 && resource.service.name = "checkout" }"#,
+                0.5,
+                5.0,
+            ),
+            ("{ duration > 200ms }", 0.5, 4.0),
+            (
+                r#"{ span.http.route = "/api/cart" && kind = server }"#,
+                15.0,
+                25.0,
+            ),
+            (
+                r#"{ resource.service.name = "frontend" } >> { span.db.system = "redis" }"#,
+                50.0,
+                100.0,
+            ),
+            ("{ } | count() > 20", 4.0, 10.0),
+            (r#"{ name =~ "GET.*" && span.retry = true }"#, 0.5, 5.0),
+        ];
+        let traces = wide_traces(2000);
+        let mut matched = [0_u32; 8];
+        for trace in &traces {
+            let spans: Vec<(&str, &Span)> = spans_with_service(trace).collect();
+            let any = |test: &dyn Fn(&str, &Span) -> bool| {
+                spans.iter().any(|&(service, span)| test(service, span))
+            };
+            let hits = [
+                any(&|service, _| service == "payment"),
+                any(&|_, span| is_error(span)),
+                any(&|service, span| {
+                    let status = attr(&span.attributes, "http.status_code");
+                    let failed = matches!(status, Some(Value::IntValue(code)) if *code >= 500);
+                    service == "checkout" && failed
+                }),
+                any(&|_, span| duration(span) > 200_000_000),
+                any(&|_, span| {
+                    span.kind == SpanKind::Server as i32
+                        && str_attr(&span.attributes, "http.route") == Some("/api/cart")
+                }),
+                any(&|_, span| {
+                    str_attr(&span.attributes, "db.system") == Some("redis")
+                        && has_ancestor_of(&spans, span, "frontend")
+                }),
+                spans.len() > 20,
+                any(&|_, span| {
+                    span.name.starts_with("GET")
+                        && attr(&span.attributes, "retry") == Some(&Value::BoolValue(true))
+                }),
+            ];
+            for (count, hit) in matched.iter_mut().zip(hits) {
+                *count += u32::from(hit);
+            }
+        }
+        for ((query, least, most), count) in queries.iter().zip(matched) {
+            let percent = 100.0 * f64::from(count) / traces.len() as f64;
+            assert!(
+                (*least..=*most).contains(&percent),
+                "{query} matched {percent}% of the traces, not {least}% to {most}%"
+            );
+        }
     }
 }

@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;
 use spanlake::config::Config;
-use spanlake::generator::{Generator, MetricsAggregator};
+use spanlake::generator::{Generator, MetricsAggregator, TraceShape};
 use spanlake::ingest::http::{LOGS_PATH, METRICS_PATH, TRACES_PATH};
 use spanlake::query::metrics::MetricsRequest;
 use spanlake::query::search::{self, SearchRequest};
@@ -330,6 +330,10 @@ struct GenArgs {
     /// Seed of the generator; the same seed sends the same traces.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Shape of the generated traces: shop (small web-shop requests, about 4 spans) or wide
+    /// (a richer microservice shop, about 14 spans, the search benchmark's dataset).
+    #[arg(long, value_enum, default_value = "shop")]
+    shape: TraceShape,
     /// Number of traces to send.
     #[arg(long, default_value_t = 100)]
     traces: u64,
@@ -690,7 +694,9 @@ async fn generate(args: GenArgs) -> anyhow::Result<()> {
     /// Metrics are exported after this many traces, and after the last.
     const METRICS_EVERY: u64 = 100;
     let sends = |signal| args.signals.contains(&signal);
-    let mut generator = Generator::new(args.seed).with_injections(args.inject.clone());
+    let mut generator = Generator::new(args.seed)
+        .with_shape(args.shape)
+        .with_injections(args.inject.clone());
     let mut metrics = MetricsAggregator::default();
     let start = args
         .start_ns
