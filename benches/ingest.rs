@@ -1,6 +1,6 @@
 //! OTLP/gRPC ingest with 1, 4 and 16 concurrent clients, each sending its requests one after
-//! the other (50 generated traces, about 700 spans, per request, as a batching SDK exporter
-//! does): spans/s from first request to last acknowledgement (each acknowledged after the WAL
+//! the other (50 generated traces of the wide shape, about 700 spans, per request, as a
+//! batching SDK exporter does): spans/s from first request to last acknowledgement (each acknowledged after the WAL
 //! fsync), p50 / p99 acknowledgement latency, and bytes per span on disk once flushed.
 //!
 //! `cargo bench --bench ingest`; `SPANLAKE_BENCH_SPANS` sets the spans sent per run (default
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use spanlake::config::Config;
-use spanlake::generator::Generator;
+use spanlake::generator::{Generator, TraceShape};
 use spanlake::schema::otlp::span_count;
 use spanlake::server::Server;
 
@@ -24,7 +24,7 @@ const TRACES_PER_REQUEST: usize = 50;
 /// Requests of about `spans` spans in all, split over `clients`, generated before the clock
 /// starts.
 fn workloads(spans: usize, clients: usize) -> Vec<Vec<ExportTraceServiceRequest>> {
-    let mut generator = Generator::new(1);
+    let mut generator = Generator::new(1).with_shape(TraceShape::Wide);
     let mut all = Vec::new();
     let (mut made, mut n) = (0, 0i64);
     while made < spans {

@@ -1,5 +1,6 @@
 //! Grafana's hot path, measured the way Grafana meets it: a real `spanlake serve` process,
-//! loaded by `spanlake gen` from one sequential OTLP client (50 traces, about 700 spans, per
+//! loaded by `spanlake gen --shape wide` (about 14 spans a trace, each query below matching a
+//! share of the traces) from one sequential OTLP client (50 traces, about 700 spans, per
 //! request), then searched and read over Tempo's HTTP API.
 //!
 //! For each query: p50 / p95 over repeated warm requests, the traces found, and the time per
@@ -390,7 +391,7 @@ async fn main() {
     let loaded = Command::new(env!("CARGO_BIN_EXE_spanlake"))
         .args(["gen", "--endpoint", &serve.otlp_grpc, "--signals", "traces"])
         .args(["--traces", &traces.to_string(), "--batch", "50"])
-        .args(["--start-ns", &START_NS.to_string()])
+        .args(["--shape", "wide", "--start-ns", &START_NS.to_string()])
         .output()
         .expect("spanlake gen runs");
     assert!(

@@ -780,7 +780,8 @@ impl Generator {
             "/api/search" => self.search_page(&mut calls),
             _ => self.recommendations_page(&mut calls),
         };
-        let target = route.replace("{id}", *self.rng.pick(PRODUCTS));
+        let product: &&str = self.rng.pick(PRODUCTS);
+        let target = route.replace("{id}", product);
         let attrs = vec![
             s("http.method", method),
             s("http.route", route),
@@ -802,7 +803,7 @@ impl Generator {
         let mut draw = self.rng.below(total);
         for (route, weight) in WIDE_ROUTES {
             if draw < *weight {
-                return *route;
+                return route;
             }
             draw -= *weight;
         }

@@ -13,12 +13,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, FixedSizeBinaryArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::common::{Column, ScalarValue};
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::functions_aggregate::expr_fn::{count, max};
+use datafusion::functions::core::expr_fn::get_field;
+use datafusion::functions_aggregate::expr_fn::{count, max, sum};
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{Expr, ExprFunctionExt, JoinType, cast};
 use datafusion::prelude::{SessionContext, col, lit};
@@ -30,7 +31,6 @@ use super::traceql::{
 };
 use super::{QueryEngine, QueryError, Result};
 use crate::ids;
-use crate::schema::rows::{STATUS_CODE_ERROR, status_name};
 use crate::schema::{AttrValue, Signal, TableKind, spans, traces};
 use crate::time::TimeRange;
 use crate::traceql::{self, Query};
@@ -91,9 +91,8 @@ pub struct SearchResponse {
 
 /// Time spent per stage of a search, summed over its jobs, in the order the stages first ran:
 /// `parse` (check the query), `plan` (logical and physical planning of every stage), then the
-/// execution of each stage: `traces` (pick the top traces), `fetch` (read all their spans,
-/// which also gives their per-service counts), `spansets` (their spansets) and `spans` (their
-/// matched spans), the last two over the fetched spans in memory.
+/// execution of each stage: `traces` (pick the top traces), `spansets` (their spansets),
+/// `spans` (their matched spans), `services` (their per-service counts).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StageTimings {
     /// `(stage, time)`.
@@ -188,9 +187,6 @@ pub struct SpanResult {
 
 const MATCHED: &str = "__matched";
 const MATCHED_ID: &str = "__matched_trace_id";
-/// Up to this many trace ids, the second pass filters spans by a list of them; beyond, it
-/// joins.
-const MAX_LISTED_IDS: usize = 1000;
 const ROW: &str = "__row";
 const START_NS: &str = "__start_ns";
 
@@ -232,11 +228,12 @@ pub async fn search(
             let ctx = engine.session(tenant)?;
             let found =
                 search_slice(&ctx, &query, *slice, limit, request.spss, &mut timings).await?;
-            let added: Vec<TraceResult> = found
+            let mut added: Vec<TraceResult> = found
                 .into_iter()
                 .filter(|t| seen.insert(t.trace_id.clone()))
                 .take(limit - held.len())
                 .collect();
+            service_stats(&ctx, &mut added, &mut timings).await?;
             metrics.completed_jobs += 1;
             progress(&added, &metrics);
             held.extend(added);
@@ -430,44 +427,29 @@ async fn search_slice(
     if traces.is_empty() {
         return Ok(traces);
     }
-
-    // Second pass, over the spans of the chosen traces only, read once (a few ids prune row
-    // groups by bloom filter and statistics; many are joined): their spansets, matched spans
-    // and per-service counts. TraceQL works per trace, so the answer for these traces is the
-    // same as in the first pass.
-    let started = Instant::now();
-    let top_ids = top_batches.iter().map(|b| b.num_rows()).sum::<usize>();
-    let all_spans = ctx.table(TableKind::Spans.name()).await?;
-    let fetch = if top_ids <= MAX_LISTED_IDS {
-        let mut ids = Vec::with_capacity(top_ids);
-        for batch in &top_batches {
-            let column = column(batch, spans::TRACE_ID)?;
-            for row in 0..batch.num_rows() {
-                ids.push(lit(ScalarValue::FixedSizeBinary(
-                    16,
-                    Some(bytes_at(column, row)),
-                )));
-            }
+    let mut ids = Vec::with_capacity(traces.len());
+    for batch in &top_batches {
+        let column = column(batch, spans::TRACE_ID)?;
+        for row in 0..batch.num_rows() {
+            ids.push(bytes_at(column, row));
         }
-        all_spans.filter(col(spans::TRACE_ID).in_list(ids, false))?
-    } else {
-        all_spans.join_on(
-            ctx.read_batches(top_batches)?
-                .select(vec![col(spans::TRACE_ID).alias(TRACE_SUMMARY_ID)])?,
-            JoinType::LeftSemi,
-            [col(spans::TRACE_ID).eq(col(TRACE_SUMMARY_ID))],
-        )?
-    };
-    timings.since("plan", started);
-    let mut fetched = run_timed(fetch, timings, "fetch").await?;
-    add_service_stats(&mut traces, &fetched)?;
-    if fetched.is_empty() {
-        fetched.push(RecordBatch::new_empty(spans::schema()));
     }
+    let top_ids = ctx
+        .read_batches(top_batches)?
+        .select(vec![col(spans::TRACE_ID).alias(TRACE_SUMMARY_ID)])?;
 
+    // Second pass, over the spans of the chosen traces only (a few ids prune row groups and
+    // pages by statistics; many are joined): their spansets and matched spans. TraceQL works
+    // per trace, so the answer for these traces is the same as in the first pass.
     let started = Instant::now();
     let summary = lower::trace_summary(ctx).await?;
-    let lowered = Lowerer::new(summary).search(query, ctx.read_batches(fetched)?)?;
+    let top_spans = of_traces(
+        ctx,
+        ctx.table(TableKind::Spans.name()).await?,
+        spans::TRACE_ID,
+        &ids,
+    )?;
+    let lowered = Lowerer::new(summary).search(query, top_spans)?;
     let grouped = !lowered.group_by.is_empty();
     let aggregates = aggregate_columns(&lowered);
     let mut set_order = vec![col(spans::TRACE_ID).sort(true, false)];
@@ -490,42 +472,107 @@ async fn search_slice(
         .filter_map(lower::output_attribute)
         .collect();
     let started = Instant::now();
-    let matched = matched_spans(lowered.spans, &outputs, spss, grouped)?;
+    let matched = matched_spans(lowered.spans, top_ids, &outputs, spss, grouped)?;
     timings.since("plan", started);
     let spans = run_timed(matched, timings, "spans").await?;
     attach_spans(&mut traces, &index, &spans, &outputs)?;
     Ok(traces)
 }
 
-/// Fills `service_stats` of `traces` from all their spans (`fetched`): spans and error spans
-/// per service of each trace.
-fn add_service_stats(traces: &mut [TraceResult], fetched: &[RecordBatch]) -> Result<()> {
-    let index: HashMap<String, usize> = traces
+/// Up to this many trace ids, a pass over some traces filters by a list of them (which prunes
+/// row groups and pages when planned); beyond, it joins with them.
+const MAX_LISTED_IDS: usize = 1000;
+/// The trace ids a join with many of them reads.
+const WANTED_ID: &str = "__wanted_trace_id";
+
+/// The rows of `frame` whose trace id, in `column`, is one of `ids` (16 bytes each).
+fn of_traces(
+    ctx: &SessionContext,
+    frame: DataFrame,
+    column: &str,
+    ids: &[Vec<u8>],
+) -> Result<DataFrame> {
+    if ids.len() <= MAX_LISTED_IDS {
+        let list = ids
+            .iter()
+            .map(|id| lit(ScalarValue::FixedSizeBinary(16, Some(id.clone()))))
+            .collect();
+        return Ok(frame.filter(col(column).in_list(list, false))?);
+    }
+    let wanted = FixedSizeBinaryArray::try_from_iter(ids.iter())?;
+    let wanted = RecordBatch::try_from_iter([(WANTED_ID, Arc::new(wanted) as ArrayRef)])?;
+    Ok(frame.join_on(
+        ctx.read_batch(wanted)?,
+        JoinType::LeftSemi,
+        [col(column).eq(col(WANTED_ID))],
+    )?)
+}
+
+/// The unnested `services` item in the service-stats query.
+const SERVICE: &str = "__service";
+
+/// Fills `service_stats` of `traces`: spans and error spans per service of each trace.
+async fn service_stats(
+    ctx: &SessionContext,
+    found: &mut [TraceResult],
+    timings: &mut StageTimings,
+) -> Result<()> {
+    if found.is_empty() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(found.len());
+    for t in found.iter() {
+        ids.push(ids::parse_trace_id(&t.trace_id)?.to_vec());
+    }
+    // The `traces` table keeps per-service counts for each trace (one row per block the trace
+    // has spans in), a tenth of the size of the spans.
+    let item = |name: &str| get_field(col(SERVICE), name);
+    let stats = of_traces(
+        ctx,
+        ctx.table(TableKind::Traces.name()).await?,
+        traces::TRACE_ID,
+        &ids,
+    )?
+    .select(vec![
+        col(traces::TRACE_ID),
+        col(traces::SERVICES).alias(SERVICE),
+    ])?
+    .unnest_columns(&[SERVICE])?
+    .aggregate(
+        vec![
+            col(traces::TRACE_ID),
+            cast(item(traces::service::SERVICE_NAME), DataType::Utf8).alias(SERVICE),
+        ],
+        vec![
+            sum(item(traces::service::SPAN_COUNT)).alias("spans"),
+            sum(item(traces::service::ERROR_COUNT)).alias("errors"),
+        ],
+    )?;
+    timings.since("plan", started);
+    let batches = run_timed(stats, timings, "services").await?;
+    let index: HashMap<String, usize> = found
         .iter()
         .enumerate()
         .map(|(i, t)| (t.trace_id.clone(), i))
         .collect();
-    let error = status_name(STATUS_CODE_ERROR);
-    for batch in fetched {
-        let ids = column(batch, spans::TRACE_ID)?;
-        let services = arrow::compute::cast(column(batch, spans::SERVICE_NAME)?, &DataType::Utf8)?;
-        let statuses = arrow::compute::cast(column(batch, spans::STATUS_CODE)?, &DataType::Utf8)?;
-        let (services, statuses) = (services.as_string::<i32>(), statuses.as_string::<i32>());
+    for batch in &batches {
+        let ids = batch.column(0).as_fixed_size_binary();
+        let services = batch.column(1).as_string::<i32>();
+        let span_counts = batch.column(2).as_primitive::<Int64Type>();
+        let error_counts = batch.column(3).as_primitive::<Int64Type>();
         for row in 0..batch.num_rows() {
-            let hex = ids::trace_id_short_hex(&bytes_at(ids, row));
+            let hex = ids::trace_id_short_hex(ids.value(row));
             let Some(&i) = index.get(&hex) else { continue };
-            let service = if services.is_valid(row) {
-                services.value(row)
-            } else {
-                ""
-            };
-            let stats = traces[i]
+            let stats = found[i]
                 .service_stats
-                .entry(service.to_string())
+                .entry(services.value(row).to_string())
                 .or_default();
-            stats.span_count += 1;
-            if statuses.is_valid(row) && statuses.value(row) == error {
-                stats.error_count += 1;
+            if span_counts.is_valid(row) {
+                stats.span_count += span_counts.value(row) as u32;
+            }
+            if error_counts.is_valid(row) {
+                stats.error_count += error_counts.value(row) as u32;
             }
         }
     }
@@ -569,6 +616,7 @@ type SetIndex = HashMap<(String, String), (usize, usize)>;
 /// attributes.
 fn matched_spans(
     matched: DataFrame,
+    top_ids: DataFrame,
     outputs: &[(String, [Expr; 4])],
     spss: usize,
     grouped: bool,
@@ -600,6 +648,11 @@ fn matched_spans(
         }
     }
     let frame = matched
+        .join_on(
+            top_ids,
+            JoinType::LeftSemi,
+            [col(spans::TRACE_ID).eq(col(TRACE_SUMMARY_ID))],
+        )?
         .window(vec![rank])?
         .filter(col(ROW).lt_eq(lit(spss as u64)))?
         .select(columns)?

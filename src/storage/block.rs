@@ -14,9 +14,14 @@ use super::bloom::TraceIdBloom;
 use super::{DATA_FILE, META_FILE, Storage, StorageError, TRACES_FILE};
 use crate::schema::{SCHEMA_VERSION, Signal, TraceId, logs, spans};
 
-/// Rows per Parquet row group: small enough that a trace-by-id read decodes little beyond
-/// the trace itself, large enough that per-group overhead stays negligible.
-pub const ROW_GROUP_ROWS: usize = 8192;
+/// Rows per Parquet row group. Lookups are narrowed by the page index within a group, so
+/// groups can be large; each column chunk read costs a decompression context, and a search
+/// reads each column of every group.
+pub const ROW_GROUP_ROWS: usize = 65536;
+/// Rows per data page at most. Rows are sorted by trace id (spans, traces) or by service and
+/// time (logs), so the page index narrows a lookup of a few traces to a page per trace and
+/// column, and only those pages are read and decompressed, not whole row groups.
+pub const PAGE_ROWS: usize = 4096;
 
 /// A cut block ready to be written, its rows already in the signal's sort order.
 #[derive(Debug, Clone)]
@@ -149,13 +154,16 @@ impl BlockMeta {
     }
 }
 
-/// Parquet settings of a block's files: zstd, page statistics, and for the files with trace
-/// ids a bloom filter on `trace_id` and no dictionary on random ids.
+/// Parquet settings of a block's files: zstd, pages of at most [`PAGE_ROWS`] rows with
+/// statistics, and for the files with trace ids a bloom filter on `trace_id` and no dictionary
+/// on random ids.
 fn writer_properties(signal: Signal) -> WriterProperties {
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_data_page_row_count_limit(PAGE_ROWS)
+        .set_write_batch_size(PAGE_ROWS);
     let (bloom, ids): (Option<&str>, &[&str]) = match signal {
         Signal::Traces => (
             Some(spans::TRACE_ID),

@@ -30,7 +30,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::schema::Signal;
 
-pub use block::{BlockData, BlockMeta, ROW_GROUP_ROWS};
+pub use block::{BlockData, BlockMeta, PAGE_ROWS, ROW_GROUP_ROWS};
 pub use catalog::{Catalog, remove_uncommitted};
 
 /// File name of a block's main table rows: spans, log records or metric points.

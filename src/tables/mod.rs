@@ -74,6 +74,15 @@ impl SpanlakeTable {
     }
 }
 
+/// Whether scans of `kind` read the row groups' bloom filters. Spans and traces are sorted by
+/// trace id within each block, so row-group statistics already narrow a trace id to one row
+/// group, and the catalog's per-block filter picks the blocks; reading every row group's bloom
+/// filter as well would only cost time. Logs are sorted by service and time, where the bloom
+/// filter on `trace_id` is what finds a trace's records.
+fn reads_row_group_blooms(kind: TableKind) -> bool {
+    matches!(kind, TableKind::Logs)
+}
+
 #[async_trait]
 impl TableProvider for SpanlakeTable {
     fn schema(&self) -> SchemaRef {
@@ -142,7 +151,7 @@ impl TableProvider for SpanlakeTable {
             .with_table_parquet_options(state.table_options().parquet.clone())
             .with_pushdown_filters(true)
             .with_enable_page_index(true)
-            .with_bloom_filter_on_read(true);
+            .with_bloom_filter_on_read(reads_row_group_blooms(self.kind));
         if let Some(predicate) = conjunction(filters.iter().cloned()) {
             let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
             source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);

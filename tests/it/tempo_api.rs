@@ -1292,8 +1292,58 @@ async fn search_answers_say_where_their_time_went_in_server_timing() {
     assert_eq!(
         stages,
         [
-            "parse", "plan", "traces", "fetch", "spansets", "spans", "encode"
+            "parse", "plan", "traces", "spansets", "spans", "services", "encode"
         ],
         "{timing}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhaustive_searches_over_more_traces_than_listed_ids_are_whole() {
+    // Past a thousand traces the second pass joins with the chosen ids instead of listing
+    // them: every trace still comes back with all its matched spans counted and its
+    // per-service counts.
+    let server = TestServer::start().await;
+    let mut generator = spanlake::generator::Generator::new(5);
+    let mut expected: HashMap<String, usize> = HashMap::new();
+    for n in 0..1_200i64 {
+        let spans = spanlake::schema::otlp::spans_from_request(
+            &generator.trace_at(1_700_000_000_000_000_000 + n * 1_000_000),
+        )
+        .unwrap();
+        expected.insert(
+            spanlake::ids::trace_id_short_hex(&spans[0].trace_id),
+            spans.len(),
+        );
+        server
+            .server
+            .ingester
+            .push("single-tenant", spans)
+            .await
+            .unwrap();
+        if n == 600 {
+            server.server.ingester.flush(true).await.unwrap();
+        }
+    }
+    let reply = get(
+        &server,
+        "/api/search?q=%7B%7D&limit=100000&spss=1&start=1699999990&end=1700000010",
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let body = reply.json();
+    let traces = body["traces"].as_array().unwrap();
+    assert_eq!(traces.len(), expected.len());
+    for trace in traces {
+        let id = trace["traceID"].as_str().unwrap();
+        let spans = expected[id];
+        assert_eq!(trace["spanSets"][0]["matched"], spans, "{id}");
+        let counted: u64 = trace["serviceStats"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|s| s["spanCount"].as_u64().unwrap())
+            .sum();
+        assert_eq!(counted as usize, spans, "{id}");
+    }
 }

@@ -1,5 +1,5 @@
 //! Trace by id on a multi-block dataset opens the one block that may hold the trace and reads
-//! a couple of its row groups, not the table.
+//! a couple of its pages, not the table.
 
 use std::sync::Arc;
 
@@ -33,7 +33,7 @@ fn pruning(plan: &Arc<dyn ExecutionPlan>, name: &str) -> (usize, usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trace_by_id_opens_one_block_and_reads_at_most_two_row_groups() {
+async fn trace_by_id_opens_one_block_and_reads_at_most_two_pages() {
     let dir = tempfile::tempdir().unwrap();
     let config = crate::common::test_config(dir.path());
     let opened = spanlake::server::open(&config, false).await.unwrap();
@@ -68,21 +68,25 @@ async fn trace_by_id_opens_one_block_and_reads_at_most_two_row_groups() {
     assert_eq!(rows, wanted_spans);
 
     let (after_stats, pruned_by_stats) = pruning(&plan, "row_groups_pruned_statistics");
-    let (after_bloom, pruned_by_bloom) = pruning(&plan, "row_groups_pruned_bloom_filter");
-    let total = after_stats + pruned_by_stats;
+    let (rows_read, rows_skipped) = pruning(&plan, "page_index_rows_pruned");
     let blocks = opened
         .catalog
         .blocks("single-tenant", spanlake::schema::Signal::Traces);
     assert_eq!(blocks.len(), 4);
     let rows_per_block = blocks[0].rows as usize;
     let groups_per_block = rows_per_block.div_ceil(spanlake::storage::ROW_GROUP_ROWS);
-    assert!(groups_per_block >= 2, "{rows_per_block} rows per block");
     assert!(
-        total <= groups_per_block,
-        "the blocks' trace-id bloom filters leave one block to open; {total} row groups were considered"
+        rows_per_block > 2 * spanlake::storage::PAGE_ROWS,
+        "{rows_per_block} rows per block"
     );
     assert!(
-        after_bloom <= 2,
-        "read {after_bloom} row groups of {total} (statistics pruned {pruned_by_stats}, bloom filter {pruned_by_bloom})"
+        after_stats + pruned_by_stats <= groups_per_block,
+        "the blocks' trace-id bloom filters leave one block to open; {} row groups were considered",
+        after_stats + pruned_by_stats
     );
+    assert!(
+        rows_read <= 2 * spanlake::storage::PAGE_ROWS,
+        "the page index leaves at most two pages of the block: read {rows_read} rows, skipped {rows_skipped}"
+    );
+    assert!(rows_skipped > 0, "the page index skipped no page");
 }
