@@ -25,7 +25,7 @@ use datafusion::logical_expr::{Expr, ExprFunctionExt, JoinType, cast};
 use datafusion::prelude::{SessionContext, col, lit};
 
 use super::traceql::{
-    self as lower, GROUP_KEY, LoweredSearch, Lowerer, SPANSET_ATTRIBUTE_PREFIX,
+    self as lower, GROUP_KEY, LoweredSearch, Lowerer, SPANSET_ATTRIBUTE_PREFIX, SpanCount,
     TRACE_SUMMARY_DURATION, TRACE_SUMMARY_ID, TRACE_SUMMARY_ROOT_NAME, TRACE_SUMMARY_ROOT_SERVICE,
     TRACE_SUMMARY_START,
 };
@@ -120,14 +120,37 @@ async fn run_timed(
     timings: &mut StageTimings,
     stage: &'static str,
 ) -> Result<Vec<RecordBatch>> {
+    Ok(run_measured(frame).await?.record(timings, stage))
+}
+
+/// The batches of a stage with the time it took to plan physically and to run.
+struct Measured {
+    batches: Vec<RecordBatch>,
+    plan: Duration,
+    run: Duration,
+}
+
+impl Measured {
+    /// Adds the times to `plan` and to `stage` and gives the batches.
+    fn record(self, timings: &mut StageTimings, stage: &'static str) -> Vec<RecordBatch> {
+        timings.add("plan", self.plan);
+        timings.add(stage, self.run);
+        self.batches
+    }
+}
+
+/// Plans `frame` physically and runs it.
+async fn run_measured(frame: DataFrame) -> Result<Measured> {
     let started = Instant::now();
     let task = Arc::new(frame.task_ctx());
     let plan = frame.create_physical_plan().await?;
-    timings.since("plan", started);
-    let started = Instant::now();
+    let planned = Instant::now();
     let batches = datafusion::physical_plan::collect(plan, task).await?;
-    timings.since(stage, started);
-    Ok(batches)
+    Ok(Measured {
+        batches,
+        plan: planned - started,
+        run: planned.elapsed(),
+    })
 }
 
 /// Spans and error spans of one service within one trace.
@@ -228,12 +251,11 @@ pub async fn search(
             let ctx = engine.session(tenant)?;
             let found =
                 search_slice(&ctx, &query, *slice, limit, request.spss, &mut timings).await?;
-            let mut added: Vec<TraceResult> = found
+            let added: Vec<TraceResult> = found
                 .into_iter()
                 .filter(|t| seen.insert(t.trace_id.clone()))
                 .take(limit - held.len())
                 .collect();
-            service_stats(&ctx, &mut added, &mut timings).await?;
             metrics.completed_jobs += 1;
             progress(&added, &metrics);
             held.extend(added);
@@ -366,18 +388,27 @@ fn ns(c: &str) -> Expr {
 /// applied to the matched traces afterwards: the same answer as evaluating it over the traces
 /// of the window only, without summarising every trace to find those. Only the matched
 /// traces' rows of `traces` are summarised (a trace has one row per block it has spans in).
+/// Where the `traces` table alone decides which traces match ([`SpanCount`]), no span is read.
 async fn top_traces(
     ctx: &SessionContext,
     query: &Query,
     range: TimeRange,
     limit: usize,
 ) -> Result<DataFrame> {
-    let summary = lower::trace_summary(ctx).await?;
-    let input = ctx.table(TableKind::Spans.name()).await?;
-    let lowered = Lowerer::new(summary).search(query, input)?;
-    let matched = spanset_rows(&lowered)?
-        .aggregate(vec![col(spans::TRACE_ID)], vec![])?
-        .select(vec![col(spans::TRACE_ID).alias(MATCHED_ID)])?;
+    let matched = match SpanCount::of(query) {
+        // The `traces` table alone says which traces match: no span is read.
+        Some(counted) => counted
+            .matched(ctx.table(TableKind::Traces.name()).await?)?
+            .select(vec![col(traces::TRACE_ID).alias(MATCHED_ID)])?,
+        None => {
+            let summary = lower::trace_summary(ctx).await?;
+            let input = ctx.table(TableKind::Spans.name()).await?;
+            let lowered = Lowerer::new(summary).search(query, input)?;
+            spanset_rows(&lowered)?
+                .aggregate(vec![col(spans::TRACE_ID)], vec![])?
+                .select(vec![col(spans::TRACE_ID).alias(MATCHED_ID)])?
+        }
+    };
     let rows = ctx.table(TableKind::Traces.name()).await?.join_on(
         matched,
         JoinType::LeftSemi,
@@ -457,26 +488,36 @@ async fn search_slice(
         set_order.push(col(GROUP_KEY).sort(true, false));
     }
     let sets = spanset_rows(&lowered)?.sort(set_order)?;
-    timings.since("plan", started);
-    let set_batches = run_timed(sets, timings, "spansets").await?;
     let by_names: Vec<String> = lowered
         .group_by
         .iter()
         .map(|e| format!("by({e})"))
         .collect();
-    let index = attach_sets(&mut traces, &set_batches, &by_names, &aggregates)?;
-
     let outputs: Vec<(String, [Expr; 4])> = lowered
         .attributes
         .iter()
         .filter_map(lower::output_attribute)
         .collect();
-    let started = Instant::now();
     let matched = matched_spans(lowered.spans, top_ids, &outputs, spss, grouped)?;
+    let stats = service_stats(ctx, &ids).await?;
     timings.since("plan", started);
-    let spans = run_timed(matched, timings, "spans").await?;
-    attach_spans(&mut traces, &index, &spans, &outputs)?;
+
+    // The three read the same few traces independently, so they run side by side.
+    let sets = tokio::spawn(run_measured(sets));
+    let matched = tokio::spawn(run_measured(matched));
+    let stats = tokio::spawn(run_measured(stats));
+    let sets = joined(sets.await)?.record(timings, "spansets");
+    let matched = joined(matched.await)?.record(timings, "spans");
+    let stats = joined(stats.await)?.record(timings, "services");
+    let index = attach_sets(&mut traces, &sets, &by_names, &aggregates)?;
+    attach_spans(&mut traces, &index, &matched, &outputs)?;
+    add_service_stats(&mut traces, &stats)?;
     Ok(traces)
+}
+
+/// The answer of a spawned stage, or why the stage's task ended without one.
+fn joined<T>(result: std::result::Result<Result<T>, tokio::task::JoinError>) -> Result<T> {
+    result.map_err(|e| QueryError::internal(format!("a search stage stopped: {e}")))?
 }
 
 /// Up to this many trace ids, a pass over some traces filters by a list of them (which prunes
@@ -511,28 +552,16 @@ fn of_traces(
 /// The unnested `services` item in the service-stats query.
 const SERVICE: &str = "__service";
 
-/// Fills `service_stats` of `traces`: spans and error spans per service of each trace.
-async fn service_stats(
-    ctx: &SessionContext,
-    found: &mut [TraceResult],
-    timings: &mut StageTimings,
-) -> Result<()> {
-    if found.is_empty() {
-        return Ok(());
-    }
-    let started = Instant::now();
-    let mut ids = Vec::with_capacity(found.len());
-    for t in found.iter() {
-        ids.push(ids::parse_trace_id(&t.trace_id)?.to_vec());
-    }
-    // The `traces` table keeps per-service counts for each trace (one row per block the trace
-    // has spans in), a tenth of the size of the spans.
+/// Spans and error spans per service of each trace of `ids` (16 bytes each): rows of trace
+/// id, service, spans, errors. The `traces` table keeps these counts for each trace (one row
+/// per block the trace has spans in), a tenth of the size of the spans.
+async fn service_stats(ctx: &SessionContext, ids: &[Vec<u8>]) -> Result<DataFrame> {
     let item = |name: &str| get_field(col(SERVICE), name);
-    let stats = of_traces(
+    Ok(of_traces(
         ctx,
         ctx.table(TableKind::Traces.name()).await?,
         traces::TRACE_ID,
-        &ids,
+        ids,
     )?
     .select(vec![
         col(traces::TRACE_ID),
@@ -548,15 +577,17 @@ async fn service_stats(
             sum(item(traces::service::SPAN_COUNT)).alias("spans"),
             sum(item(traces::service::ERROR_COUNT)).alias("errors"),
         ],
-    )?;
-    timings.since("plan", started);
-    let batches = run_timed(stats, timings, "services").await?;
+    )?)
+}
+
+/// Fills `service_stats` of `found` from the rows of [`service_stats`].
+fn add_service_stats(found: &mut [TraceResult], batches: &[RecordBatch]) -> Result<()> {
     let index: HashMap<String, usize> = found
         .iter()
         .enumerate()
         .map(|(i, t)| (t.trace_id.clone(), i))
         .collect();
-    for batch in &batches {
+    for batch in batches {
         let ids = batch.column(0).as_fixed_size_binary();
         let services = batch.column(1).as_string::<i32>();
         let span_counts = batch.column(2).as_primitive::<Int64Type>();

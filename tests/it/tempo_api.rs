@@ -1347,3 +1347,79 @@ async fn exhaustive_searches_over_more_traces_than_listed_ids_are_whole() {
         assert_eq!(counted as usize, spans, "{id}");
     }
 }
+
+#[tokio::test]
+async fn searches_the_traces_table_decides_match_the_span_by_span_answer() {
+    // `{ }`, `{ resource.service.name = … }`, `{ status = error }` and `| count() op n` after
+    // them are decided from the `traces` table; `&& duration >= 0` keeps the same meaning but
+    // is evaluated span by span. Some traces have spans both in a block and live.
+    let server = TestServer::start().await;
+    let mut generator = spanlake::generator::Generator::new(11);
+    let mut later = Vec::new();
+    for n in 0..300i64 {
+        let mut spans = spanlake::schema::otlp::spans_from_request(
+            &generator.trace_at(1_700_000_000_000_000_000 + n * 1_000_000),
+        )
+        .unwrap();
+        if n % 7 == 0 {
+            later.extend(spans.split_off(spans.len() / 2));
+        }
+        server
+            .server
+            .ingester
+            .push("single-tenant", spans)
+            .await
+            .unwrap();
+    }
+    server.server.ingester.flush(true).await.unwrap();
+    server
+        .server
+        .ingester
+        .push("single-tenant", later)
+        .await
+        .unwrap();
+
+    let answer = |query: String| {
+        let server = &server;
+        async move {
+            let url = format!(
+                "/api/search?q={}&limit=1000&spss=100&start=1699999990&end=1700000010",
+                url::form_urlencoded::byte_serialize(query.as_bytes()).collect::<String>()
+            );
+            let reply = get(server, &url).await;
+            assert_eq!(reply.status, 200, "{query}: {}", reply.text());
+            let body = reply.json();
+            body["traces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| {
+                    (
+                        t["traceID"].as_str().unwrap().to_string(),
+                        t["spanSets"][0]["matched"].clone(),
+                        t["serviceStats"].clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    for (filter, count) in [
+        ("", ""),
+        ("resource.service.name = \"frontend\"", ""),
+        ("status = error", ""),
+        ("\"checkout\" = resource.service.name && status = error", ""),
+        ("", " | count() > 4"),
+        ("resource.service.name = \"frontend\"", " | count() <= 2"),
+        ("status = error", " | count() >= 1"),
+    ] {
+        let decided = answer(format!("{{ {filter} }}{count}")).await;
+        let spanwise = if filter.is_empty() {
+            format!("{{ duration >= 0 }}{count}")
+        } else {
+            format!("{{ {filter} && duration >= 0 }}{count}")
+        };
+        let expected = answer(spanwise).await;
+        assert!(!expected.is_empty(), "{filter}{count} matches some traces");
+        assert_eq!(decided, expected, "{{ {filter} }}{count}");
+    }
+}

@@ -2,7 +2,8 @@
 //!
 //! Split by concern: [`filters`] (spanset filters and field expressions), [`structural`]
 //! (spanset and structural operators), [`pipeline`] (`by()` and scalar filters) and [`select`]
-//! (the attributes a search shows). This module holds the pipeline walk and the trace summary.
+//! (the attributes a search shows), [`trace_level`] (searches the `traces` table alone
+//! decides). This module holds the pipeline walk and the trace summary.
 //!
 //! A TraceQL search is evaluated per trace, but nothing here walks traces: every spanset is a
 //! [`DataFrame`] of `spans` rows, and the per-trace semantics come from joins on `trace_id`.
@@ -72,11 +73,13 @@ pub mod metrics;
 mod pipeline;
 mod select;
 mod structural;
+mod trace_level;
 
 use filters::*;
 use select::*;
 
 pub use select::output_attribute;
+pub use trace_level::SpanCount;
 
 /// Trace id column of [`trace_summary`].
 pub const TRACE_SUMMARY_ID: &str = "__trace_id";
