@@ -75,8 +75,25 @@ fn service_of(finding: &spanlake::report::model::Finding) -> &str {
         .unwrap_or("")
 }
 
+// One test per seed: each loads three servers and makes a report on each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn injected_anomalies_are_found_with_their_group_and_direction() {
+async fn injected_anomalies_are_found_with_their_group_and_direction_seed_11() {
+    injected_anomalies_are_found(11).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_anomalies_are_found_with_their_group_and_direction_seed_12() {
+    injected_anomalies_are_found(12).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_anomalies_are_found_with_their_group_and_direction_seed_13() {
+    injected_anomalies_are_found(13).await;
+}
+
+/// Each kind of injected anomaly, in generated traffic of `seed`, is reported with its service
+/// and direction, a q-value under the threshold, exemplar traces and chart data.
+async fn injected_anomalies_are_found(seed: u64) {
     let cases: &[(&str, &str, FindingKind, Direction)] = &[
         (
             "latency:service=checkout,factor=4",
@@ -97,35 +114,33 @@ async fn injected_anomalies_are_found_with_their_group_and_direction() {
             Direction::Up,
         ),
     ];
-    for seed in [11, 12, 13] {
-        for (inject, service, kind, direction) in cases {
-            let server = loaded(seed, Some(inject)).await;
-            let made = make(&server, &windows()).await;
-            assert_eq!(made.status, ReportStatus::Ok);
-            let found = made
-                .findings
-                .iter()
-                .any(|f| f.kind == *kind && f.direction == *direction && service_of(f) == *service);
-            let summaries: Vec<&str> = made.findings.iter().map(|f| f.summary.as_str()).collect();
+    for (inject, service, kind, direction) in cases {
+        let server = loaded(seed, Some(inject)).await;
+        let made = make(&server, &windows()).await;
+        assert_eq!(made.status, ReportStatus::Ok);
+        let found = made
+            .findings
+            .iter()
+            .any(|f| f.kind == *kind && f.direction == *direction && service_of(f) == *service);
+        let summaries: Vec<&str> = made.findings.iter().map(|f| f.summary.as_str()).collect();
+        assert!(
+            found,
+            "seed {seed}, {inject}: no {kind:?} {direction:?} finding for {service} in {summaries:#?}"
+        );
+        let finding = made
+            .findings
+            .iter()
+            .find(|f| f.kind == *kind && service_of(f) == *service)
+            .unwrap();
+        assert!(finding.q_value.unwrap() <= made.thresholds.max_q);
+        assert!(!finding.exemplars.is_empty(), "{finding:?} names no trace");
+        assert!(finding.series.is_some(), "{finding:?} has no chart data");
+        if *kind == FindingKind::Errors {
             assert!(
-                found,
-                "seed {seed}, {inject}: no {kind:?} {direction:?} finding for {service} in {summaries:#?}"
+                made.findings.iter().any(|f| f.kind == FindingKind::NewError
+                    && f.detail.as_deref().unwrap_or("").contains("injected")),
+                "the injected status message is reported as new: {summaries:#?}"
             );
-            let finding = made
-                .findings
-                .iter()
-                .find(|f| f.kind == *kind && service_of(f) == *service)
-                .unwrap();
-            assert!(finding.q_value.unwrap() <= made.thresholds.max_q);
-            assert!(!finding.exemplars.is_empty(), "{finding:?} names no trace");
-            assert!(finding.series.is_some(), "{finding:?} has no chart data");
-            if *kind == FindingKind::Errors {
-                assert!(
-                    made.findings.iter().any(|f| f.kind == FindingKind::NewError
-                        && f.detail.as_deref().unwrap_or("").contains("injected")),
-                    "the injected status message is reported as new: {summaries:#?}"
-                );
-            }
         }
     }
 }
