@@ -360,21 +360,27 @@ pub(super) async fn window_input(
     range: TimeRange,
 ) -> Result<(DataFrame, DataFrame)> {
     let summary = lower::trace_summary(ctx).await?;
-    let mut in_window = summary.clone();
-    let (start, end) = range.bounds();
-    if let Some(start) = start {
-        in_window = in_window
-            .filter((ns(TRACE_SUMMARY_START) + col(TRACE_SUMMARY_DURATION)).gt_eq(lit(start)))?;
-    }
-    if let Some(end) = end {
-        in_window = in_window.filter(ns(TRACE_SUMMARY_START).lt_eq(lit(end)))?;
-    }
+    let in_window = overlapping(summary.clone(), range)?;
     let input = ctx.table(TableKind::Spans.name()).await?.join_on(
         in_window.select(vec![col(TRACE_SUMMARY_ID)])?,
         JoinType::LeftSemi,
         [col(spans::TRACE_ID).eq(col(TRACE_SUMMARY_ID))],
     )?;
     Ok((input, summary))
+}
+
+/// The trace summaries of `summary` whose traces overlap `range`.
+fn overlapping(summary: DataFrame, range: TimeRange) -> Result<DataFrame> {
+    let mut frame = summary;
+    let (start, end) = range.bounds();
+    if let Some(start) = start {
+        frame = frame
+            .filter((ns(TRACE_SUMMARY_START) + col(TRACE_SUMMARY_DURATION)).gt_eq(lit(start)))?;
+    }
+    if let Some(end) = end {
+        frame = frame.filter(ns(TRACE_SUMMARY_START).lt_eq(lit(end)))?;
+    }
+    Ok(frame)
 }
 
 fn ns(c: &str) -> Expr {
@@ -414,16 +420,7 @@ async fn top_traces(
         JoinType::LeftSemi,
         [col(traces::TRACE_ID).eq(col(MATCHED_ID))],
     )?;
-    let mut found = lower::summarize(rows)?;
-    let (start, end) = range.bounds();
-    if let Some(start) = start {
-        found = found
-            .filter((ns(TRACE_SUMMARY_START) + col(TRACE_SUMMARY_DURATION)).gt_eq(lit(start)))?;
-    }
-    if let Some(end) = end {
-        found = found.filter(ns(TRACE_SUMMARY_START).lt_eq(lit(end)))?;
-    }
-    Ok(found
+    Ok(overlapping(lower::summarize(rows)?, range)?
         .select(vec![
             col(TRACE_SUMMARY_ID).alias(spans::TRACE_ID),
             ns(TRACE_SUMMARY_START).alias(START_NS),
