@@ -114,7 +114,7 @@ pub struct FlightSettings {
     pub users: Vec<FlightUser>,
     /// Queries one tenant may run at once; more are refused with RESOURCE_EXHAUSTED.
     pub max_concurrent_queries: usize,
-    /// Prepared statements held at once, all sessions together.
+    /// Prepared statements one session holds at once.
     pub max_prepared_statements: usize,
     /// A prepared statement unused for this long is closed.
     #[serde(with = "crate::time::serde_duration")]

@@ -6,8 +6,10 @@
 //! [`crate::traceql`], lowers it ([`traceql`]), plans in a tenant-scoped DataFusion session and
 //! runs the plan. Failures are one [`QueryError`] whose [`ErrorKind`] each transport maps once.
 //!
-//! Every query gets a fresh `SessionContext` holding only its tenant's `spans`, `traces`, `logs`
-//! and `metrics`, sharing one runtime whose memory pool bounds all queries together. SQL runs with DDL, DML
+//! Every query gets its own `SessionContext` holding only its tenant's `spans`, `traces`, `logs`
+//! and `metrics`, sharing one runtime whose memory pool bounds all queries together. The
+//! session is a copy of the tenant's session state, built once (functions, tables, options),
+//! so a query's settings stay its own while building a session costs a copy, not a setup. SQL runs with DDL, DML
 //! (including `COPY`) and statements refused, and with no table function that reads files, so a
 //! query can reach nothing but its tenant's tables.
 //!
@@ -28,8 +30,14 @@ pub mod traceql;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use datafusion::catalog::{
+    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
+    MemorySchemaProvider, SchemaProvider,
+};
+use datafusion::datasource::TableProvider;
 use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::session_state::SessionState;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use parking_lot::Mutex;
 
@@ -47,6 +55,8 @@ pub struct QueryEngine {
     tenant_memory_limit: usize,
     /// One runtime per tenant, each with its share of the shared pool.
     runtimes: Arc<Mutex<HashMap<String, Arc<RuntimeEnv>>>>,
+    /// Each tenant's session state, copied for each query.
+    states: Arc<Mutex<HashMap<String, SessionStart>>>,
     storage: Storage,
     catalog: Arc<Catalog>,
     live: Arc<dyn LiveSource>,
@@ -68,6 +78,7 @@ impl QueryEngine {
             shared_pool: Arc::new(FairSpillPool::new(memory_limit)),
             tenant_memory_limit: tenant_memory_limit.min(memory_limit),
             runtimes: Arc::new(Mutex::new(HashMap::new())),
+            states: Arc::new(Mutex::new(HashMap::new())),
             storage: storage.clone(),
             catalog,
             live,
@@ -78,6 +89,7 @@ impl QueryEngine {
     /// The same engine with sessions split into `partitions` (the cores when `None`).
     pub fn with_partitions(mut self, partitions: Option<usize>) -> Self {
         self.partitions = partitions.filter(|n| *n > 0);
+        self.states.lock().clear();
         self
     }
 
@@ -125,20 +137,96 @@ impl QueryEngine {
         &self.catalog
     }
 
-    /// A session that sees exactly `tenant`'s tables.
+    /// A session that sees exactly `tenant`'s tables, for the plans this layer builds.
     pub fn session(&self, tenant: &str) -> Result<SessionContext> {
+        self.session_of(tenant, false)
+    }
+
+    /// A session for SQL written by a user: the same tables, read as analysts query them
+    /// (see [`SpanlakeTable::analytic`]).
+    pub fn sql_session(&self, tenant: &str) -> Result<SessionContext> {
+        self.session_of(tenant, true)
+    }
+
+    fn session_of(&self, tenant: &str, analytic: bool) -> Result<SessionContext> {
+        let cached = self.states.lock().get(tenant).cloned();
+        let start = match cached {
+            Some(start) => start,
+            None => {
+                let start = self.new_start(tenant)?;
+                self.states
+                    .lock()
+                    .entry(tenant.to_string())
+                    .or_insert(start)
+                    .clone()
+            }
+        };
+        let mut state = start.state;
+        // A catalog of the session's own: views a query registers stay in its session.
+        let schema = MemorySchemaProvider::new();
+        let tables = if analytic {
+            start.analytic_tables
+        } else {
+            start.tables
+        };
+        for (name, table) in tables {
+            schema.register_table(name.to_string(), table)?;
+        }
+        let catalog = MemoryCatalogProvider::new();
+        catalog.register_schema(SCHEMA, Arc::new(schema))?;
+        let catalogs = MemoryCatalogProviderList::new();
+        catalogs.register_catalog(CATALOG.to_string(), Arc::new(catalog));
+        state.register_catalog_list(Arc::new(catalogs));
+        Ok(SessionContext::new_with_state(state))
+    }
+
+    /// What every session of `tenant` starts from: the tenant's tables, and a state with
+    /// spanlake's functions and the tenant's runtime.
+    fn new_start(&self, tenant: &str) -> Result<SessionStart> {
         let mut config = SessionConfig::new()
             .with_information_schema(true)
-            .with_default_catalog_and_schema("spanlake", "public");
+            .with_create_default_catalog_and_schema(false)
+            .with_default_catalog_and_schema(CATALOG, SCHEMA);
         if let Some(partitions) = self.partitions {
             config = config.with_target_partitions(partitions);
         }
         let ctx = SessionContext::new_with_config_rt(config, self.runtime(tenant)?);
-        for kind in TableKind::ALL {
-            let table = SpanlakeTable::new(kind, tenant, self.catalog.clone(), self.live.clone());
-            ctx.register_table(kind.name(), Arc::new(table))?;
-        }
         spanlake_udfs::register_all(&ctx);
-        Ok(ctx)
+        let tables = |analytic: bool| {
+            TableKind::ALL
+                .into_iter()
+                .map(|kind| {
+                    let table =
+                        SpanlakeTable::new(kind, tenant, self.catalog.clone(), self.live.clone());
+                    let table = if analytic { table.analytic() } else { table };
+                    (kind.name(), Arc::new(table) as Arc<dyn TableProvider>)
+                })
+                .collect()
+        };
+        Ok(SessionStart {
+            state: ctx.state(),
+            tables: tables(false),
+            analytic_tables: tables(true),
+        })
+    }
+}
+
+/// The catalog and schema holding a session's tables.
+const CATALOG: &str = "spanlake";
+const SCHEMA: &str = "public";
+
+/// What a tenant's sessions start from.
+#[derive(Clone)]
+struct SessionStart {
+    state: SessionState,
+    tables: Vec<(&'static str, Arc<dyn TableProvider>)>,
+    analytic_tables: Vec<(&'static str, Arc<dyn TableProvider>)>,
+}
+
+impl std::fmt::Debug for SessionStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionStart")
+            .field("tables", &self.tables.len())
+            .finish_non_exhaustive()
     }
 }

@@ -99,7 +99,7 @@ impl Statement {
 impl QueryEngine {
     /// Plans one SQL query for `tenant`; DDL, DML, statements and file access are refused.
     pub async fn plan_sql(&self, tenant: &str, sql: &str) -> Result<Statement> {
-        let ctx = self.session(tenant)?;
+        let ctx = self.sql_session(tenant)?;
         let frame = ctx.sql_with_options(sql, options()).await?;
         Ok(Statement { frame })
     }
@@ -115,7 +115,7 @@ impl QueryEngine {
     /// The tables `tenant`'s SQL can read, including `information_schema`'s views, by catalog,
     /// schema and name, as the tenant's `information_schema.tables` lists them.
     pub async fn tables(&self, tenant: &str) -> Result<Vec<TableInfo>> {
-        let ctx = self.session(tenant)?;
+        let ctx = self.sql_session(tenant)?;
         let listing = ctx
             .sql_with_options(
                 "SELECT table_catalog, table_schema, table_name, table_type \

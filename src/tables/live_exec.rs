@@ -3,7 +3,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::array::{RecordBatch, RecordBatchOptions};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::error::ArrowError;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result, exec_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -22,19 +24,22 @@ use crate::proto;
 pub struct LiveExec {
     scan: LiveScan,
     projection: Option<Vec<usize>>,
+    string_views: bool,
     source: Arc<dyn LiveSource>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
 }
 
 impl LiveExec {
-    /// A plan reading `scan` from `source`, keeping the columns in `projection`.
+    /// A plan reading `scan` from `source`, keeping the columns in `projection`, with
+    /// top-level strings as Utf8View when `string_views`.
     pub fn new(
         scan: LiveScan,
         source: Arc<dyn LiveSource>,
         projection: Option<Vec<usize>>,
+        string_views: bool,
     ) -> Result<Self> {
-        let full = scan.table.schema();
+        let full = table_schema(scan.table, string_views);
         let schema = match &projection {
             Some(indices) => Arc::new(full.project(indices)?),
             None => full,
@@ -48,6 +53,7 @@ impl LiveExec {
         Ok(Self {
             scan,
             projection,
+            string_views,
             source,
             schema,
             properties,
@@ -114,19 +120,24 @@ impl ExecutionPlan for LiveExec {
         if partition != 0 {
             return exec_err!("LiveExec has one partition, asked for {partition}");
         }
-        let (source, scan, projection) = (
+        let (source, scan, projection, schema) = (
             self.source.clone(),
             self.scan.clone(),
             self.projection.clone(),
+            self.schema.clone(),
         );
+        let views = self.string_views;
         let batches = async move {
             tokio::task::spawn_blocking(move || {
                 let batches = source.scan(&scan)?;
                 batches
                     .into_iter()
-                    .map(|b| match &projection {
-                        Some(indices) => b.project(indices),
-                        None => Ok(b),
+                    .map(|b| {
+                        let b = match &projection {
+                            Some(indices) => b.project(indices)?,
+                            None => b,
+                        };
+                        if views { to_schema(b, &schema) } else { Ok(b) }
                     })
                     .collect::<Result<Vec<_>, _>>()
             })
@@ -147,6 +158,42 @@ impl ExecutionPlan for LiveExec {
             stream,
         )))
     }
+}
+
+/// The schema of `table`, with its top-level string columns as Utf8View when `string_views`.
+pub fn table_schema(table: crate::schema::TableKind, string_views: bool) -> SchemaRef {
+    let schema = table.schema();
+    if !string_views {
+        return schema;
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// `batch` with each column cast to its type in `schema` (the same columns, some strings as
+/// views).
+fn to_schema(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(column.clone())
+            } else {
+                arrow::compute::cast(column, field.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    RecordBatch::try_new_with_options(schema.clone(), columns, &options)
 }
 
 /// Encodes [`LiveExec`] nodes (as `spanlake.v1.LiveExecNode`) for shipping physical plans
@@ -184,6 +231,7 @@ impl PhysicalExtensionCodec for LiveExecCodec {
             scan,
             self.source.clone(),
             projection,
+            node.string_views,
         )?))
     }
 
@@ -202,6 +250,7 @@ impl PhysicalExtensionCodec for LiveExecCodec {
             projection: live.projection.as_ref().map(|columns| proto::Projection {
                 columns: columns.iter().map(|c| *c as u32).collect(),
             }),
+            string_views: live.string_views,
         };
         message
             .encode(buf)
@@ -240,7 +289,7 @@ mod tests {
         };
         let source: Arc<dyn LiveSource> = Arc::new(NoRows);
         let plan: Arc<dyn ExecutionPlan> =
-            Arc::new(LiveExec::new(scan.clone(), source.clone(), Some(vec![0, 2])).unwrap());
+            Arc::new(LiveExec::new(scan.clone(), source.clone(), Some(vec![0, 2]), false).unwrap());
         let codec = LiveExecCodec { source };
         let mut buf = Vec::new();
         codec

@@ -55,6 +55,7 @@ pub struct SpanlakeTable {
     tenant: String,
     catalog: Arc<Catalog>,
     live: Arc<dyn LiveSource>,
+    analytic: bool,
 }
 
 impl SpanlakeTable {
@@ -70,8 +71,25 @@ impl SpanlakeTable {
             tenant: tenant.to_string(),
             catalog,
             live,
+            analytic: false,
         }
     }
+
+    /// The same table as SQL sessions read it: top-level strings as Utf8View (Parquet
+    /// dictionaries decode to views without copying each value, and short strings group and
+    /// compare inline), and rows filtered while decoding only by trace id.
+    pub fn analytic(mut self) -> Self {
+        self.analytic = true;
+        self
+    }
+}
+
+/// Whether a scan filters rows while decoding Parquet, before reading the other columns. That
+/// pays where matching rows are few or together — a trace's rows are contiguous in its block,
+/// and a search's predicates are meant to be selective — and costs where they are many and
+/// scattered, as in an analyst's `WHERE kind = 'server'`, which then filters after decoding.
+fn filters_while_decoding(analytic: bool, bounds: &ScanBounds) -> bool {
+    !analytic || bounds.trace_ids.is_some()
 }
 
 /// Whether scans of `kind` read the row groups' bloom filters. Spans and traces are sorted by
@@ -86,7 +104,7 @@ fn reads_row_group_blooms(kind: TableKind) -> bool {
 #[async_trait]
 impl TableProvider for SpanlakeTable {
     fn schema(&self) -> SchemaRef {
-        self.kind.schema()
+        live_exec::table_schema(self.kind, self.analytic)
     }
 
     fn table_type(&self) -> TableType {
@@ -107,7 +125,7 @@ impl TableProvider for SpanlakeTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let schema = self.kind.schema();
+        let schema = self.schema();
         let bounds = ScanBounds::from_filters(filters, self.kind);
         // Listing blocks before asking for live rows is what makes the union exactly-once.
         let blocks = self.catalog.blocks(&self.tenant, self.kind.signal());
@@ -128,6 +146,7 @@ impl TableProvider for SpanlakeTable {
             },
             self.live.clone(),
             projection.cloned(),
+            self.analytic,
         )?;
         let files: Vec<PartitionedFile> = blocks
             .iter()
@@ -149,7 +168,7 @@ impl TableProvider for SpanlakeTable {
                 store, metadata,
             )))
             .with_table_parquet_options(state.table_options().parquet.clone())
-            .with_pushdown_filters(true)
+            .with_pushdown_filters(filters_while_decoding(self.analytic, &bounds))
             .with_enable_page_index(true)
             .with_bloom_filter_on_read(reads_row_group_blooms(self.kind));
         if let Some(predicate) = conjunction(filters.iter().cloned()) {

@@ -5,7 +5,10 @@ use std::sync::Arc;
 use arrow::array::{AsArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, SqlInfo};
+use arrow_flight::sql::{
+    ActionClosePreparedStatementRequest, CommandGetDbSchemas, CommandGetTables,
+    CommandPreparedStatementQuery, ProstMessageExt, SqlInfo,
+};
 use arrow_flight::{CancelFlightInfoRequest, FlightInfo, Ticket};
 use futures::TryStreamExt;
 use prost::Message;
@@ -156,6 +159,61 @@ async fn prepared_statements_bind_parameters() {
     prepared.set_parameters(bind("no-such-service")).unwrap();
     let info = prepared.execute().await.unwrap();
     assert_eq!(single_count(&fetch(&mut client, info).await.unwrap()), 0);
+    prepared.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_belong_to_their_session() {
+    let server = TestServer::start().await;
+    let spans = export(&server, None, 1).await;
+    let mut first = client(&server).await;
+    first.handshake("ana", "any").await.unwrap();
+    let mut second = client(&server).await;
+    second.handshake("ana", "any").await.unwrap();
+    assert_ne!(first.token(), second.token());
+
+    let prepared = first
+        .prepare("SELECT count(*) FROM spans".to_string(), None)
+        .await
+        .unwrap();
+    let info = prepared.clone().execute().await.unwrap();
+    let handle = CommandPreparedStatementQuery::decode(
+        arrow_flight::sql::Any::decode(info.flight_descriptor.clone().unwrap().cmd)
+            .unwrap()
+            .value,
+    )
+    .unwrap()
+    .prepared_statement_handle;
+
+    // Another session of the same tenant neither reads nor closes it.
+    let ticket = Ticket::new(
+        CommandPreparedStatementQuery {
+            prepared_statement_handle: handle.clone(),
+        }
+        .as_any()
+        .encode_to_vec(),
+    );
+    let refused = second.do_get(ticket).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("no prepared statement"),
+        "{refused}"
+    );
+    let close = arrow_flight::Action::new(
+        "ClosePreparedStatement",
+        ActionClosePreparedStatementRequest {
+            prepared_statement_handle: handle,
+        }
+        .as_any()
+        .encode_to_vec(),
+    );
+    let refused = second.do_action(close).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("no prepared statement"),
+        "{refused}"
+    );
+
+    // Its own session still runs and closes it.
+    assert_eq!(single_count(&fetch(&mut first, info).await.unwrap()), spans);
     prepared.close().await.unwrap();
 }
 

@@ -182,7 +182,10 @@ fn strings(batches: &[RecordBatch], column: usize) -> Vec<Option<String>> {
     batches
         .iter()
         .flat_map(|b| {
-            let c = b.column(column).as_string::<i32>().clone();
+            let c = arrow::compute::cast(b.column(column), &arrow::datatypes::DataType::Utf8)
+                .unwrap()
+                .as_string::<i32>()
+                .clone();
             (0..c.len())
                 .map(move |i| (!c.is_null(i)).then(|| c.value(i).to_string()))
                 .collect::<Vec<_>>()

@@ -34,6 +34,17 @@ struct Sessions {
     order: std::collections::VecDeque<String>,
 }
 
+/// Who makes a call: its tenant, and its session — the bearer token it carries, the user of
+/// its basic credentials, or, with neither, its tenant. Prepared statements belong to a
+/// session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The tenant whose tables the call reads.
+    pub tenant: String,
+    /// The session's identity.
+    pub session: String,
+}
+
 /// The credentials a call carries.
 enum Credentials<'a> {
     Bearer(&'a str),
@@ -80,6 +91,17 @@ impl Auth {
                 .collect(),
             sessions: Mutex::new(Sessions::default()),
         }
+    }
+
+    /// The tenant of a call and the session it belongs to.
+    pub fn caller(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
+        let tenant = self.tenant(metadata)?;
+        let session = match credentials(metadata)? {
+            Credentials::Bearer(token) => format!("token {token}"),
+            Credentials::Basic(user, _) => format!("user {user}"),
+            Credentials::None => format!("tenant {tenant}"),
+        };
+        Ok(Caller { tenant, session })
     }
 
     /// The tenant of a call.

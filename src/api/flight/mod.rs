@@ -2,12 +2,13 @@
 //! DBeaver) and notebooks (pyarrow) reach the same engine and tables as everything else.
 //!
 //! - Statements: `GetFlightInfo` plans the query (schema, one endpoint whose ticket names the
-//!   query); `DoGet` runs it and streams batches as DataFusion produces them, encoded with
+//!   query, the plan kept a minute for the ticket's first `DoGet`); `DoGet` runs it and streams batches as DataFusion produces them, encoded with
 //!   dictionaries hydrated and messages of at most [`MAX_MESSAGE_BYTES`]. A bounded channel
 //!   between the query and the client gives backpressure: a large answer streams in bounded
 //!   memory.
 //! - Prepared statements: create and close actions, parameters bound by `DoPut` (one row for
-//!   `$1`, `$2`, …), held per tenant, bounded in number and closed when unused.
+//!   `$1`, `$2`, …), held per session (see [`auth::Caller`]), bounded in number per session and
+//!   closed when unused.
 //! - Metadata: catalogs, schemas, tables (with schemas, filters and patterns), table types, SQL
 //!   info and XDBC types; keys answer empty.
 //! - Cancellation (`CancelFlightInfo`, the SQL cancel action) stops a running query; each
@@ -71,6 +72,10 @@ const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
 pub const REPORT_ACTION: &str = "report";
 /// Batches buffered between a running query and its client.
 const STREAM_BUFFER: usize = 2;
+/// A statement planned by `GetFlightInfo` waits this long for the `DoGet` of its ticket…
+const PLANNED_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+/// …and at most this many wait at once; beyond, a `DoGet` plans its statement again.
+const MAX_PLANNED: usize = 256;
 
 type DoGetStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
 
@@ -104,10 +109,17 @@ struct TraceqlTicket {
 /// A prepared statement.
 #[derive(Debug)]
 struct Prepared {
-    tenant: String,
+    owner: auth::Caller,
     sql: String,
     parameters: Option<RecordBatch>,
     used: Instant,
+}
+
+/// A statement `GetFlightInfo` planned, kept for the `DoGet` of its ticket.
+struct Planned {
+    tenant: String,
+    statement: Statement,
+    at: Instant,
 }
 
 /// Queries that may be cancelled, by id: a cancelled query's flag is set.
@@ -122,6 +134,7 @@ pub struct FlightSql {
     auth: auth::Auth,
     settings: FlightSettings,
     prepared: Mutex<HashMap<String, Prepared>>,
+    planned: Mutex<HashMap<String, Planned>>,
     running: Mutex<Running>,
     slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     sql_info: SqlInfoData,
@@ -146,6 +159,7 @@ impl FlightSql {
             auth: auth::Auth::new(&settings, multitenancy),
             settings,
             prepared: Mutex::new(HashMap::new()),
+            planned: Mutex::new(HashMap::new()),
             running: Mutex::new(Running::default()),
             slots: Mutex::new(HashMap::new()),
             sql_info: metadata::sql_info()?,
@@ -164,6 +178,10 @@ impl FlightSql {
 
     fn tenant<T>(&self, request: &Request<T>) -> Result<String, Status> {
         self.auth.tenant(request.metadata())
+    }
+
+    fn caller<T>(&self, request: &Request<T>) -> Result<auth::Caller, Status> {
+        self.auth.caller(request.metadata())
     }
 
     /// A query slot of `tenant`, or RESOURCE_EXHAUSTED when all are taken.
@@ -278,16 +296,16 @@ impl FlightSql {
         self.stream(tenant, statement, cancelled).await
     }
 
-    /// The prepared statement `handle` of `tenant`, touched.
+    /// The prepared statement `handle` of `caller`'s session, touched.
     fn prepared(
         &self,
-        tenant: &str,
+        caller: &auth::Caller,
         handle: &[u8],
     ) -> Result<(String, Option<RecordBatch>), Status> {
         let handle = String::from_utf8_lossy(handle).into_owned();
         let mut prepared = self.prepared.lock();
         match prepared.get_mut(&handle) {
-            Some(p) if p.tenant == tenant => {
+            Some(p) if p.owner == *caller => {
                 p.used = Instant::now();
                 Ok((p.sql.clone(), p.parameters.clone()))
             }
@@ -298,9 +316,17 @@ impl FlightSql {
     }
 
     /// The plan of prepared statement `handle`, with its parameters bound when given.
-    async fn prepared_statement(&self, tenant: &str, handle: &[u8]) -> Result<Statement, Status> {
-        let (sql, parameters) = self.prepared(tenant, handle)?;
-        let statement = self.engine.plan_sql(tenant, &sql).await.map_err(status)?;
+    async fn prepared_statement(
+        &self,
+        caller: &auth::Caller,
+        handle: &[u8],
+    ) -> Result<Statement, Status> {
+        let (sql, parameters) = self.prepared(caller, handle)?;
+        let statement = self
+            .engine
+            .plan_sql(&caller.tenant, &sql)
+            .await
+            .map_err(status)?;
         match parameters {
             Some(values) => statement.bind(&values).map_err(status),
             None => Ok(statement),
@@ -395,6 +421,21 @@ impl FlightSqlService for FlightSql {
             .map_err(status)?;
         let id = uuid::Uuid::now_v7().simple().to_string();
         self.register(&id);
+        let schema = statement.schema();
+        {
+            let mut planned = self.planned.lock();
+            planned.retain(|_, p| p.at.elapsed() < PLANNED_TTL);
+            if planned.len() < MAX_PLANNED {
+                planned.insert(
+                    id.clone(),
+                    Planned {
+                        tenant: tenant.clone(),
+                        statement,
+                        at: Instant::now(),
+                    },
+                );
+            }
+        }
         let handle = serde_json::to_vec(&StatementTicket {
             id,
             sql: query.query,
@@ -404,7 +445,7 @@ impl FlightSqlService for FlightSql {
             statement_handle: handle.into(),
         };
         Self::info(
-            &statement.schema(),
+            &schema,
             request.into_inner(),
             Ticket::new(ticket.as_any().encode_to_vec()),
         )
@@ -415,9 +456,9 @@ impl FlightSqlService for FlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let tenant = self.tenant(&request)?;
+        let caller = self.caller(&request)?;
         let statement = self
-            .prepared_statement(&tenant, &query.prepared_statement_handle)
+            .prepared_statement(&caller, &query.prepared_statement_handle)
             .await?;
         self.register(&String::from_utf8_lossy(&query.prepared_statement_handle));
         let schema = statement.schema();
@@ -521,7 +562,13 @@ impl FlightSqlService for FlightSql {
                 Status::invalid_argument(format!("not a spanlake statement ticket: {e}"))
             })?;
         let cancelled = self.cancel_flag(&statement.id);
-        self.run_sql(&tenant, &statement.sql, cancelled).await
+        // The plan `GetFlightInfo` made, when this is the first `DoGet` of its ticket by its
+        // tenant; blocks and live rows are read as of now either way.
+        let planned = self.planned.lock().remove(&statement.id);
+        match planned {
+            Some(p) if p.tenant == tenant => self.stream(&tenant, p.statement, cancelled).await,
+            _ => self.run_sql(&tenant, &statement.sql, cancelled).await,
+        }
     }
 
     async fn do_get_prepared_statement(
@@ -529,13 +576,13 @@ impl FlightSqlService for FlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let tenant = self.tenant(&request)?;
+        let caller = self.caller(&request)?;
         let statement = self
-            .prepared_statement(&tenant, &query.prepared_statement_handle)
+            .prepared_statement(&caller, &query.prepared_statement_handle)
             .await?;
         let cancelled =
             self.cancel_flag(&String::from_utf8_lossy(&query.prepared_statement_handle));
-        self.stream(&tenant, statement, cancelled).await
+        self.stream(&caller.tenant, statement, cancelled).await
     }
 
     async fn do_get_catalogs(
@@ -692,8 +739,8 @@ impl FlightSqlService for FlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        let tenant = self.tenant(&request)?;
-        self.prepared(&tenant, &query.prepared_statement_handle)?;
+        let caller = self.caller(&request)?;
+        self.prepared(&caller, &query.prepared_statement_handle)?;
         let batches: Vec<RecordBatch> =
             arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
                 request.into_inner().map_err(FlightError::from),
@@ -714,10 +761,10 @@ impl FlightSqlService for FlightSql {
             )
             .map_err(internal)?,
         };
-        let (sql, _) = self.prepared(&tenant, &query.prepared_statement_handle)?;
+        let (sql, _) = self.prepared(&caller, &query.prepared_statement_handle)?;
         // Refuse values that do not fit the placeholders now, not at execution.
         self.engine
-            .plan_sql(&tenant, &sql)
+            .plan_sql(&caller.tenant, &sql)
             .await
             .and_then(|s| s.bind(&parameters))
             .map_err(status)?;
@@ -735,10 +782,10 @@ impl FlightSqlService for FlightSql {
         query: ActionCreatePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let tenant = self.tenant(&request)?;
+        let caller = self.caller(&request)?;
         let statement = self
             .engine
-            .plan_sql(&tenant, &query.query)
+            .plan_sql(&caller.tenant, &query.query)
             .await
             .map_err(status)?;
         let parameter_schema = statement.parameter_schema().map_err(status)?;
@@ -747,16 +794,17 @@ impl FlightSqlService for FlightSql {
             let mut prepared = self.prepared.lock();
             let ttl = self.settings.prepared_statement_ttl;
             prepared.retain(|_, p| p.used.elapsed() < ttl);
-            if prepared.len() >= self.settings.max_prepared_statements {
+            let open = prepared.values().filter(|p| p.owner == caller).count();
+            if open >= self.settings.max_prepared_statements {
                 return Err(Status::resource_exhausted(format!(
-                    "{} prepared statements are open, the most allowed: close some first",
-                    prepared.len()
+                    "this session has {open} prepared statements open, the most allowed: \
+                     close some first"
                 )));
             }
             prepared.insert(
                 handle.clone(),
                 Prepared {
-                    tenant,
+                    owner: caller,
                     sql: query.query,
                     parameters: None,
                     used: Instant::now(),
@@ -775,8 +823,8 @@ impl FlightSqlService for FlightSql {
         query: ActionClosePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<(), Status> {
-        let tenant = self.tenant(&request)?;
-        self.prepared(&tenant, &query.prepared_statement_handle)?;
+        let caller = self.caller(&request)?;
+        self.prepared(&caller, &query.prepared_statement_handle)?;
         let handle = String::from_utf8_lossy(&query.prepared_statement_handle).into_owned();
         self.prepared.lock().remove(&handle);
         Ok(())
