@@ -5,7 +5,8 @@
 //! - eight analytic queries over Flight SQL on generated spans flushed to Parquet, and the same
 //!   queries in DuckDB reading the same Parquet files in process (`benches/duckdb_queries.py`,
 //!   with the Python of `SPANLAKE_BENCH_PYTHON` or `.venv`, DuckDB from
-//!   `benches/requirements.txt`): the median of each, their ratio and the geomean.
+//!   `benches/requirements.txt`), in three alternating rounds: the median of each, their ratio
+//!   and the geomean.
 //!
 //! `cargo bench --bench flight_sql`; `SPANLAKE_BENCH_ROWS` sets the large answer's size
 //! (default 10,000,000 rows of two Int64 columns), `SPANLAKE_BENCH_SPANS` the spans of the
@@ -66,6 +67,16 @@ const ANALYTICS: &[(&str, &str, Option<&str>)] = &[
         ),
     ),
 ];
+
+/// Alternating rounds of the analytic queries, DuckDB's and spanlake's.
+const ROUNDS: usize = 3;
+
+/// The median of `values`.
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
 
 /// Median wall time of `repeats` runs of `sql` over Flight SQL, and its row count.
 async fn flight_median(
@@ -232,31 +243,47 @@ async fn main() {
     server.ingester.flush(true).await.unwrap();
     let blocks = format!("{}/blocks/**/data.parquet", dir.path().display());
     println!(
-        "analytic queries over {sent} spans (median of 5; DuckDB in process on the same Parquet files)"
+        "analytic queries over {sent} spans (median of 3 alternating rounds of medians of 5; DuckDB in process on the same Parquet files)"
     );
-    let duck = duckdb_medians(&blocks, 5);
-    if let Err(why) = &duck {
+    // Both sides run in alternating rounds, each query's figure the median of its rounds'
+    // medians, so that a slower spell of the machine does not fall on one side only.
+    let mut flight_rounds: Vec<Vec<(Duration, usize)>> = Vec::new();
+    let mut duck_rounds = Vec::new();
+    let mut duck_error = None;
+    for _ in 0..ROUNDS {
+        match duckdb_medians(&blocks, 5) {
+            Ok(d) => duck_rounds.push(d),
+            Err(why) => duck_error = Some(why),
+        }
+        let mut round = Vec::new();
+        for (_, sql, _) in ANALYTICS {
+            round.push(flight_median(&mut client, sql, 5).await);
+        }
+        flight_rounds.push(round);
+    }
+    if let Some(why) = &duck_error {
         println!(
             "DuckDB not run ({}): install it with .venv/bin/pip install -r benches/requirements.txt",
             why.trim()
         );
     }
     let mut ratios = Vec::new();
-    for (name, sql, _) in ANALYTICS {
-        let (flight, rows) = flight_median(&mut client, sql, 5).await;
-        let flight_ms = flight.as_secs_f64() * 1e3;
-        match duck.as_ref().ok().and_then(|d| d.get(*name)) {
-            Some(measured) => {
-                let duck_ms = measured[0].as_f64().unwrap_or(f64::NAN) * 1e3;
-                let ratio = flight_ms / duck_ms;
-                ratios.push(ratio);
-                println!(
-                    "  {name}: Flight SQL {flight_ms:.1} ms, DuckDB {duck_ms:.1} ms, ratio {ratio:.2} ({rows} rows; DuckDB {} rows)",
-                    measured[1]
-                );
-            }
-            None => println!("  {name}: Flight SQL {flight_ms:.1} ms ({rows} rows)"),
+    for (i, (name, _, _)) in ANALYTICS.iter().enumerate() {
+        let rows = flight_rounds[0][i].1;
+        let flight_ms = median(flight_rounds.iter().map(|r| r[i].0.as_secs_f64() * 1e3));
+        let duck: Vec<&serde_json::Value> =
+            duck_rounds.iter().filter_map(|d| d.get(*name)).collect();
+        if duck.is_empty() || duck_error.is_some() {
+            println!("  {name}: Flight SQL {flight_ms:.1} ms ({rows} rows)");
+            continue;
         }
+        let duck_ms = median(duck.iter().map(|m| m[0].as_f64().unwrap_or(f64::NAN) * 1e3));
+        let ratio = flight_ms / duck_ms;
+        ratios.push(ratio);
+        println!(
+            "  {name}: Flight SQL {flight_ms:.1} ms, DuckDB {duck_ms:.1} ms, ratio {ratio:.2} ({rows} rows; DuckDB {} rows)",
+            duck[0][1]
+        );
     }
     if !ratios.is_empty() {
         let geomean = (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64).exp();

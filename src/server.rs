@@ -39,11 +39,45 @@ pub enum StartError {
     Flight(String),
     #[error("invalid scheduled report: {0}")]
     Reports(String),
+    #[error("cannot lock the data directory {dir}: {source}")]
+    DataDir {
+        dir: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the data directory {0} is in use by another spanlake process; stop it first or give this one its own --data-dir"
+    )]
+    DataDirInUse(std::path::PathBuf),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// The file a writing process holds locked in its data directory.
+const LOCK_FILE: &str = "spanlake.lock";
+
+/// Locks `dir` for this process: two processes writing one WAL, or one removing the blocks
+/// the other is writing as left over from a crash, would lose data. The operating system
+/// releases the lock when the file is closed or the process dies.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
+    let failed = |source| StartError::DataDir {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))
+        .map_err(failed)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::DataDirInUse(dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => Err(failed(e)),
+    }
 }
 
 /// The storage side of a process: what both `serve` and offline `sql` open.
@@ -52,12 +86,19 @@ pub struct Opened {
     pub catalog: Arc<Catalog>,
     pub ingester: Arc<Ingester>,
     pub engine: QueryEngine,
+    /// The data directory's lock, held by a process that writes (none when read-only).
+    lock: Option<std::fs::File>,
 }
 
 /// Opens storage, the catalog and the ingester (replaying the WAL) for `config`.
 /// `read_only` opens without a WAL writer and without cleaning up, to inspect a data directory.
 pub async fn open(config: &Config, read_only: bool) -> Result<Opened, StartError> {
     config.validate()?;
+    let lock = if read_only {
+        None
+    } else {
+        Some(lock_data_dir(&config.data_dir)?)
+    };
     let mut storage = Storage::open_with(&config.storage_url(), &config.storage_options)?;
     if let Some(dir) = &config.storage_cache_dir {
         storage = storage.with_disk_cache(dir.clone(), config.storage_cache_bytes)?;
@@ -117,6 +158,7 @@ pub async fn open(config: &Config, read_only: bool) -> Result<Opened, StartError
         catalog,
         ingester,
         engine,
+        lock,
     })
 }
 
@@ -161,6 +203,8 @@ pub struct Server {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     flusher: JoinHandle<()>,
+    /// Held until the server is dropped.
+    _lock: Option<std::fs::File>,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -333,6 +377,7 @@ impl Server {
             stop,
             tasks,
             flusher,
+            _lock: opened.lock,
         })
     }
 

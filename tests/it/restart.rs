@@ -104,3 +104,23 @@ async fn a_corrupt_wal_segment_is_quarantined_and_startup_continues() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_second_writer_of_a_data_directory_is_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let config = test_config(data.path());
+    let opened = spanlake::server::open(&config, false).await.unwrap();
+    let Err(refused) = spanlake::server::open(&config, false).await else {
+        panic!("a second writer opened the data directory");
+    };
+    assert!(
+        refused
+            .to_string()
+            .contains("in use by another spanlake process"),
+        "{refused}"
+    );
+    // Readers open it meanwhile; once the writer is gone, another may write.
+    spanlake::server::open(&config, true).await.unwrap();
+    drop(opened);
+    spanlake::server::open(&config, false).await.unwrap();
+}
