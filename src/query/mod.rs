@@ -9,9 +9,9 @@
 //! Every query gets its own `SessionContext` holding only its tenant's `spans`, `traces`, `logs`
 //! and `metrics`, sharing one runtime whose memory pool bounds all queries together. The
 //! session is a copy of the tenant's session state, built once (functions, tables, options),
-//! so a query's settings stay its own while building a session costs a copy, not a setup. SQL runs with DDL, DML
-//! (including `COPY`) and statements refused, and with no table function that reads files, so a
-//! query can reach nothing but its tenant's tables.
+//! so a query's settings stay its own while building a session costs a copy, not a setup.
+//! SQL runs with DDL, DML (including `COPY`) and statements refused, and with no table
+//! function that reads files, so a query can reach nothing but its tenant's tables.
 //!
 //! This layer reads tables; it must not know HTTP, gRPC or Tempo's wire formats, and it never
 //! touches storage or the ingester except through [`crate::tables`].

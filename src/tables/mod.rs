@@ -56,6 +56,7 @@ pub struct SpanlakeTable {
     catalog: Arc<Catalog>,
     live: Arc<dyn LiveSource>,
     analytic: bool,
+    schema: SchemaRef,
 }
 
 impl SpanlakeTable {
@@ -72,6 +73,7 @@ impl SpanlakeTable {
             catalog,
             live,
             analytic: false,
+            schema: kind.schema(),
         }
     }
 
@@ -80,6 +82,7 @@ impl SpanlakeTable {
     /// compare inline), and rows filtered while decoding only by trace id.
     pub fn analytic(mut self) -> Self {
         self.analytic = true;
+        self.schema = live_exec::table_schema(self.kind, true);
         self
     }
 }
@@ -104,7 +107,7 @@ fn reads_row_group_blooms(kind: TableKind) -> bool {
 #[async_trait]
 impl TableProvider for SpanlakeTable {
     fn schema(&self) -> SchemaRef {
-        live_exec::table_schema(self.kind, self.analytic)
+        self.schema.clone()
     }
 
     fn table_type(&self) -> TableType {

@@ -2,10 +2,10 @@
 //! DBeaver) and notebooks (pyarrow) reach the same engine and tables as everything else.
 //!
 //! - Statements: `GetFlightInfo` plans the query (schema, one endpoint whose ticket names the
-//!   query, the plan kept a minute for the ticket's first `DoGet`); `DoGet` runs it and streams batches as DataFusion produces them, encoded with
-//!   dictionaries hydrated and messages of at most [`MAX_MESSAGE_BYTES`]. A bounded channel
-//!   between the query and the client gives backpressure: a large answer streams in bounded
-//!   memory.
+//!   query, the plan kept a minute for the ticket's first `DoGet`); `DoGet` runs it and
+//!   streams batches as DataFusion produces them, encoded with dictionaries hydrated and
+//!   messages of at most [`MAX_MESSAGE_BYTES`]. A bounded channel between the query and the
+//!   client gives backpressure: a large answer streams in bounded memory.
 //! - Prepared statements: create and close actions, parameters bound by `DoPut` (one row for
 //!   `$1`, `$2`, …), held per session (see [`auth::Caller`]), bounded in number per session and
 //!   closed when unused.
