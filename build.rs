@@ -7,8 +7,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("cargo:rerun-if-changed=proto");
     tonic_prost_build::configure()
-        .build_client(false)
-        .build_server(false)
+        .build_client(true)
+        .build_server(true)
         .compile_protos(&["proto/spanlake.proto"], &["proto"])?;
 
     let well_known = protoc_bin_vendored::include_path()?;

@@ -32,6 +32,8 @@ pub const DEFAULT_OTLP_HTTP_PORT: u16 = 4318;
 pub const DEFAULT_GRPC_PORT: u16 = 9095;
 /// Default Arrow Flight SQL port.
 pub const DEFAULT_FLIGHT_PORT: u16 = 8815;
+/// Default port of the cluster's internal gRPC services (replicated pushes, query stages).
+pub const DEFAULT_CLUSTER_PORT: u16 = 9096;
 
 /// The whole configuration of a spanlake process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,6 +62,8 @@ pub struct Config {
     pub otlp_http_listen: SocketAddr,
     /// Arrow Flight SQL and plain Flight.
     pub flight_listen: SocketAddr,
+    /// The cluster's internal gRPC services; only bound when `[cluster]` is set.
+    pub cluster_listen: SocketAddr,
     /// When on, every request must name its tenant in `X-Scope-OrgID`.
     pub multitenancy: bool,
     /// Largest accepted OTLP request body, after decompression.
@@ -78,6 +82,67 @@ pub struct Config {
     pub flight: FlightSettings,
     /// Reports `serve` makes on a schedule, written to the block store under `reports/`.
     pub reports: Vec<ScheduledReport>,
+    /// Membership of a cluster; a single node when unset.
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// A static cluster: who the members are, how many hold each shard, and when a write counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// This node's name among `members`.
+    #[serde(rename = "self")]
+    pub self_name: String,
+    /// Every member, this node included.
+    pub members: Vec<MemberSettings>,
+    /// How many members hold each shard.
+    #[serde(default = "default_replication_factor")]
+    pub replication_factor: usize,
+    /// How many of a shard's holders must have made a write durable before it is acknowledged.
+    #[serde(default)]
+    pub write_consistency: WriteConsistency,
+    /// How often each member checks the others.
+    #[serde(default = "default_health_check", with = "crate::time::serde_duration")]
+    pub health_check: Duration,
+    /// Whether a query may answer without a shard none of whose holders is up (flagged
+    /// partial); when false, such a query fails instead. Requests may ask for strictness with
+    /// `partial=false`.
+    #[serde(default = "default_partial_results")]
+    pub partial_results: bool,
+}
+
+/// One member of a cluster: its name and where the others reach it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberSettings {
+    pub name: String,
+    /// `host:port` of its HTTP API (health checks, `/api/v1/cluster`).
+    pub http: String,
+    /// `host:port` of its cluster services (`cluster_listen`).
+    pub internal: String,
+}
+
+/// How many holders of a shard acknowledge a write before the client is answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteConsistency {
+    /// A majority of the shard's holders.
+    #[default]
+    Quorum,
+    /// Every holder.
+    All,
+}
+
+fn default_replication_factor() -> usize {
+    1
+}
+
+fn default_health_check() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_partial_results() -> bool {
+    true
 }
 
 /// A report `serve` makes on a schedule.
@@ -237,6 +302,7 @@ impl Default for Config {
             otlp_grpc_listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_OTLP_GRPC_PORT)),
             otlp_http_listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_OTLP_HTTP_PORT)),
             flight_listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_FLIGHT_PORT)),
+            cluster_listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_CLUSTER_PORT)),
             multitenancy: false,
             max_request_bytes: 16 << 20,
             query_memory_limit: 2 << 30,
@@ -248,6 +314,7 @@ impl Default for Config {
             query: QuerySettings::default(),
             flight: FlightSettings::default(),
             reports: Vec::new(),
+            cluster: None,
         }
     }
 }
@@ -401,6 +468,7 @@ impl Config {
             otlp_grpc_listen: any,
             otlp_http_listen: any,
             flight_listen: any,
+            cluster_listen: any,
             ..Self::default()
         }
     }
@@ -473,7 +541,69 @@ impl Config {
                 "max_request_bytes must be above zero".into(),
             ));
         }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate(self.ingester.shards)?;
+        }
         Ok(())
+    }
+}
+
+impl ClusterSettings {
+    fn validate(&self, shards: u32) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(format!("cluster: {message}")));
+        let mut names = std::collections::BTreeSet::new();
+        for member in &self.members {
+            if member.name.is_empty() || !names.insert(member.name.as_str()) {
+                return invalid(format!(
+                    "member names must be unique and not empty; {:?} is not",
+                    member.name
+                ));
+            }
+            for address in [&member.http, &member.internal] {
+                let port = address
+                    .rsplit_once(':')
+                    .map(|(_, port)| port.parse::<u16>());
+                if !matches!(port, Some(Ok(_))) {
+                    return invalid(format!(
+                        "member {:?}: address {address:?} is not host:port",
+                        member.name
+                    ));
+                }
+            }
+        }
+        if !names.contains(self.self_name.as_str()) {
+            return invalid(format!(
+                "self = {:?} is not among the members ({})",
+                self.self_name,
+                names.into_iter().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        if self.replication_factor == 0 || self.replication_factor > self.members.len() {
+            return invalid(format!(
+                "replication_factor must be between 1 and the number of members ({}), not {}",
+                self.members.len(),
+                self.replication_factor
+            ));
+        }
+        if (shards as usize) < self.members.len() {
+            return invalid(format!(
+                "ingester.shards ({shards}) must be at least the number of members ({}); \
+                 a few shards per member spread the load evenly",
+                self.members.len()
+            ));
+        }
+        if self.health_check.is_zero() {
+            return invalid("health_check must be above zero".into());
+        }
+        Ok(())
+    }
+
+    /// How many holders of a shard must acknowledge a write.
+    pub fn write_quorum(&self) -> usize {
+        match self.write_consistency {
+            WriteConsistency::Quorum => self.replication_factor / 2 + 1,
+            WriteConsistency::All => self.replication_factor,
+        }
     }
 }
 

@@ -10,7 +10,7 @@
 //! report                     anomaly reports: options, statistics, findings, JSON/Markdown/HTML
 //! query                      every plan: search, trace by id, tags, SQL; one error type
 //! traceql  tables  ingest    the TraceQL language | blocks ∪ live rows | OTLP receivers
-//! ingester                   WAL, live traces, block cutting and flush
+//! ingester  cluster          WAL, live traces, block cutting and flush | members, ring, health
 //! storage  live  generator   blocks and catalog | the live-rows contract | synthetic traces
 //! schema  config             columns and OTLP ⇄ rows | configuration
 //! ids  time  tenant  telemetry                    facts and counters every layer may use
@@ -35,6 +35,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod generator;
 pub mod ids;

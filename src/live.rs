@@ -25,25 +25,45 @@ pub struct LiveScan {
     pub start_ns: Option<i64>,
     /// Only traces with a span starting before this time, or records and points before it.
     pub end_ns: Option<i64>,
+    /// Only rows of these shards, when given (a cluster reads each shard from one holder).
+    pub shards: Option<Vec<u32>>,
+}
+
+/// A table's protobuf form.
+pub fn table_to_proto(table: TableKind) -> crate::proto::Table {
+    match table {
+        TableKind::Spans => crate::proto::Table::Spans,
+        TableKind::Traces => crate::proto::Table::Traces,
+        TableKind::Logs => crate::proto::Table::Logs,
+        TableKind::Metrics => crate::proto::Table::Metrics,
+    }
+}
+
+/// The table a protobuf `Table` value names.
+pub fn table_from_proto(table: i32) -> Result<TableKind, String> {
+    match crate::proto::Table::try_from(table) {
+        Ok(crate::proto::Table::Spans) => Ok(TableKind::Spans),
+        Ok(crate::proto::Table::Traces) => Ok(TableKind::Traces),
+        Ok(crate::proto::Table::Logs) => Ok(TableKind::Logs),
+        Ok(crate::proto::Table::Metrics) => Ok(TableKind::Metrics),
+        Err(_) => Err(format!("unknown table {table}")),
+    }
 }
 
 impl From<&LiveScan> for crate::proto::LiveScan {
     fn from(scan: &LiveScan) -> Self {
-        let table = match scan.table {
-            TableKind::Spans => crate::proto::Table::Spans,
-            TableKind::Traces => crate::proto::Table::Traces,
-            TableKind::Logs => crate::proto::Table::Logs,
-            TableKind::Metrics => crate::proto::Table::Metrics,
-        };
         Self {
             tenant: scan.tenant.clone(),
-            table: table as i32,
+            table: table_to_proto(scan.table) as i32,
             exclude_blocks: scan.exclude_blocks.clone(),
             trace_ids: scan.trace_ids.as_ref().map(|ids| crate::proto::TraceIds {
                 ids: ids.iter().map(|id| id.to_vec()).collect(),
             }),
             start_ns: scan.start_ns,
             end_ns: scan.end_ns,
+            shards: scan.shards.as_ref().map(|shards| crate::proto::ShardList {
+                shards: shards.clone(),
+            }),
         }
     }
 }
@@ -52,13 +72,7 @@ impl TryFrom<crate::proto::LiveScan> for LiveScan {
     type Error = String;
 
     fn try_from(scan: crate::proto::LiveScan) -> Result<Self, String> {
-        let table = match crate::proto::Table::try_from(scan.table) {
-            Ok(crate::proto::Table::Spans) => TableKind::Spans,
-            Ok(crate::proto::Table::Traces) => TableKind::Traces,
-            Ok(crate::proto::Table::Logs) => TableKind::Logs,
-            Ok(crate::proto::Table::Metrics) => TableKind::Metrics,
-            Err(_) => return Err(format!("unknown live table {}", scan.table)),
-        };
+        let table = table_from_proto(scan.table)?;
         let trace_ids = scan
             .trace_ids
             .map(|ids| {
@@ -78,6 +92,7 @@ impl TryFrom<crate::proto::LiveScan> for LiveScan {
             trace_ids,
             start_ns: scan.start_ns,
             end_ns: scan.end_ns,
+            shards: scan.shards.map(|list| list.shards),
         })
     }
 }

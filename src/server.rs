@@ -12,8 +12,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::generator::{Generator, MetricsAggregator};
+use crate::ingest::distributor::{Distributor, PushService};
 use crate::ingest::{self, Receiver, Transport};
 use crate::ingester::{CutPolicy, Ingester, IngesterConfig};
 use crate::live::LiveSource;
@@ -86,6 +88,8 @@ pub struct Opened {
     pub catalog: Arc<Catalog>,
     pub ingester: Arc<Ingester>,
     pub engine: QueryEngine,
+    /// The cluster this node is a member of, if any.
+    pub cluster: Option<Arc<Cluster>>,
     /// The data directory's lock, held by a process that writes (none when read-only).
     lock: Option<std::fs::File>,
 }
@@ -143,7 +147,7 @@ pub async fn open(config: &Config, read_only: bool) -> Result<Opened, StartError
         read_only,
     )?);
     let live: Arc<dyn LiveSource> = ingester.clone();
-    let engine = QueryEngine::new(
+    let mut engine = QueryEngine::new(
         &storage,
         catalog.clone(),
         live,
@@ -153,7 +157,19 @@ pub async fn open(config: &Config, read_only: bool) -> Result<Opened, StartError
             .unwrap_or(config.query_memory_limit),
     )?
     .with_partitions(config.query_partitions);
+    // Reading a data directory offline reads this node's data alone.
+    let cluster = match &config.cluster {
+        Some(settings) if !read_only => {
+            Some(Cluster::new(settings.clone(), config.ingester.shards))
+        }
+        _ => None,
+    };
+    if let Some(cluster) = &cluster {
+        let reader = api::cluster::ClusterReader::new(engine.clone(), cluster.clone());
+        engine = engine.with_cluster(cluster.clone(), Arc::new(reader));
+    }
     Ok(Opened {
+        cluster,
         storage,
         catalog,
         ingester,
@@ -198,6 +214,10 @@ pub struct Server {
     pub otlp_grpc_addr: SocketAddr,
     pub otlp_http_addr: SocketAddr,
     pub flight_addr: SocketAddr,
+    /// The cluster's internal services, when this node is a member of one.
+    pub cluster_addr: Option<SocketAddr>,
+    /// The cluster this node is a member of, if any.
+    pub cluster: Option<Arc<Cluster>>,
     pub ingester: Arc<Ingester>,
     pub engine: QueryEngine,
     stop: watch::Sender<bool>,
@@ -229,11 +249,15 @@ impl Server {
         telemetry.disk_cache_from(move || storage.disk_cache_hits_and_misses());
         let measure = api::measure::MeasureLayer::new(telemetry.clone());
         let flight_measure = measure.clone();
+        let cluster = opened.cluster.clone();
         let receiver = Receiver {
             ingester: opened.ingester.clone(),
             multitenancy: config.multitenancy,
             max_request_bytes: config.max_request_bytes,
             telemetry: telemetry.clone(),
+            distributor: cluster
+                .clone()
+                .map(|c| Distributor::new(c, config.ingester.shards)),
         };
 
         let http = bind(config.http_listen).await?;
@@ -241,6 +265,10 @@ impl Server {
         let otlp_http = bind(config.otlp_http_listen).await?;
         let otlp_grpc = bind(config.otlp_grpc_listen).await?;
         let flight = bind(config.flight_listen).await?;
+        let internal = match &cluster {
+            Some(_) => Some(bind(config.cluster_listen).await?),
+            None => None,
+        };
         let addr = |l: &TcpListener| {
             l.local_addr().map_err(|source| StartError::Bind {
                 addr: config.http_listen,
@@ -276,6 +304,7 @@ impl Server {
             engine: opened.engine.clone(),
             multitenancy: config.multitenancy,
             storage: opened.storage.clone(),
+            cluster: cluster.clone(),
         })
         .merge(tempo::http::router(tempo_api))
         .merge(grpc_routes)
@@ -347,6 +376,31 @@ impl Server {
                 tracing::error!(error = %e, "Flight SQL server failed");
             }
         }));
+        let mut cluster_addr = None;
+        if let (Some(cluster), Some(internal)) = (&cluster, internal) {
+            cluster_addr = Some(addr(&internal)?);
+            let internal_stop = stopped(stop_rx.clone());
+            let push = PushService::server(opened.ingester.clone());
+            let shards = api::cluster::ShardService::server(opened.engine.clone());
+            let worker = opened
+                .engine
+                .cluster_worker()
+                .map(|w| w.into_worker_server());
+            tasks.push(tokio::spawn(async move {
+                let result = tonic::transport::Server::builder()
+                    .add_service(push)
+                    .add_service(shards)
+                    .add_optional_service(worker)
+                    .serve_with_incoming_shutdown(without_delay(internal), internal_stop)
+                    .await;
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "cluster gRPC server failed");
+                }
+            }));
+            tasks.push(tokio::spawn(
+                cluster.clone().run_health_checks(stopped(stop_rx.clone())),
+            ));
+        }
         tasks.push(tokio::spawn(crate::report::scheduled::run_schedules(
             reports,
             opened.engine.clone(),
@@ -372,6 +426,8 @@ impl Server {
             otlp_grpc_addr,
             otlp_http_addr,
             flight_addr,
+            cluster_addr,
+            cluster,
             ingester: opened.ingester,
             engine: opened.engine,
             stop,

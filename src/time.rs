@@ -229,6 +229,11 @@ pub fn seconds_to_ns(seconds: u64) -> i64 {
         .saturating_mul(NANOS_PER_SECOND)
 }
 
+/// `ns` as RFC 3339 UTC, to the second.
+pub fn rfc3339(ns: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 /// Now, in Unix nanoseconds.
 pub fn now_ns() -> i64 {
     chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
 
+use crate::cluster::Cluster;
 use crate::query::{QueryEngine, QueryError, Result};
 use crate::report::{self, ReportOptions, scheduled};
 use crate::storage::Storage;
@@ -29,6 +30,8 @@ pub const REPORT_PATH: &str = "/api/v1/report";
 pub const REPORTS_PATH: &str = "/api/v1/reports";
 /// Path of one output of a scheduled report.
 pub const STORED_REPORT_PATH: &str = "/api/v1/reports/{name}/{file}";
+/// Path of the cluster's members, their state and the shards they hold, as JSON.
+pub const CLUSTER_PATH: &str = "/api/v1/cluster";
 /// Path of a trace with its log records and exemplars, as JSON.
 pub const CORRELATED_PATH: &str = "/api/v1/traces/{id}/correlated";
 /// Content type of Arrow IPC stream responses.
@@ -47,6 +50,8 @@ pub struct ApiState {
     pub multitenancy: bool,
     /// Where scheduled reports are written.
     pub storage: Storage,
+    /// The cluster this node is a member of, if any.
+    pub cluster: Option<std::sync::Arc<Cluster>>,
 }
 
 /// Routes of the HTTP API.
@@ -57,6 +62,7 @@ pub fn router(state: ApiState) -> Router {
         .route(REPORT_PATH, post(report))
         .route(REPORTS_PATH, get(stored_reports))
         .route(STORED_REPORT_PATH, get(stored_report))
+        .route(CLUSTER_PATH, get(cluster_status))
         .with_state(state)
 }
 
@@ -292,4 +298,16 @@ async fn run_sql(state: &ApiState, headers: &HeaderMap, body: &[u8]) -> Result<R
     let chunks = futures::stream::once(async move { Ok(Bytes::from(head)) }).chain(rest);
     let body = Body::from_stream(chunks.map(|chunk| chunk.map_err(std::io::Error::other)));
     Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
+}
+
+/// `GET /api/v1/cluster`: members, their state as this node sees it, and shard placement.
+async fn cluster_status(State(state): State<ApiState>) -> Response {
+    match &state.cluster {
+        Some(cluster) => axum::Json(cluster.status()).into_response(),
+        None => (
+            http::StatusCode::NOT_FOUND,
+            "this node runs alone: its configuration has no [cluster] section\n",
+        )
+            .into_response(),
+    }
 }

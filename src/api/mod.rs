@@ -2,6 +2,7 @@
 //! endpoint, the layer that measures every request, and the one mapping of query errors to HTTP
 //! and gRPC statuses that every interface uses.
 
+pub mod cluster;
 pub mod flight;
 pub mod http;
 pub mod measure;

@@ -121,7 +121,9 @@ fn status_of(e: &IngestError) -> StatusCode {
         IngestError::LiveLimit(_) => StatusCode::TOO_MANY_REQUESTS,
         IngestError::Tenant(TenantError::Missing) => StatusCode::UNAUTHORIZED,
         IngestError::Tenant(TenantError::Invalid(_)) => StatusCode::BAD_REQUEST,
-        IngestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        IngestError::Unavailable(_) | IngestError::Replication(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
     }
 }
 

@@ -16,6 +16,7 @@
 //!
 //! Receivers count what they accept and refuse in [`crate::telemetry`]; they never query.
 
+pub mod distributor;
 pub mod grpc;
 pub mod http;
 
@@ -48,6 +49,8 @@ pub enum IngestError {
     LiveLimit(String),
     #[error("could not store the data, retry later: {0}")]
     Unavailable(IngesterError),
+    #[error("could not store the data on enough replicas, retry later: {0}")]
+    Replication(String),
 }
 
 impl From<IngesterError> for IngestError {
@@ -71,7 +74,7 @@ impl IngestError {
             }
             IngestError::Tenant(TenantError::Missing) => tonic::Code::Unauthenticated,
             IngestError::Tenant(TenantError::Invalid(_)) => tonic::Code::InvalidArgument,
-            IngestError::Unavailable(_) => tonic::Code::Unavailable,
+            IngestError::Unavailable(_) | IngestError::Replication(_) => tonic::Code::Unavailable,
         }
     }
 
@@ -85,6 +88,7 @@ impl IngestError {
             IngestError::Tenant(TenantError::Missing) => "missing_tenant",
             IngestError::Tenant(TenantError::Invalid(_)) => "invalid_tenant",
             IngestError::Unavailable(_) => "unavailable",
+            IngestError::Replication(_) => "replication",
         }
     }
 }
@@ -117,14 +121,32 @@ pub struct Receiver {
     pub max_request_bytes: usize,
     /// Where receivers count requests, spans and bytes.
     pub telemetry: Telemetry,
+    /// In a cluster, sends rows to the holders of their shards instead of `ingester` alone.
+    pub distributor: Option<distributor::Distributor>,
 }
 
 /// Rows of one signal, converted from an export request.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum Rows {
     Spans(Vec<SpanRow>),
     Logs(Vec<LogRow>),
     Points(Vec<PointRow>),
+}
+
+impl Rows {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        match self {
+            Rows::Spans(rows) => rows.len(),
+            Rows::Logs(rows) => rows.len(),
+            Rows::Points(rows) => rows.len(),
+        }
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// An OTLP export request of one signal.
@@ -176,6 +198,11 @@ impl Receiver {
         request: &R,
     ) -> Result<usize, IngestError> {
         let tenant = crate::tenant::resolve(org_id, self.multitenancy)?;
+        if let Some(distributor) = &self.distributor {
+            return distributor
+                .distribute(&self.ingester, &tenant, request.rows()?)
+                .await;
+        }
         let stored = match request.rows()? {
             Rows::Spans(rows) => self.ingester.push(&tenant, rows).await?,
             Rows::Logs(rows) => self.ingester.push_logs(&tenant, rows).await?,

@@ -224,10 +224,13 @@ pub struct Selection {
     pub trace_ids: Option<HashSet<TraceId>>,
     pub start_ns: Option<i64>,
     pub end_ns: Option<i64>,
+    /// Only rows of these shards (by index, of `shards.len()` shards), when given.
+    pub shards: Option<Vec<bool>>,
 }
 
-impl From<&LiveScan> for Selection {
-    fn from(scan: &LiveScan) -> Self {
+impl Selection {
+    /// What `scan` selects on an ingester with `shards` shards.
+    pub fn new(scan: &LiveScan, shards: u32) -> Self {
         Self {
             exclude_blocks: scan.exclude_blocks.iter().cloned().collect(),
             trace_ids: scan
@@ -236,13 +239,34 @@ impl From<&LiveScan> for Selection {
                 .map(|ids| ids.iter().copied().collect()),
             start_ns: scan.start_ns,
             end_ns: scan.end_ns,
+            shards: scan.shards.as_ref().map(|wanted| {
+                let mut set = vec![false; shards.max(1) as usize];
+                for &shard in wanted {
+                    if let Some(slot) = set.get_mut(shard as usize) {
+                        *slot = true;
+                    }
+                }
+                set
+            }),
         }
     }
-}
 
-impl Selection {
+    fn shard_count(&self) -> u32 {
+        self.shards.as_ref().map_or(1, |s| s.len() as u32)
+    }
+
+    fn in_shard(&self, shard: impl FnOnce(u32) -> u32) -> bool {
+        match &self.shards {
+            None => true,
+            Some(set) => set[shard(self.shard_count()) as usize],
+        }
+    }
+
     fn wants(&self, id: &TraceId, trace: &LiveTrace) -> bool {
         if self.trace_ids.as_ref().is_some_and(|ids| !ids.contains(id)) {
+            return false;
+        }
+        if !self.in_shard(|n| shard_of(id, n)) {
             return false;
         }
         trace
@@ -254,6 +278,9 @@ impl Selection {
     /// As [`Selection::wants`], for a trace whose span start times are given in ascending order.
     pub fn wants_sorted(&self, id: &TraceId, starts: &[i64]) -> bool {
         if self.trace_ids.as_ref().is_some_and(|ids| !ids.contains(id)) {
+            return false;
+        }
+        if !self.in_shard(|n| shard_of(id, n)) {
             return false;
         }
         let first = match self.start_ns {
@@ -272,7 +299,11 @@ impl Selection {
             None => true,
             Some(ids) => log.trace_id.as_ref().is_some_and(|id| ids.contains(id)),
         };
-        trace_ok && self.in_time(log.time_unix_nano)
+        trace_ok && self.in_time(log.time_unix_nano) && self.in_shard(|n| log_shard(log, n))
+    }
+
+    fn wants_point(&self, point: &PointRow) -> bool {
+        self.in_time(point.time_unix_nano) && self.in_shard(|n| point_shard(point, n))
     }
 
     /// A block the reader listed: its rows come from Parquet. A block id reaches a reader's
@@ -568,7 +599,7 @@ impl LiveState {
             .rows
             .iter()
             .chain(pending)
-            .filter(|p| selection.in_time(p.time_unix_nano))
+            .filter(|p| selection.wants_point(p))
             .cloned()
             .collect()
     }

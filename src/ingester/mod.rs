@@ -538,7 +538,7 @@ impl Ingester {
 
 impl LiveSource for Ingester {
     fn scan(&self, request: &LiveScan) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
-        let selection = Selection::from(request);
+        let selection = Selection::new(request, self.config.policy.shards);
         let batch = match request.table {
             TableKind::Spans | TableKind::Traces => {
                 if selection

@@ -88,6 +88,12 @@ impl From<DataFusionError> for QueryError {
             | DataFusionError::NotImplemented(_)
             | DataFusionError::Configuration(_) => ErrorKind::BadRequest,
             DataFusionError::ResourcesExhausted(_) => ErrorKind::Limit,
+            DataFusionError::External(e)
+                if e.downcast_ref::<crate::tables::ShardsUnavailable>()
+                    .is_some() =>
+            {
+                ErrorKind::Unavailable
+            }
             DataFusionError::ParquetError(_)
             | DataFusionError::ObjectStore(_)
             | DataFusionError::IoError(_) => ErrorKind::Internal,

@@ -16,6 +16,7 @@
 //! This layer reads tables; it must not know HTTP, gRPC or Tempo's wire formats, and it never
 //! touches storage or the ingester except through [`crate::tables`].
 
+pub mod cluster;
 pub mod correlate;
 pub mod error;
 pub mod memory;
@@ -62,6 +63,8 @@ pub struct QueryEngine {
     live: Arc<dyn LiveSource>,
     /// Target partitions of every session; DataFusion's default (the cores) when `None`.
     partitions: Option<usize>,
+    /// As a cluster member: how sessions read across the cluster.
+    cluster: Option<cluster::ClusterQueries>,
 }
 
 impl QueryEngine {
@@ -83,6 +86,7 @@ impl QueryEngine {
             catalog,
             live,
             partitions: None,
+            cluster: None,
         })
     }
 
@@ -177,6 +181,11 @@ impl QueryEngine {
         let catalogs = MemoryCatalogProviderList::new();
         catalogs.register_catalog(CATALOG.to_string(), Arc::new(catalog));
         state.register_catalog_list(Arc::new(catalogs));
+        if self.cluster.is_some() {
+            state
+                .config_mut()
+                .set_extension(cluster::current_partial_record());
+        }
         Ok(SessionContext::new_with_state(state))
     }
 
@@ -192,6 +201,13 @@ impl QueryEngine {
         }
         let ctx = SessionContext::new_with_config_rt(config, self.runtime(tenant)?);
         spanlake_udfs::register_all(&ctx);
+        if let Some(cluster) = &self.cluster {
+            return Ok(SessionStart {
+                state: cluster.distribute(ctx.state())?,
+                tables: cluster.tables(tenant, false),
+                analytic_tables: cluster.tables(tenant, true),
+            });
+        }
         let tables = |analytic: bool| {
             TableKind::ALL
                 .into_iter()

@@ -318,10 +318,7 @@ pub async fn run(
     })
 }
 
-/// `ns` as RFC 3339 UTC.
-pub fn rfc3339(ns: i64) -> String {
-    chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
+pub use crate::time::rfc3339;
 
 /// The exit status for automation: 0 without findings, 1 when every finding is below
 /// `fail_on`, 2 when one is at or above it.

@@ -286,6 +286,7 @@ mod tests {
             trace_ids: Some(vec![[3; 16]]),
             start_ns: Some(10),
             end_ns: None,
+            shards: Some(vec![1, 3]),
         };
         let source: Arc<dyn LiveSource> = Arc::new(NoRows);
         let plan: Arc<dyn ExecutionPlan> =

@@ -16,6 +16,7 @@
 
 mod filters;
 mod live_exec;
+mod shard_scan;
 
 use std::sync::Arc;
 
@@ -39,6 +40,10 @@ use crate::schema::TableKind;
 use crate::storage::{Catalog, DATA_FILE, Storage, TRACES_FILE};
 pub use filters::ScanBounds;
 pub use live_exec::{LiveExec, LiveExecCodec};
+pub use shard_scan::{
+    PartialShards, ShardGroup, ShardReader, ShardReaders, ShardScan, ShardScanCodec, ShardScanExec,
+    ShardedTable, ShardsUnavailable, execute_partitions, shard_scan_schema,
+};
 
 /// The Parquet file of a block that holds `kind`'s rows.
 fn file_of(kind: TableKind) -> &'static str {
@@ -57,6 +62,8 @@ pub struct SpanlakeTable {
     live: Arc<dyn LiveSource>,
     analytic: bool,
     schema: SchemaRef,
+    /// Only these shards' rows, when given.
+    shards: Option<Vec<u32>>,
 }
 
 impl SpanlakeTable {
@@ -74,7 +81,14 @@ impl SpanlakeTable {
             live,
             analytic: false,
             schema: kind.schema(),
+            shards: None,
         }
+    }
+
+    /// The same table restricted to the rows of `shards`: the part a cluster member reads.
+    pub fn with_shards(mut self, shards: Vec<u32>) -> Self {
+        self.shards = Some(shards);
+        self
     }
 
     /// The same table as SQL sessions read it: top-level strings as Utf8View (Parquet
@@ -131,7 +145,10 @@ impl TableProvider for SpanlakeTable {
         let schema = self.schema();
         let bounds = ScanBounds::from_filters(filters, self.kind);
         // Listing blocks before asking for live rows is what makes the union exactly-once.
-        let blocks = self.catalog.blocks(&self.tenant, self.kind.signal());
+        let mut blocks = self.catalog.blocks(&self.tenant, self.kind.signal());
+        if let Some(shards) = &self.shards {
+            blocks.retain(|b| shards.contains(&b.shard));
+        }
         let live = LiveExec::new(
             LiveScan {
                 tenant: self.tenant.clone(),
@@ -146,6 +163,7 @@ impl TableProvider for SpanlakeTable {
                 trace_ids: bounds.trace_ids.clone(),
                 start_ns: bounds.start_ns,
                 end_ns: bounds.end_ns,
+                shards: self.shards.clone(),
             },
             self.live.clone(),
             projection.cloned(),

@@ -1,6 +1,7 @@
 //! spanlake's integration tests: one binary, one module per area.
 
 mod architecture;
+mod cluster;
 mod common;
 mod crash;
 mod dedicated_columns;
