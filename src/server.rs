@@ -284,6 +284,9 @@ impl Server {
         );
 
         let mut tasks = Vec::new();
+        let partial = api::partial::PartialLayer {
+            allow: config.cluster.as_ref().is_none_or(|c| c.partial_results),
+        };
         let tempo_api = TempoApi::new(
             opened.engine.clone(),
             config.query.clone(),
@@ -310,6 +313,7 @@ impl Server {
         .merge(grpc_routes)
         .merge(api::metrics::router(telemetry.clone()))
         .fallback(unmatched)
+        .layer(partial)
         .layer(measure.clone());
         tasks.push(serve_http(http, api, stopped(stop_rx.clone())));
         let tempo_stop = stopped(stop_rx.clone());
@@ -318,6 +322,7 @@ impl Server {
             let incoming = without_delay(grpc);
             let result = tonic::transport::Server::builder()
                 .layer(tempo_measure)
+                .layer(partial)
                 .add_service(tempo_grpc.streaming())
                 .add_service(tempo_grpc.querier())
                 .serve_with_incoming_shutdown(incoming, tempo_stop)
@@ -369,6 +374,7 @@ impl Server {
             let incoming = without_delay(flight);
             let result = flight_server
                 .layer(flight_measure)
+                .layer(partial)
                 .add_service(flight_service)
                 .serve_with_incoming_shutdown(incoming, flight_stop)
                 .await;

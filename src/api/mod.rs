@@ -7,4 +7,5 @@ pub mod flight;
 pub mod http;
 pub mod measure;
 pub mod metrics;
+pub mod partial;
 pub mod status;

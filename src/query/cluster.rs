@@ -14,17 +14,20 @@
 
 use std::sync::Arc;
 
+use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::dataframe::DataFrame;
 use datafusion::datasource::TableProvider;
 use datafusion::execution::TaskContext;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_distributed::{
     DesiredTaskCountEvent, DesiredTaskCountEventResponse, DistributedExt, DistributedLeafExec,
     RouteTasksEvent, RouteTasksEventResponse, ScaleUpLeafNodeEvent, ScaleUpLeafNodeEventResponse,
-    SessionStateBuilderExt, Worker, WorkerQueryContext, WorkerResolver,
+    SessionStateBuilderExt, Worker, WorkerQueryContext, WorkerResolver, display_plan_ascii,
 };
 use url::Url;
 
@@ -45,6 +48,12 @@ tokio::task_local! {
 /// opened outside such a scope are strict: a missing shard fails the query.
 pub async fn recording_partial_shards<F: Future>(record: Arc<PartialShards>, work: F) -> F::Output {
     PARTIAL.scope(record, work).await
+}
+
+/// How many shards the current request's scans left out so far (none outside a record's
+/// scope).
+pub fn missing_shards() -> usize {
+    PARTIAL.try_with(|p| p.missing().len()).unwrap_or(0)
 }
 
 /// The record of the current request, or a strict one.
@@ -288,4 +297,35 @@ impl QueryEngine {
         let (scan, _, _) = ShardScan::from_proto(node, &ctx.task_ctx())?;
         Ok((scan, ticket.shards))
     }
+}
+
+/// `frame` itself, or — for a plain `EXPLAIN` — its rows plus a `distributed_plan` row: the
+/// stages the distributed planner cuts the plan into and the tasks of each, which DataFusion's
+/// own `EXPLAIN` (planned before distribution) does not show.
+pub(super) async fn with_distributed_explain(
+    ctx: &SessionContext,
+    frame: DataFrame,
+) -> Result<DataFrame> {
+    let LogicalPlan::Explain(explain) = frame.logical_plan() else {
+        return Ok(frame);
+    };
+    let plan = ctx.state().create_physical_plan(&explain.plan).await?;
+    let stages = display_plan_ascii(plan.as_ref(), false);
+    let schema = frame.schema().inner().clone();
+    let mut batches = frame.collect().await?;
+    let columns: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, _)| {
+            let text = if i == 0 {
+                "distributed_plan"
+            } else {
+                stages.as_str()
+            };
+            Arc::new(StringArray::from(vec![text])) as ArrayRef
+        })
+        .collect();
+    batches.push(RecordBatch::try_new(schema, columns)?);
+    Ok(ctx.read_batches(batches)?)
 }

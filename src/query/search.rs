@@ -269,6 +269,9 @@ pub async fn search(
             .cmp(&a.start_time_unix_nano)
             .then_with(|| a.trace_id.cmp(&b.trace_id))
     });
+    // In a cluster, each shard no holder could answer is a job that did not complete.
+    let missing = super::cluster::missing_shards() as u32;
+    metrics.total_jobs += missing;
     Ok(SearchResponse {
         traces: held,
         metrics,

@@ -100,7 +100,10 @@ impl QueryEngine {
     /// Plans one SQL query for `tenant`; DDL, DML, statements and file access are refused.
     pub async fn plan_sql(&self, tenant: &str, sql: &str) -> Result<Statement> {
         let ctx = self.sql_session(tenant)?;
-        let frame = ctx.sql_with_options(sql, options()).await?;
+        let mut frame = ctx.sql_with_options(sql, options()).await?;
+        if self.cluster.is_some() {
+            frame = super::cluster::with_distributed_explain(&ctx, frame).await?;
+        }
         Ok(Statement { frame })
     }
 

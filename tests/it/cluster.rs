@@ -87,6 +87,39 @@ impl TestCluster {
     fn member(&self, i: usize) -> &Server {
         self.members[i].as_ref().unwrap()
     }
+
+    /// Stops member `i` (flushing what it holds) and lets the others notice.
+    async fn stop(&mut self, i: usize) {
+        self.members[i].take().unwrap().shutdown().await;
+        self.check_health().await;
+    }
+}
+
+/// SQL over HTTP: the status, the partial-answer header and the count of the one-row answer.
+async fn http_count(
+    server: &Server,
+    path_and_query: &str,
+    query: &str,
+) -> (u16, Option<String>, i64) {
+    let response = reqwest::Client::new()
+        .post(format!("http://{}{path_and_query}", server.http_addr))
+        .body(query.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let partial = response
+        .headers()
+        .get(spanlake::api::partial::PARTIAL_HEADER)
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = response.bytes().await.unwrap();
+    if status != 200 {
+        return (status, partial, -1);
+    }
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None).unwrap();
+    let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().unwrap();
+    (status, partial, crate::common::single_i64(&batches))
 }
 
 /// The same traces for every deployment compared.
@@ -150,4 +183,88 @@ async fn a_three_member_cluster_answers_as_one_node_holding_all_data() {
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_shows_the_stages_a_distributed_query_runs_in() {
+    let cluster = TestCluster::start(3, 1).await;
+    export_all(cluster.member(1).otlp_grpc_addr, &traces(50)).await;
+    let explained = sql(
+        cluster.member(0),
+        "EXPLAIN SELECT service_name, count(*) FROM spans GROUP BY service_name",
+    )
+    .await;
+    assert!(explained.contains("distributed_plan"), "{explained}");
+    assert!(explained.contains("Stage"), "{explained}");
+    assert!(explained.contains("Network"), "{explained}");
+    assert!(explained.contains("ShardScanExec"), "{explained}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_replica_up_answers_stay_complete_when_a_member_stops() {
+    let requests = traces(200);
+    let mut cluster = TestCluster::start(3, 2).await;
+    export_all(cluster.member(0).otlp_grpc_addr, &requests).await;
+    let total: i64 = requests
+        .iter()
+        .map(|r| crate::common::span_count(r) as i64)
+        .sum();
+    cluster.stop(1).await;
+    let (status, partial, count) = http_count(
+        cluster.member(0),
+        "/api/v1/sql",
+        "SELECT count(*) FROM spans",
+    )
+    .await;
+    assert_eq!((status, partial, count), (200, None, total));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_replica_answers_are_flagged_partial_or_refused_when_strict() {
+    let requests = traces(200);
+    let mut cluster = TestCluster::start(3, 1).await;
+    export_all(cluster.member(0).otlp_grpc_addr, &requests).await;
+    let total: i64 = requests
+        .iter()
+        .map(|r| crate::common::span_count(r) as i64)
+        .sum();
+    let held_by_2: Vec<u32> = cluster.member(0).cluster.as_ref().unwrap().status().members[2]
+        .primary_shards
+        .clone();
+    cluster.stop(2).await;
+
+    let (status, partial, count) = http_count(
+        cluster.member(0),
+        "/api/v1/sql",
+        "SELECT count(*) FROM spans",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let listed: Vec<String> = held_by_2.iter().map(u32::to_string).collect();
+    assert_eq!(partial, Some(format!("shards={}", listed.join(","))));
+    assert!(count < total, "{count} of {total}");
+
+    let (status, _, _) = http_count(
+        cluster.member(0),
+        "/api/v1/sql?partial=false",
+        "SELECT count(*) FROM spans",
+    )
+    .await;
+    assert_eq!(status, 503);
+
+    let body = reqwest::get(format!(
+        "http://{}/api/search?q=%7B%7D&start=1699999000&end=1700000100&limit=1000",
+        cluster.member(1).http_addr
+    ))
+    .await
+    .unwrap()
+    .bytes()
+    .await
+    .unwrap();
+    let search: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let metrics = &search["metrics"];
+    assert!(
+        metrics["completedJobs"].as_u64() < metrics["totalJobs"].as_u64(),
+        "{metrics}"
+    );
 }
