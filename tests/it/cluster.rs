@@ -161,7 +161,45 @@ const AGGREGATES: &[&str] = &[
     "SELECT service_name, count(*) AS n, sum(duration_ns) AS total FROM spans GROUP BY service_name ORDER BY service_name",
     "SELECT count(*) FROM traces",
     "SELECT name, max(duration_ns) AS slowest FROM spans GROUP BY name ORDER BY slowest DESC, name LIMIT 5",
+    "SELECT service_name, sketch_quantile(sketch(duration_ns), 0.95) AS p95, sketch(duration_ns) AS state FROM spans GROUP BY service_name ORDER BY service_name",
 ];
+
+/// Tempo API reads whose answers must not depend on where the data lives: the parts of
+/// their JSON answers that are data (not timings or byte counts).
+fn tempo_reads(trace_id: &str) -> Vec<(String, &'static str)> {
+    let window = "start=1699999000&end=1700000100";
+    vec![
+        (
+            format!("/api/search?q=%7B%7D&{window}&limit=1000"),
+            "traces",
+        ),
+        (
+            format!("/api/search?q=%7B%20status%20%3D%20error%20%7D&{window}&limit=20"),
+            "traces",
+        ),
+        (format!("/api/traces/{trace_id}"), "batches"),
+        (
+            format!("/api/v2/search/tag/resource.service.name/values?{window}"),
+            "tagValues",
+        ),
+        (
+            format!(
+                "/api/metrics/query_range?q=%7B%7D%20%7C%20rate()%20by%20(resource.service.name)&{window}&step=10s"
+            ),
+            "series",
+        ),
+    ]
+}
+
+async fn tempo_json(server: &Server, path: &str, field: &str) -> serde_json::Value {
+    let response = reqwest::get(format!("http://{}{path}", server.http_addr))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    let body = response.bytes().await.unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    value[field].clone()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_member_cluster_answers_as_one_node_holding_all_data() {
@@ -180,6 +218,20 @@ async fn a_three_member_cluster_answers_as_one_node_holding_all_data() {
                 sql(cluster.member(member), query).await,
                 expected,
                 "{query} on node-{member}"
+            );
+        }
+    }
+    let trace_id = hex::encode(
+        spanlake::schema::otlp::spans_from_request(&requests[123]).unwrap()[0].trace_id,
+    );
+    for (path, field) in tempo_reads(&trace_id) {
+        let expected = tempo_json(&single.server, &path, field).await;
+        assert!(!expected.is_null(), "{path}");
+        for member in 0..3 {
+            assert_eq!(
+                tempo_json(cluster.member(member), &path, field).await,
+                expected,
+                "{path} on node-{member}"
             );
         }
     }
