@@ -320,3 +320,194 @@ async fn without_a_replica_answers_are_flagged_partial_or_refused_when_strict() 
         "{metrics}"
     );
 }
+
+/// A member as its own `spanlake serve` process, configured by a file.
+struct MemberProcess {
+    child: std::process::Child,
+    http: String,
+    otlp_grpc: String,
+}
+
+fn spawn_member(config: &std::path::Path) -> MemberProcess {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_spanlake"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = |key: &str| {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+            .to_string()
+    };
+    MemberProcess {
+        http: format!("http://{}", addr("http")),
+        otlp_grpc: format!("http://{}", addr("otlp_grpc")),
+        child,
+    }
+}
+
+/// Waits until `observer` sees member `name` in `state` (health checks run every 100 ms).
+async fn wait_for_state(observer: &str, name: &str, state: &str) {
+    for _ in 0..600 {
+        let status: Option<serde_json::Value> = async {
+            let body = reqwest::get(format!("{observer}/api/v1/cluster"))
+                .await
+                .ok()?
+                .bytes()
+                .await
+                .ok()?;
+            serde_json::from_slice(&body).ok()
+        }
+        .await;
+        let seen = status.as_ref().and_then(|s| {
+            s["members"]
+                .as_array()?
+                .iter()
+                .find(|m| m["name"] == name)
+                .map(|m| m["state"] == state)
+        });
+        if seen == Some(true) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{observer} never saw {name} {state}");
+}
+
+/// Spans per trace id (hex) of a member's `spans` table, over SQL on HTTP.
+async fn spans_per_trace(http: &str) -> std::collections::BTreeMap<String, i64> {
+    let batches = crate::common::http_sql(
+        http,
+        "SELECT encode(trace_id, 'hex') AS id, count(*) AS n FROM spans GROUP BY 1",
+    )
+    .await
+    .unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for batch in &batches {
+        let ids = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+        let ids = ids
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap();
+        let counts = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap();
+        for row in 0..batch.num_rows() {
+            out.insert(ids.value(row).to_string(), counts.value(row));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_killed_during_ingest_loses_no_acknowledged_span_and_catches_up() {
+    let dirs: Vec<TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ports = free_ports(6);
+    let members: Vec<String> = (0..3)
+        .map(|i| {
+            format!(
+                "{{ name = \"node-{i}\", http = \"127.0.0.1:{}\", internal = \"127.0.0.1:{}\" }}",
+                ports[2 * i],
+                ports[2 * i + 1]
+            )
+        })
+        .collect();
+    let configs: Vec<std::path::PathBuf> = (0..3)
+        .map(|i| {
+            let path = dirs[i].path().join("spanlake.toml");
+            let text = format!(
+                "data_dir = \"{}\"\nhttp_listen = \"127.0.0.1:{}\"\ncluster_listen = \"127.0.0.1:{}\"\n\
+                 grpc_listen = \"127.0.0.1:0\"\notlp_grpc_listen = \"127.0.0.1:0\"\n\
+                 otlp_http_listen = \"127.0.0.1:0\"\nflight_listen = \"127.0.0.1:0\"\n\
+                 [ingester]\nshards = {SHARDS}\ntrace_idle = \"100ms\"\nmax_block_age = \"200ms\"\nflush_check = \"50ms\"\n\
+                 [retention]\ntraces = \"0s\"\nlogs = \"0s\"\nmetrics = \"0s\"\n\
+                 [cluster]\nself = \"node-{i}\"\nreplication_factor = 2\nhealth_check = \"100ms\"\nmembers = [{}]\n",
+                dirs[i].path().join("data").display(),
+                ports[2 * i],
+                ports[2 * i + 1],
+                members.join(", ")
+            );
+            std::fs::write(&path, text).unwrap();
+            path
+        })
+        .collect();
+    let mut nodes: Vec<MemberProcess> = configs.iter().map(|c| spawn_member(c)).collect();
+    for i in 0..3 {
+        for j in 0..3 {
+            if i != j {
+                wait_for_state(&nodes[i].http, &format!("node-{j}"), "up").await;
+            }
+        }
+    }
+
+    let requests = traces(120);
+    let mut client = opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::connect(
+        nodes[0].otlp_grpc.clone(),
+    )
+    .await
+    .unwrap();
+    let mut acknowledged = std::collections::BTreeMap::new();
+    for (n, request) in requests.iter().enumerate() {
+        if n == 40 {
+            nodes[2].child.kill().unwrap();
+            nodes[2].child.wait().unwrap();
+        }
+        if client.export(request.clone()).await.is_ok() {
+            let spans = spanlake::schema::otlp::spans_from_request(request).unwrap();
+            acknowledged.insert(hex::encode(spans[0].trace_id), spans.len() as i64);
+        }
+    }
+    assert!(
+        acknowledged.len() >= 40,
+        "{} acknowledged",
+        acknowledged.len()
+    );
+
+    // Meanwhile the replicas answer for the killed member: every acknowledged span is there.
+    wait_for_state(&nodes[0].http, "node-2", "down").await;
+    wait_for_state(&nodes[1].http, "node-2", "down").await;
+    for node in &nodes[..2] {
+        let seen = spans_per_trace(&node.http).await;
+        for (id, spans) in &acknowledged {
+            assert_eq!(
+                seen.get(id),
+                Some(spans),
+                "trace {id} through {}",
+                node.http
+            );
+        }
+    }
+
+    // Restarted on its data, it replays its WAL and answers the same.
+    nodes[2] = spawn_member(&configs[2]);
+    for i in 0..2 {
+        wait_for_state(&nodes[i].http, "node-2", "up").await;
+    }
+    for j in 0..2 {
+        wait_for_state(&nodes[2].http, &format!("node-{j}"), "up").await;
+    }
+    let through_0 = spans_per_trace(&nodes[0].http).await;
+    let through_2 = spans_per_trace(&nodes[2].http).await;
+    assert_eq!(through_0, through_2);
+    for (id, spans) in &acknowledged {
+        assert_eq!(
+            through_2.get(id),
+            Some(spans),
+            "trace {id} after the restart"
+        );
+    }
+    for node in &mut nodes {
+        node.child.kill().unwrap();
+        node.child.wait().unwrap();
+    }
+}
