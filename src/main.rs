@@ -62,6 +62,27 @@ enum Command {
     /// Exits 0 without findings, 1 with findings below --fail-on, 2 at or above it, 3 on
     /// errors.
     Report(ReportArgs),
+    /// Show a running cluster as one of its members sees it.
+    Cluster(ClusterArgs),
+}
+
+#[derive(Args)]
+struct ClusterArgs {
+    #[command(subcommand)]
+    command: ClusterCommand,
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Members, their state and the shards each holds, from a member's `/api/v1/cluster`.
+    Status {
+        /// HTTP address of any member.
+        #[arg(long, default_value = "http://127.0.0.1:3200")]
+        endpoint: String,
+        /// `table`, or `json` (the endpoint's answer).
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
 }
 
 #[derive(Args)]
@@ -451,6 +472,7 @@ fn main() -> ExitCode {
             Command::Trace(args) => trace(args).await,
             Command::Compact(args) => compact(args).await,
             Command::Blocks(args) => blocks(args).await,
+            Command::Cluster(args) => cluster(args).await,
             Command::Report(_) => unreachable!("reports exit with their own status"),
         }
     });
@@ -898,6 +920,68 @@ async fn compact(args: CompactArgs) -> anyhow::Result<()> {
         "{} compactions replaced {} blocks; retention removed {} blocks; {} blocks deleted",
         total.compactions, total.compacted_blocks, total.expired_blocks, total.deleted_blocks
     );
+    Ok(())
+}
+
+async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
+    let ClusterCommand::Status { endpoint, format } = args.command;
+    let url = format!(
+        "{}{}",
+        endpoint.trim_end_matches('/'),
+        spanlake::api::http::CLUSTER_PATH
+    );
+    let response = reqwest::get(&url)
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let body = response.bytes().await?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "{url} answered {status}: {}",
+            String::from_utf8_lossy(&body).trim()
+        );
+    }
+    match format {
+        Format::Table => {}
+        Format::Json => {
+            println!("{}", String::from_utf8_lossy(&body));
+            return Ok(());
+        }
+        Format::Csv => bail!("cluster status prints as table or json, not csv"),
+    }
+    let status: spanlake::cluster::ClusterStatus = serde_json::from_slice(&body)?;
+    println!(
+        "as seen by {} (replication factor {}, writes need {})",
+        status.self_name, status.replication_factor, status.write_consistency
+    );
+    println!(
+        "{:<16} {:<8} {:<22} {:<22} {:>7} {:>8}  error",
+        "member", "state", "http", "internal", "primary", "replicas"
+    );
+    for member in &status.members {
+        println!(
+            "{:<16} {:<8} {:<22} {:<22} {:>7} {:>8}  {}",
+            member.name,
+            member.state,
+            member.http,
+            member.internal,
+            member.primary_shards.len(),
+            member.replica_shards.len(),
+            member.error.as_deref().unwrap_or("")
+        );
+    }
+    let unread: Vec<String> = status
+        .shards
+        .iter()
+        .filter(|s| s.reader.is_none())
+        .map(|s| s.shard.to_string())
+        .collect();
+    if !unread.is_empty() {
+        println!(
+            "shards with no holder up (answers leave them out): {}",
+            unread.join(", ")
+        );
+    }
     Ok(())
 }
 

@@ -511,3 +511,38 @@ async fn a_member_killed_during_ingest_loses_no_acknowledged_span_and_catches_up
         node.child.wait().unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_status_shows_members_their_state_and_shards() {
+    let mut cluster = TestCluster::start(3, 2).await;
+    cluster.stop(2).await;
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_spanlake"));
+    command.args(["cluster", "status", "--endpoint"]);
+    command.arg(format!("http://{}", cluster.member(1).http_addr));
+    let printed = String::from_utf8(crate::common::run_to_success(command).await).unwrap();
+    assert!(printed.contains("as seen by node-1"), "{printed}");
+    let state_of = |name: &str| {
+        printed
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map(str::to_string)
+    };
+    assert_eq!(state_of("node-0").as_deref(), Some("up"), "{printed}");
+    assert_eq!(state_of("node-1").as_deref(), Some("up"), "{printed}");
+    assert_eq!(state_of("node-2").as_deref(), Some("down"), "{printed}");
+
+    let status = cluster.member(0).cluster.as_ref().unwrap().status();
+    let held: usize = status
+        .members
+        .iter()
+        .map(|m| m.primary_shards.len() + m.replica_shards.len())
+        .sum();
+    assert_eq!(held, 2 * SHARDS as usize);
+    assert!(
+        status
+            .shards
+            .iter()
+            .all(|s| s.reader.as_deref() != Some("node-2"))
+    );
+}
