@@ -22,8 +22,7 @@ use arrow_flight::{
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
 use datafusion::common::{DataFusionError, Result as DfResult};
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::future::BoxFuture;
 use futures::{Stream, TryStreamExt};
@@ -34,7 +33,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::cluster::Cluster;
 use crate::query::QueryEngine;
-use crate::tables::{ShardReader, ShardScan, ShardsUnavailable};
+use crate::tables::{LocalShards, ShardReader, ShardScan, ShardsUnavailable};
 
 /// How long connecting to another member may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -83,7 +82,7 @@ impl ShardReader for ClusterReader {
         &self,
         scan: &ShardScan,
         shards: &[u32],
-    ) -> BoxFuture<'static, DfResult<(Arc<dyn ExecutionPlan>, Arc<TaskContext>)>> {
+    ) -> BoxFuture<'static, DfResult<LocalShards>> {
         let (engine, scan, shards) = (self.engine.clone(), scan.clone(), shards.to_vec());
         Box::pin(async move {
             engine

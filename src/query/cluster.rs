@@ -19,7 +19,6 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::TableProvider;
-use datafusion::execution::TaskContext;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
@@ -35,8 +34,8 @@ use super::{QueryEngine, Result};
 use crate::cluster::Cluster;
 use crate::schema::TableKind;
 use crate::tables::{
-    PartialShards, ShardReader, ShardReaders, ShardScan, ShardScanCodec, ShardScanExec,
-    ShardedTable, SpanlakeTable,
+    LocalShards, PartialShards, ShardReader, ShardReaders, ShardScan, ShardScanCodec,
+    ShardScanExec, ShardedTable, SpanlakeTable,
 };
 
 tokio::task_local! {
@@ -253,11 +252,7 @@ impl QueryEngine {
 
     /// The plan reading `scan` over `shards` from this node's own blocks and live rows, and
     /// the context to execute it in: what a member answers for the shards it reads.
-    pub async fn plan_local_shards(
-        &self,
-        scan: &ShardScan,
-        shards: &[u32],
-    ) -> Result<(Arc<dyn ExecutionPlan>, Arc<TaskContext>)> {
+    pub async fn plan_local_shards(&self, scan: &ShardScan, shards: &[u32]) -> Result<LocalShards> {
         let mut table = SpanlakeTable::new(
             scan.table,
             &scan.tenant,

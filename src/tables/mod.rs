@@ -41,8 +41,8 @@ use crate::storage::{Catalog, DATA_FILE, Storage, TRACES_FILE};
 pub use filters::ScanBounds;
 pub use live_exec::{LiveExec, LiveExecCodec};
 pub use shard_scan::{
-    PartialShards, ShardGroup, ShardReader, ShardReaders, ShardScan, ShardScanCodec, ShardScanExec,
-    ShardedTable, ShardsUnavailable, execute_partitions, shard_scan_schema,
+    LocalShards, PartialShards, ShardGroup, ShardReader, ShardReaders, ShardScan, ShardScanCodec,
+    ShardScanExec, ShardedTable, ShardsUnavailable, execute_partitions, shard_scan_schema,
 };
 
 /// The Parquet file of a block that holds `kind`'s rows.

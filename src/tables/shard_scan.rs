@@ -61,6 +61,9 @@ pub struct ShardGroup {
     pub shards: Vec<u32>,
 }
 
+/// A plan reading a member's own shards, and the context to execute it in.
+pub type LocalShards = (Arc<dyn ExecutionPlan>, Arc<TaskContext>);
+
 /// How a member reads shards: its own from its blocks and live rows, another member's from
 /// that member.
 pub trait ShardReader: fmt::Debug + Send + Sync {
@@ -74,7 +77,7 @@ pub trait ShardReader: fmt::Debug + Send + Sync {
         &self,
         scan: &ShardScan,
         shards: &[u32],
-    ) -> BoxFuture<'static, Result<(Arc<dyn ExecutionPlan>, Arc<TaskContext>)>>;
+    ) -> BoxFuture<'static, Result<LocalShards>>;
 
     /// Every row of `scan` over `shards` that `member` holds, read there in one snapshot.
     fn read_remote(
@@ -289,7 +292,7 @@ pub struct ShardScanExec {
     local_plans: Arc<Vec<LocalPlan>>,
 }
 
-type LocalPlan = tokio::sync::OnceCell<(Arc<dyn ExecutionPlan>, Arc<TaskContext>)>;
+type LocalPlan = tokio::sync::OnceCell<LocalShards>;
 
 impl ShardScanExec {
     /// A scan of `groups` in `partitions` output partitions.

@@ -442,11 +442,9 @@ async fn a_member_killed_during_ingest_loses_no_acknowledged_span_and_catches_up
         })
         .collect();
     let mut nodes: Vec<MemberProcess> = configs.iter().map(|c| spawn_member(c)).collect();
-    for i in 0..3 {
-        for j in 0..3 {
-            if i != j {
-                wait_for_state(&nodes[i].http, &format!("node-{j}"), "up").await;
-            }
+    for (i, node) in nodes.iter().enumerate() {
+        for j in (0..3).filter(|&j| j != i) {
+            wait_for_state(&node.http, &format!("node-{j}"), "up").await;
         }
     }
 
@@ -490,8 +488,8 @@ async fn a_member_killed_during_ingest_loses_no_acknowledged_span_and_catches_up
 
     // Restarted on its data, it replays its WAL and answers the same.
     nodes[2] = spawn_member(&configs[2]);
-    for i in 0..2 {
-        wait_for_state(&nodes[i].http, "node-2", "up").await;
+    for node in &nodes[..2] {
+        wait_for_state(&node.http, "node-2", "up").await;
     }
     for j in 0..2 {
         wait_for_state(&nodes[2].http, &format!("node-{j}"), "up").await;
