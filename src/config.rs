@@ -126,7 +126,9 @@ pub struct MemberSettings {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WriteConsistency {
-    /// A majority of the shard's holders.
+    /// A majority of the shard's holders; accepted only where that is all of them
+    /// (replication factor 1 or 2): a holder that missed an acknowledged write would later
+    /// answer for its shards without it.
     #[default]
     Quorum,
     /// Every holder.
@@ -585,6 +587,14 @@ impl ClusterSettings {
                 self.replication_factor
             ));
         }
+        if self.write_quorum() < self.replication_factor {
+            return invalid(format!(
+                "replication_factor = {} with write_consistency = \"quorum\" acknowledges writes \
+                 a holder may miss, and that holder would later answer without them; use \
+                 write_consistency = \"all\"",
+                self.replication_factor
+            ));
+        }
         if (shards as usize) < self.members.len() {
             return invalid(format!(
                 "ingester.shards ({shards}) must be at least the number of members ({}); \
@@ -622,6 +632,35 @@ mod tests {
             IngesterSettings::default().max_block_age
         );
         assert_eq!(config.http_listen.port(), DEFAULT_HTTP_PORT);
+    }
+
+    #[test]
+    fn a_cluster_whose_writes_a_holder_may_miss_is_refused() {
+        let member = |name: &str, port: u16| {
+            format!(
+                "{{ name = \"{name}\", http = \"h:{port}\", internal = \"h:{}\" }}",
+                port + 1
+            )
+        };
+        let text = |factor: usize, consistency: &str| {
+            format!(
+                "[ingester]\nshards = 8\n[cluster]\nself = \"a\"\nreplication_factor = {factor}\n\
+                 write_consistency = \"{consistency}\"\nmembers = [{}, {}, {}]\n",
+                member("a", 1000),
+                member("b", 2000),
+                member("c", 3000)
+            )
+        };
+        let check = |factor, consistency| {
+            toml::from_str::<Config>(&text(factor, consistency))
+                .unwrap()
+                .validate()
+        };
+        assert!(check(2, "quorum").is_ok());
+        assert!(check(3, "all").is_ok());
+        let refused = check(3, "quorum").unwrap_err().to_string();
+        assert!(refused.contains("write_consistency = \"all\""), "{refused}");
+        assert!(check(4, "all").is_err());
     }
 
     #[test]

@@ -387,17 +387,19 @@ impl Server {
             cluster_addr = Some(addr(&internal)?);
             let internal_stop = stopped(stop_rx.clone());
             let push = PushService::server(opened.ingester.clone());
+            let cluster_telemetry = telemetry.clone();
             let shards = api::cluster::ShardService::server(opened.engine.clone());
             let worker = opened
                 .engine
                 .cluster_worker()
                 .map(|w| w.into_worker_server());
             tasks.push(tokio::spawn(async move {
+                let incoming = counted(without_delay(internal), cluster_telemetry);
                 let result = tonic::transport::Server::builder()
                     .add_service(push)
                     .add_service(shards)
                     .add_optional_service(worker)
-                    .serve_with_incoming_shutdown(without_delay(internal), internal_stop)
+                    .serve_with_incoming_shutdown(incoming, internal_stop)
                     .await;
                 if let Err(e) = result {
                     tracing::error!(error = %e, "cluster gRPC server failed");
@@ -521,6 +523,76 @@ fn without_delay(
         }
         accepted
     })
+}
+
+/// The connections of `incoming`, each counting the bytes it carries into `telemetry`.
+fn counted(
+    incoming: impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>>,
+    telemetry: Telemetry,
+) -> impl futures::Stream<Item = std::io::Result<Counted>> {
+    use futures::StreamExt;
+    incoming.map(move |accepted| {
+        accepted.map(|stream| Counted {
+            stream,
+            telemetry: telemetry.clone(),
+        })
+    })
+}
+
+/// A connection of the cluster port that counts the bytes it reads and writes.
+struct Counted {
+    stream: tokio::net::TcpStream,
+    telemetry: Telemetry,
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.stream).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        self.telemetry.cluster_bytes(read, 0);
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.stream).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(written)) = &polled {
+            self.telemetry.cluster_bytes(0, *written);
+        }
+        polled
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for Counted {
+    type ConnectInfo = <tokio::net::TcpStream as tonic::transport::server::Connected>::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
 }
 
 fn serve_http(

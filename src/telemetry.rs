@@ -92,6 +92,7 @@ pub struct Telemetry {
     compacted_blocks: IntCounterVec,
     compacted_bytes: IntCounterVec,
     retention_deleted: IntCounterVec,
+    cluster_bytes: IntCounterVec,
     gauges: Arc<ScrapeGauges>,
 }
 
@@ -169,9 +170,14 @@ impl Telemetry {
             "Blocks removed because all their rows were older than the retention, by signal.",
             &["signal"],
         );
+        let cluster_bytes = counter(
+            "spanlake_cluster_bytes_total",
+            "Bytes on the connections other members opened to this member's cluster port (pushes, query stages, shard reads), by direction (`received`, `sent`).",
+            &["direction"],
+        );
         let gauges = Arc::new(ScrapeGauges::new());
         let registry = Registry::new();
-        let collectors: [Box<dyn Collector>; 12] = [
+        let collectors: [Box<dyn Collector>; 13] = [
             Box::new(requests.clone()),
             Box::new(ingest_requests.clone()),
             Box::new(ingest_spans.clone()),
@@ -183,6 +189,7 @@ impl Telemetry {
             Box::new(compacted_blocks.clone()),
             Box::new(compacted_bytes.clone()),
             Box::new(retention_deleted.clone()),
+            Box::new(cluster_bytes.clone()),
             Box::new(SharedGauges(gauges.clone())),
         ];
         for collector in collectors {
@@ -203,7 +210,22 @@ impl Telemetry {
             compacted_blocks,
             compacted_bytes,
             retention_deleted,
+            cluster_bytes,
             gauges,
+        }
+    }
+
+    /// Counts bytes received from and sent to other members on the cluster port.
+    pub fn cluster_bytes(&self, received: usize, sent: usize) {
+        if received > 0 {
+            self.cluster_bytes
+                .with_label_values(&["received"])
+                .inc_by(received as u64);
+        }
+        if sent > 0 {
+            self.cluster_bytes
+                .with_label_values(&["sent"])
+                .inc_by(sent as u64);
         }
     }
 

@@ -114,7 +114,7 @@ const LAYERS: &[&[&str]] = &[
     &["report"],
     &["query"],
     &["traceql", "tables", "ingest"],
-    &["ingester"],
+    &["ingester", "cluster"],
     &["storage", "live", "generator"],
     &["schema", "config"],
     &["ids", "time", "tenant", "telemetry"],
