@@ -7,7 +7,8 @@
 //! the header `X-Spanlake-Partial: false`, is strict: a missing shard fails it (503 /
 //! `UNAVAILABLE`) instead; so is every request when the cluster's `partial_results` is off.
 //! Answers streamed after their headers cannot carry the header; Tempo's search answers say it
-//! in their metrics instead (`completedJobs < totalJobs`).
+//! in their metrics instead (`completedJobs < totalJobs`), and Flight SQL in the app metadata
+//! of its `FlightInfo` and of an answer's first message.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};

@@ -178,6 +178,13 @@ impl Cluster {
         self.holders(shard).iter().copied().find(|&m| self.is_up(m))
     }
 
+    /// The shards no holder of which is up: what a full scan would leave out now.
+    pub fn unreadable_shards(&self) -> Vec<u32> {
+        (0..self.ring.shards())
+            .filter(|&shard| self.reader(shard).is_none())
+            .collect()
+    }
+
     /// Records that a request to member `index` failed: it counts as down until its next
     /// successful check.
     pub fn mark_down(&self, index: usize, error: &str) {

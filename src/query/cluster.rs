@@ -49,10 +49,9 @@ pub async fn recording_partial_shards<F: Future>(record: Arc<PartialShards>, wor
     PARTIAL.scope(record, work).await
 }
 
-/// How many shards the current request's scans left out so far (none outside a record's
-/// scope).
-pub fn missing_shards() -> usize {
-    PARTIAL.try_with(|p| p.missing().len()).unwrap_or(0)
+/// The shards the current request's scans left out so far (none outside a record's scope).
+pub fn missing_shards() -> Vec<u32> {
+    PARTIAL.try_with(|p| p.missing()).unwrap_or_default()
 }
 
 /// The record of the current request, or a strict one.
@@ -243,6 +242,14 @@ impl QueryEngine {
         // Sessions cached so far read this node alone.
         self.states = Default::default();
         self
+    }
+
+    /// The shards of this node's cluster that no member up holds (none outside a cluster).
+    pub fn unreadable_shards(&self) -> Vec<u32> {
+        self.cluster
+            .as_ref()
+            .map(|c| c.cluster.unreadable_shards())
+            .unwrap_or_default()
     }
 
     /// The datafusion-distributed worker to serve on the cluster port, for a cluster member.

@@ -270,8 +270,7 @@ pub async fn search(
             .then_with(|| a.trace_id.cmp(&b.trace_id))
     });
     // In a cluster, each shard no holder could answer is a job that did not complete.
-    let missing = super::cluster::missing_shards() as u32;
-    metrics.total_jobs += missing;
+    metrics.total_jobs += super::cluster::missing_shards().len() as u32;
     Ok(SearchResponse {
         traces: held,
         metrics,

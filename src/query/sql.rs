@@ -16,6 +16,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::SQLOptions;
 
 use super::{QueryEngine, QueryError, Result};
+use crate::tables::PartialShards;
 
 /// The options every user query runs with: read-only, no DDL, DML or statements.
 pub fn options() -> SQLOptions {
@@ -92,7 +93,15 @@ impl Statement {
 
     /// Starts the query: a stream of its batches, computed as they are read.
     pub async fn execute(self) -> Result<SendableRecordBatchStream> {
-        Ok(self.frame.execute_stream().await?)
+        // A statement planned in one request may run in another (Flight SQL's GetFlightInfo,
+        // then DoGet): the shards its scans leave out are the running request's to report.
+        let (mut state, plan) = self.frame.into_parts();
+        if state.config().get_extension::<PartialShards>().is_some() {
+            state
+                .config_mut()
+                .set_extension(super::cluster::current_partial_record());
+        }
+        Ok(DataFrame::new(state, plan).execute_stream().await?)
     }
 }
 

@@ -146,6 +146,54 @@ async fn list_metas(storage: &Storage) -> Result<Vec<BlockMeta>, StorageError> {
 /// Deletes the files of blocks that were never committed (no `meta.json`): what a crash
 /// during a flush leaves behind. Returns how many block directories were removed.
 pub async fn remove_uncommitted(storage: &Storage) -> Result<usize, StorageError> {
+    let mut removed_local = 0;
+    if let Some(root) = storage.local_root.clone() {
+        removed_local = tokio::task::spawn_blocking(move || remove_uncommitted_dirs(&root))
+            .await
+            .map_err(std::io::Error::other)??;
+    }
+    Ok(removed_local + remove_uncommitted_objects(storage).await?)
+}
+
+/// Removes the block directories of a local store that have no `meta.json`, whatever they
+/// hold. A write the crash interrupted leaves a staging file (`data.parquet#1`), which the
+/// object store does not list and so could not delete.
+fn remove_uncommitted_dirs(root: &std::path::Path) -> std::io::Result<usize> {
+    let subdirs = |dir: &std::path::Path| -> std::io::Result<Vec<std::path::PathBuf>> {
+        let mut dirs = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                dirs.push(entry.path());
+            }
+        }
+        Ok(dirs)
+    };
+    let name = |p: &std::path::Path| p.file_name().and_then(|n| n.to_str()).map(str::to_owned);
+    let mut removed = 0;
+    for tenant in subdirs(root)? {
+        for signal in subdirs(&tenant)? {
+            if !name(&signal).is_some_and(|n| ["traces", "logs", "metrics"].contains(&n.as_str())) {
+                continue;
+            }
+            for shard in subdirs(&signal)? {
+                if !name(&shard).is_some_and(|n| n.starts_with("shard-")) {
+                    continue;
+                }
+                for block in subdirs(&shard)? {
+                    if !block.join(META_FILE).is_file() {
+                        std::fs::remove_dir_all(&block)?;
+                        removed += 1;
+                    }
+                }
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// [`remove_uncommitted`] through the object store's listing, for any store.
+async fn remove_uncommitted_objects(storage: &Storage) -> Result<usize, StorageError> {
     let store = storage.store();
     let objects: Vec<_> = store.list(None).try_collect().await?;
     let parent = |p: &Path| -> String {
@@ -179,4 +227,31 @@ pub async fn remove_uncommitted(storage: &Storage) -> Result<usize, StorageError
         }
     }
     Ok(removed.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::DATA_FILE;
+
+    #[tokio::test]
+    async fn a_block_left_with_only_a_staging_file_is_removed() {
+        let root = tempfile::tempdir().unwrap();
+        let shard = root.path().join("t1/traces/shard-0");
+        let committed = shard.join("committed");
+        let staged = shard.join("staged");
+        let written = shard.join("written");
+        for dir in [&committed, &staged, &written] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(committed.join(DATA_FILE), b"rows").unwrap();
+        std::fs::write(committed.join(META_FILE), b"{}").unwrap();
+        std::fs::write(staged.join(format!("{DATA_FILE}#1")), b"half").unwrap();
+        std::fs::write(written.join(DATA_FILE), b"rows").unwrap();
+        let storage = Storage::open(root.path().to_str().unwrap()).unwrap();
+
+        assert_eq!(remove_uncommitted(&storage).await.unwrap(), 2);
+        assert!(committed.join(META_FILE).is_file());
+        assert!(!staged.exists() && !written.exists());
+    }
 }

@@ -68,6 +68,8 @@ pub struct Storage {
     /// Set when the store is the local file system: block files are fsynced there before their
     /// commit, which the object store API does not do for local files.
     local: Option<Arc<LocalFileSystem>>,
+    /// The directory of a local store.
+    local_root: Option<PathBuf>,
     /// The local disk cache in front of a remote store, when configured.
     disk_cache: Option<Arc<disk_cache::DiskCache>>,
 }
@@ -109,6 +111,7 @@ impl Storage {
         let local = url
             .strip_prefix("file://")
             .or_else(|| (!url.contains("://")).then_some(url));
+        let local_root = local.map(PathBuf::from);
         let local = match local {
             Some(path) => {
                 std::fs::create_dir_all(path)?;
@@ -142,6 +145,7 @@ impl Storage {
             store,
             url: url.to_string(),
             local,
+            local_root,
             disk_cache: None,
         })
     }

@@ -304,6 +304,32 @@ async fn without_a_replica_answers_are_flagged_partial_or_refused_when_strict() 
     .await;
     assert_eq!(status, 503);
 
+    // Flight SQL: the warning rides in the app metadata of the FlightInfo and of the first
+    // message of the answer.
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", cluster.member(0).flight_addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let mut flight = arrow_flight::sql::client::FlightSqlServiceClient::new(channel);
+    let info = flight
+        .execute("SELECT count(*) FROM spans".to_string(), None)
+        .await
+        .unwrap();
+    let warning: serde_json::Value = serde_json::from_slice(&info.app_metadata).unwrap();
+    assert_eq!(warning["partialShards"], serde_json::json!(held_by_2));
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let answer = flight.do_get(ticket).await.unwrap();
+    assert!(answer.headers().get("x-spanlake-partial").is_some());
+    let mut answer = answer.into_inner();
+    let first = futures::StreamExt::next(&mut answer)
+        .await
+        .unwrap()
+        .unwrap();
+    let warning: serde_json::Value = serde_json::from_slice(&first.inner.app_metadata).unwrap();
+    assert_eq!(warning["partialShards"], serde_json::json!(held_by_2));
+
     let body = reqwest::get(format!(
         "http://{}/api/search?q=%7B%7D&start=1699999000&end=1700000100&limit=1000",
         cluster.member(1).http_addr

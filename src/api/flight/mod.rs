@@ -245,6 +245,8 @@ impl FlightSql {
         let permit = self.slot(tenant)?;
         let schema = statement.schema();
         let mut batches = statement.execute().await.map_err(status)?;
+        // Execution planned the scans: the shards they left out are known now.
+        let warning = partial_warning(crate::query::cluster::missing_shards());
         let (tx, rx) = mpsc::channel::<Result<RecordBatch, FlightError>>(STREAM_BUFFER);
         tokio::spawn(async move {
             let _permit = permit;
@@ -283,6 +285,7 @@ impl FlightSql {
         Ok(encode(
             schema,
             tokio_stream::wrappers::ReceiverStream::new(rx),
+            warning,
         ))
     }
 
@@ -361,25 +364,50 @@ impl FlightSql {
     }
 }
 
-/// Encodes `batches` as Flight data of `schema`.
+/// Encodes `batches` as Flight data of `schema`; the first (schema) message carries `warning`
+/// as its app metadata.
 fn encode(
     schema: SchemaRef,
     batches: impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static,
+    warning: Option<bytes::Bytes>,
 ) -> Response<DoGetStream> {
-    let encoded = FlightDataEncoderBuilder::new()
+    let mut builder = FlightDataEncoderBuilder::new()
         .with_schema(schema)
         .with_max_flight_data_size(MAX_MESSAGE_BYTES)
-        .with_dictionary_handling(DictionaryHandling::Hydrate)
-        .build(batches)
-        .map_err(Status::from);
+        .with_dictionary_handling(DictionaryHandling::Hydrate);
+    if let Some(warning) = warning {
+        builder = builder.with_metadata(warning);
+    }
+    let encoded = builder.build(batches).map_err(Status::from);
     Response::new(Box::pin(encoded))
+}
+
+/// The app metadata of a cluster answer that leaves out `missing` shards: a JSON warning
+/// (`{"warning": …, "partialShards": […]}`); none for a complete answer.
+fn partial_warning(mut missing: Vec<u32>) -> Option<bytes::Bytes> {
+    missing.sort_unstable();
+    missing.dedup();
+    if missing.is_empty() {
+        return None;
+    }
+    let warning = serde_json::json!({
+        "warning": format!(
+            "partial answer: shards {missing:?} have no holder up and were left out"
+        ),
+        "partialShards": missing,
+    });
+    Some(warning.to_string().into())
 }
 
 /// One metadata batch as a Flight stream.
 fn one_batch(batch: Result<RecordBatch, FlightError>) -> Result<Response<DoGetStream>, Status> {
     let batch = batch.map_err(internal)?;
     let schema = batch.schema();
-    Ok(encode(schema, futures::stream::once(async { Ok(batch) })))
+    Ok(encode(
+        schema,
+        futures::stream::once(async { Ok(batch) }),
+        None,
+    ))
 }
 
 #[tonic::async_trait]
@@ -422,6 +450,9 @@ impl FlightSqlService for FlightSql {
         let id = uuid::Uuid::now_v7().simple().to_string();
         self.register(&id);
         let schema = statement.schema();
+        // The scans are planned when the ticket is redeemed; what is known now is which shards
+        // have no holder up, and a scan of the whole table would leave those out.
+        let warning = partial_warning(self.engine.unreadable_shards());
         {
             let mut planned = self.planned.lock();
             planned.retain(|_, p| p.at.elapsed() < PLANNED_TTL);
@@ -444,11 +475,15 @@ impl FlightSqlService for FlightSql {
         let ticket = TicketStatementQuery {
             statement_handle: handle.into(),
         };
-        Self::info(
+        let mut info = Self::info(
             &schema,
             request.into_inner(),
             Ticket::new(ticket.as_any().encode_to_vec()),
-        )
+        )?;
+        if let Some(warning) = warning {
+            info.get_mut().app_metadata = warning;
+        }
+        Ok(info)
     }
 
     async fn get_flight_info_prepared_statement(
@@ -1028,7 +1063,7 @@ impl FlightEdge {
             let _held = &permit;
             batch.map_err(|e| FlightError::Tonic(Box::new(status(e.into()))))
         });
-        Ok(encode(schema, batches))
+        Ok(encode(schema, batches, None))
     }
 }
 
