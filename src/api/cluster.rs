@@ -10,7 +10,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -26,50 +25,29 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::future::BoxFuture;
 use futures::{Stream, TryStreamExt};
-use parking_lot::Mutex;
 use prost::Message;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::cluster::Cluster;
 use crate::query::QueryEngine;
 use crate::tables::{LocalShards, ShardReader, ShardScan, ShardsUnavailable};
 
-/// How long connecting to another member may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// Reads shards: this node's own through its engine, other members' over Flight.
 #[derive(Debug, Clone)]
 pub struct ClusterReader {
     engine: QueryEngine,
     cluster: Arc<Cluster>,
-    channels: Arc<Mutex<Vec<Option<Channel>>>>,
 }
 
 impl ClusterReader {
     /// A reader answering this node's shards from `engine`.
     pub fn new(engine: QueryEngine, cluster: Arc<Cluster>) -> Self {
-        let channels = Arc::new(Mutex::new(vec![None; cluster.len()]));
-        Self {
-            engine,
-            cluster,
-            channels,
-        }
+        Self { engine, cluster }
     }
 
     fn channel(&self, member: usize) -> DfResult<Channel> {
-        let mut channels = self.channels.lock();
-        if let Some(channel) = &channels[member] {
-            return Ok(channel.clone());
-        }
-        let address = format!("http://{}", self.cluster.member(member).internal);
-        let channel = Endpoint::from_shared(address.clone())
-            .map_err(|e| DataFusionError::Plan(format!("member address {address}: {e}")))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .connect_lazy();
-        channels[member] = Some(channel.clone());
-        Ok(channel)
+        self.cluster.channel(member).map_err(DataFusionError::Plan)
     }
 }
 

@@ -15,8 +15,9 @@ pub mod ring;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::config::{ClusterSettings, MemberSettings, WriteConsistency};
 use ring::Ring;
@@ -49,7 +50,12 @@ pub struct Cluster {
     ring: Ring,
     health: RwLock<Vec<Health>>,
     client: reqwest::Client,
+    /// gRPC channels to the members' cluster ports, made on first use.
+    channels: Mutex<Vec<Option<Channel>>>,
 }
+
+/// How long connecting to a member's cluster port may take before the member counts as down.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What `GET /api/v1/cluster` answers.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -123,6 +129,7 @@ impl Cluster {
             ring,
             health: RwLock::new(health),
             client,
+            channels: Mutex::new(vec![None; names.len()]),
         })
     }
 
@@ -176,6 +183,23 @@ impl Cluster {
     /// that every member picks the same one; none when no holder is up.
     pub fn reader(&self, shard: u32) -> Option<usize> {
         self.holders(shard).iter().copied().find(|&m| self.is_up(m))
+    }
+
+    /// The gRPC channel to member `index`'s cluster port, connected lazily and shared by every
+    /// caller; an error names an address tonic cannot use.
+    pub fn channel(&self, index: usize) -> Result<Channel, String> {
+        let mut channels = self.channels.lock();
+        if let Some(channel) = &channels[index] {
+            return Ok(channel.clone());
+        }
+        let address = format!("http://{}", self.member(index).internal);
+        let channel = Endpoint::from_shared(address.clone())
+            .map_err(|e| format!("member address {address}: {e}"))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels[index] = Some(channel.clone());
+        Ok(channel)
     }
 
     /// The shards no holder of which is up: what a full scan would leave out now.

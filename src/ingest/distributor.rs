@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use parking_lot::Mutex;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::{IngestError, Rows};
 use crate::cluster::Cluster;
@@ -22,27 +21,18 @@ use crate::proto::{PushRequest, PushResponse};
 
 /// How long a push to another member may take before it counts as failed.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long connecting to another member may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Sends rows to the holders of their shards.
 #[derive(Debug, Clone)]
 pub struct Distributor {
     cluster: Arc<Cluster>,
     shards: u32,
-    /// One channel per member, made on first use (none for this node).
-    channels: Arc<Mutex<Vec<Option<Channel>>>>,
 }
 
 impl Distributor {
     /// A distributor over `cluster`, whose shard count is `shards`.
     pub fn new(cluster: Arc<Cluster>, shards: u32) -> Distributor {
-        let channels = Arc::new(Mutex::new(vec![None; cluster.len()]));
-        Distributor {
-            cluster,
-            shards,
-            channels,
-        }
+        Distributor { cluster, shards }
     }
 
     /// The cluster rows are distributed over.
@@ -210,18 +200,9 @@ impl Distributor {
     }
 
     fn channel(&self, member: usize) -> Result<Channel, IngestError> {
-        let mut channels = self.channels.lock();
-        if let Some(channel) = &channels[member] {
-            return Ok(channel.clone());
-        }
-        let address = format!("http://{}", self.cluster.member(member).internal);
-        let channel = Endpoint::from_shared(address.clone())
-            .map_err(|e| IngestError::Replication(format!("bad address {address}: {e}")))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .connect_lazy();
-        channels[member] = Some(channel.clone());
-        Ok(channel)
+        self.cluster
+            .channel(member)
+            .map_err(IngestError::Replication)
     }
 }
 

@@ -19,6 +19,7 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::TableProvider;
+use datafusion::execution::TaskContext;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
@@ -67,6 +68,9 @@ pub(super) struct ClusterQueries {
     cluster: Arc<Cluster>,
     reader: Arc<dyn ShardReader>,
     worker: Worker,
+    /// What shard scan tickets are decoded with: spanlake's functions, which their filters
+    /// may call.
+    ticket_ctx: Arc<TaskContext>,
 }
 
 /// The URL of a member's worker.
@@ -188,10 +192,13 @@ impl ClusterQueries {
                 Ok(ctx.state())
             }
         });
+        let functions = SessionContext::new();
+        spanlake_udfs::register_all(&functions);
         Self {
             cluster,
             reader,
             worker,
+            ticket_ctx: functions.task_ctx(),
         }
     }
 
@@ -294,9 +301,10 @@ impl QueryEngine {
         let node = ticket
             .scan
             .ok_or_else(|| super::QueryError::bad_request("shard scan ticket without a scan"))?;
-        let ctx = SessionContext::new();
-        spanlake_udfs::register_all(&ctx);
-        let (scan, _, _) = ShardScan::from_proto(node, &ctx.task_ctx())?;
+        let cluster = self.cluster.as_ref().ok_or_else(|| {
+            super::QueryError::bad_request("shard scan tickets are for cluster members")
+        })?;
+        let (scan, _, _) = ShardScan::from_proto(node, &cluster.ticket_ctx)?;
         Ok((scan, ticket.shards))
     }
 }

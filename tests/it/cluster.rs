@@ -10,7 +10,7 @@ use spanlake::generator::Generator;
 use spanlake::server::Server;
 use tempfile::TempDir;
 
-use crate::common::{TestServer, test_config};
+use crate::common::{ServeProcess, TestServer, test_config};
 
 /// `n` distinct ports of 127.0.0.1, free when asked: members must know each other's
 /// addresses before any of them starts. All are held until all are chosen, so that none is
@@ -348,36 +348,10 @@ async fn without_a_replica_answers_are_flagged_partial_or_refused_when_strict() 
 }
 
 /// A member as its own `spanlake serve` process, configured by a file.
-struct MemberProcess {
-    child: std::process::Child,
-    http: String,
-    otlp_grpc: String,
-}
-
-fn spawn_member(config: &std::path::Path) -> MemberProcess {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_spanlake"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = |key: &str| {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-            .unwrap_or_else(|| panic!("no {key} in {line:?}"))
-            .to_string()
-    };
-    MemberProcess {
-        http: format!("http://{}", addr("http")),
-        otlp_grpc: format!("http://{}", addr("otlp_grpc")),
-        child,
-    }
+fn spawn_member(config: &std::path::Path) -> ServeProcess {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_spanlake"));
+    command.args(["serve", "--config"]).arg(config);
+    crate::common::spawn_serving(command)
 }
 
 /// Waits until `observer` sees member `name` in `state` (health checks run every 100 ms).
@@ -467,7 +441,7 @@ async fn a_member_killed_during_ingest_loses_no_acknowledged_span_and_catches_up
             path
         })
         .collect();
-    let mut nodes: Vec<MemberProcess> = configs.iter().map(|c| spawn_member(c)).collect();
+    let mut nodes: Vec<ServeProcess> = configs.iter().map(|c| spawn_member(c)).collect();
     for (i, node) in nodes.iter().enumerate() {
         for j in (0..3).filter(|&j| j != i) {
             wait_for_state(&node.http, &format!("node-{j}"), "up").await;

@@ -138,8 +138,8 @@ pub fn spawn_serve_with_env(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> ServeProcess {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_spanlake"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_spanlake"));
+    command
         .args(["serve", "--data-dir"])
         .arg(data)
         .args(["--http-listen", "127.0.0.1:0"])
@@ -150,8 +150,15 @@ pub fn spawn_serve_with_env(
         // Test data is stamped in the past: keep it, whatever its age.
         .args(["--retention", "0s"])
         .args(extra)
+        .envs(env.iter().copied());
+    spawn_serving(command)
+}
+
+/// Starts `command`, a `spanlake serve`, and reads back the addresses it prints first.
+pub fn spawn_serving(mut command: std::process::Command) -> ServeProcess {
+    use std::io::BufRead;
+    let mut child = command
         .env("RUST_LOG", "warn")
-        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
