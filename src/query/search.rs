@@ -15,13 +15,15 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, ArrayRef, AsArray, FixedSizeBinaryArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, ScalarValue};
 use datafusion::dataframe::DataFrame;
+use datafusion::datasource::MemTable;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::functions::core::expr_fn::get_field;
 use datafusion::functions_aggregate::expr_fn::{count, max, sum};
 use datafusion::functions_window::expr_fn::row_number;
-use datafusion::logical_expr::{Expr, ExprFunctionExt, JoinType, cast};
+use datafusion::logical_expr::{Expr, ExprFunctionExt, JoinType, LogicalPlan, cast};
 use datafusion::prelude::{SessionContext, col, lit};
 
 use super::traceql::{
@@ -91,8 +93,9 @@ pub struct SearchResponse {
 
 /// Time spent per stage of a search, summed over its jobs, in the order the stages first ran:
 /// `parse` (check the query), `plan` (logical and physical planning of every stage), then the
-/// execution of each stage: `traces` (pick the top traces), `spansets` (their spansets),
-/// `spans` (their matched spans), `services` (their per-service counts).
+/// execution of each stage: `traces` (pick the top traces), `read` (read their spans, when
+/// few enough to hold), `spansets` (their spansets), `spans` (their matched spans),
+/// `services` (their per-service counts).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StageTimings {
     /// `(stage, time)`.
@@ -471,7 +474,8 @@ async fn search_slice(
     // Second pass, over the spans of the chosen traces only (a few ids prune row groups and
     // pages by statistics; many are joined): their spansets and matched spans. TraceQL works
     // per trace, so the answer for these traces is the same as in the first pass.
-    let started = Instant::now();
+    let mut started = Instant::now();
+    let stats = tokio::spawn(run_measured(service_stats(ctx, &ids).await?));
     let summary = lower::trace_summary(ctx).await?;
     let top_spans = of_traces(
         ctx,
@@ -479,32 +483,38 @@ async fn search_slice(
         spans::TRACE_ID,
         &ids,
     )?;
-    let lowered = Lowerer::new(summary).search(query, top_spans)?;
-    let grouped = !lowered.group_by.is_empty();
-    let aggregates = aggregate_columns(&lowered);
-    let mut set_order = vec![col(spans::TRACE_ID).sort(true, false)];
-    if grouped {
-        set_order.push(col(GROUP_KEY).sort(true, false));
+    let mut second = SecondPass::plan(query, summary.clone(), top_spans.clone(), &top_ids, spss)?;
+    if ids.len() <= MAX_LISTED_IDS {
+        // Both stages would read these spans: read them once, only the columns the stages
+        // use, and run the stages over them in memory.
+        let used = used_columns(&[second.sets.logical_plan(), second.matched.logical_plan()])?;
+        let schema = spans::schema();
+        let columns: Vec<&str> = schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .filter(|name| used.contains(*name))
+            .collect();
+        let read = top_spans.select_columns(&columns)?;
+        let schema = read.schema().inner().clone();
+        timings.since("plan", started);
+        let batches = run_timed(read, timings, "read").await?;
+        started = Instant::now();
+        let held = ctx.read_table(Arc::new(MemTable::try_new(schema, vec![batches])?))?;
+        second = SecondPass::plan(query, summary, held, &top_ids, spss)?;
     }
-    let sets = spanset_rows(&lowered)?.sort(set_order)?;
-    let by_names: Vec<String> = lowered
-        .group_by
-        .iter()
-        .map(|e| format!("by({e})"))
-        .collect();
-    let outputs: Vec<(String, [Expr; 4])> = lowered
-        .attributes
-        .iter()
-        .filter_map(lower::output_attribute)
-        .collect();
-    let matched = matched_spans(lowered.spans, top_ids, &outputs, spss, grouped)?;
-    let stats = service_stats(ctx, &ids).await?;
     timings.since("plan", started);
 
-    // The three read the same few traces independently, so they run side by side.
+    // The stages read the same few traces independently, so they run side by side.
+    let SecondPass {
+        sets,
+        matched,
+        by_names,
+        aggregates,
+        outputs,
+    } = second;
     let sets = tokio::spawn(run_measured(sets));
     let matched = tokio::spawn(run_measured(matched));
-    let stats = tokio::spawn(run_measured(stats));
     let sets = joined(sets.await)?.record(timings, "spansets");
     let matched = joined(matched.await)?.record(timings, "spans");
     let stats = joined(stats.await)?.record(timings, "services");
@@ -512,6 +522,77 @@ async fn search_slice(
     attach_spans(&mut traces, &index, &matched, &outputs)?;
     add_service_stats(&mut traces, &stats)?;
     Ok(traces)
+}
+
+/// The plans of a search's second pass over the spans of its chosen traces.
+struct SecondPass {
+    /// Each trace's spansets.
+    sets: DataFrame,
+    /// Their first matched spans.
+    matched: DataFrame,
+    /// The `by(…)` names of a grouped query.
+    by_names: Vec<String>,
+    /// The columns of scalar-filter aggregates.
+    aggregates: Vec<String>,
+    /// The attributes the query outputs.
+    outputs: Vec<(String, [Expr; 4])>,
+}
+
+impl SecondPass {
+    /// `query` lowered over `spans` (the chosen traces' spans, whose ids `top_ids` lists)
+    /// with `summary` beside them, keeping up to `spss` matched spans of each spanset.
+    fn plan(
+        query: &Query,
+        summary: DataFrame,
+        spans: DataFrame,
+        top_ids: &DataFrame,
+        spss: usize,
+    ) -> Result<Self> {
+        let lowered = Lowerer::new(summary).search(query, spans)?;
+        let grouped = !lowered.group_by.is_empty();
+        let aggregates = aggregate_columns(&lowered);
+        let mut set_order = vec![col(spans::TRACE_ID).sort(true, false)];
+        if grouped {
+            set_order.push(col(GROUP_KEY).sort(true, false));
+        }
+        let sets = spanset_rows(&lowered)?.sort(set_order)?;
+        let by_names = lowered
+            .group_by
+            .iter()
+            .map(|e| format!("by({e})"))
+            .collect();
+        let outputs: Vec<(String, [Expr; 4])> = lowered
+            .attributes
+            .iter()
+            .filter_map(lower::output_attribute)
+            .collect();
+        let matched = matched_spans(lowered.spans, top_ids.clone(), &outputs, spss, grouped)?;
+        Ok(Self {
+            sets,
+            matched,
+            by_names,
+            aggregates,
+            outputs,
+        })
+    }
+}
+
+/// The names of the columns `plans` refer to anywhere, subqueries included.
+fn used_columns(plans: &[&LogicalPlan]) -> Result<HashSet<String>> {
+    let mut names = HashSet::new();
+    for plan in plans {
+        plan.apply_with_subqueries(|node| {
+            node.apply_expressions(|expr| {
+                expr.apply(|e| {
+                    if let Expr::Column(c) = e {
+                        names.insert(c.name.clone());
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                })
+            })
+        })?;
+    }
+    Ok(names)
 }
 
 /// The answer of a spawned stage, or why the stage's task ended without one.
