@@ -146,13 +146,14 @@ async fn list_metas(storage: &Storage) -> Result<Vec<BlockMeta>, StorageError> {
 /// Deletes the files of blocks that were never committed (no `meta.json`): what a crash
 /// during a flush leaves behind. Returns how many block directories were removed.
 pub async fn remove_uncommitted(storage: &Storage) -> Result<usize, StorageError> {
-    let mut removed_local = 0;
-    if let Some(root) = storage.local_root.clone() {
-        removed_local = tokio::task::spawn_blocking(move || remove_uncommitted_dirs(&root))
-            .await
-            .map_err(std::io::Error::other)??;
+    match storage.local_root.clone() {
+        Some(root) => Ok(
+            tokio::task::spawn_blocking(move || remove_uncommitted_dirs(&root))
+                .await
+                .map_err(std::io::Error::other)??,
+        ),
+        None => remove_uncommitted_objects(storage).await,
     }
-    Ok(removed_local + remove_uncommitted_objects(storage).await?)
 }
 
 /// Removes the block directories of a local store that have no `meta.json`, whatever they
@@ -192,7 +193,7 @@ fn remove_uncommitted_dirs(root: &std::path::Path) -> std::io::Result<usize> {
     Ok(removed)
 }
 
-/// [`remove_uncommitted`] through the object store's listing, for any store.
+/// [`remove_uncommitted`] through the object store's listing, for remote stores.
 async fn remove_uncommitted_objects(storage: &Storage) -> Result<usize, StorageError> {
     let store = storage.store();
     let objects: Vec<_> = store.list(None).try_collect().await?;
