@@ -186,6 +186,12 @@ impl QueryEngine {
                 .config_mut()
                 .set_extension(cluster::current_partial_record());
         }
+        if !analytic {
+            // The plans this layer builds are optimized in one pass of the logical
+            // optimizer's rules: a second pass costs as much planning time again, on every
+            // search, and finds little to change in them.
+            state.config_mut().options_mut().optimizer.max_passes = 1;
+        }
         Ok(SessionContext::new_with_state(state))
     }
 

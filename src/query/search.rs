@@ -6,24 +6,34 @@
 //! holds `limit` traces. In each slice, one plan picks the top traces by start time
 //! ([`top_traces`], also what [`explain`] prints); the query is then lowered again over the
 //! spans of those traces alone, which gives their spansets and up to `spss` matched spans of
-//! each, and the `traces` table gives their per-service span and error counts. Nothing here
+//! each. When the chosen traces are few, their spans are read once into memory ([`Held`]),
+//! one plan gives the spansets with their matched spans, and the same spans give the
+//! per-service span and error counts; otherwise three plans over the tables give the
+//! spansets, the matched spans and (from the `traces` table) the counts. Nothing here
 //! evaluates TraceQL by itself.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, ArrayRef, AsArray, FixedSizeBinaryArray, RecordBatch};
-use arrow::datatypes::{DataType, Float64Type, Int64Type};
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use arrow::array::{
+    Array, ArrayRef, AsArray, FixedSizeBinaryArray, Int64Array, RecordBatch, StringArray,
+};
+use arrow::datatypes::{DataType, Float64Type, Int64Type, Schema};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Column, ScalarValue};
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::MemTable;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::functions::core::expr_fn::get_field;
+use datafusion::functions_aggregate::count::count_udaf;
 use datafusion::functions_aggregate::expr_fn::{count, max, sum};
 use datafusion::functions_window::expr_fn::row_number;
-use datafusion::logical_expr::{Expr, ExprFunctionExt, JoinType, LogicalPlan, cast};
+use datafusion::logical_expr::expr::WindowFunction;
+use datafusion::logical_expr::{
+    Expr, ExprFunctionExt, JoinType, LogicalPlan, WindowFunctionDefinition, cast,
+};
 use datafusion::prelude::{SessionContext, col, lit};
 
 use super::traceql::{
@@ -94,8 +104,8 @@ pub struct SearchResponse {
 /// Time spent per stage of a search, summed over its jobs, in the order the stages first ran:
 /// `parse` (check the query), `plan` (logical and physical planning of every stage), then the
 /// execution of each stage: `traces` (pick the top traces), `read` (read their spans, when
-/// few enough to hold), `spansets` (their spansets), `spans` (their matched spans),
-/// `services` (their per-service counts).
+/// few enough to hold), `spansets` (their spansets, with their matched spans when held),
+/// `spans` (their matched spans, when not held), `services` (their per-service counts).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StageTimings {
     /// `(stage, time)`.
@@ -415,7 +425,9 @@ async fn top_traces(
             let summary = lower::trace_summary(ctx).await?;
             let input = ctx.table(TableKind::Spans.name()).await?;
             let lowered = Lowerer::new(summary).search(query, input)?;
-            spanset_rows(&lowered)?
+            // A trace matches when it has a matched span.
+            lowered
+                .spans
                 .aggregate(vec![col(spans::TRACE_ID)], vec![])?
                 .select(vec![col(spans::TRACE_ID).alias(MATCHED_ID)])?
         }
@@ -467,45 +479,40 @@ async fn search_slice(
             ids.push(bytes_at(column, row));
         }
     }
-    let top_ids = ctx
-        .read_batches(top_batches)?
-        .select(vec![col(spans::TRACE_ID).alias(TRACE_SUMMARY_ID)])?;
 
     // Second pass, over the spans of the chosen traces only (a few ids prune row groups and
     // pages by statistics; many are joined): their spansets and matched spans. TraceQL works
     // per trace, so the answer for these traces is the same as in the first pass.
-    let mut started = Instant::now();
-    let stats = tokio::spawn(run_measured(service_stats(ctx, &ids).await?));
-    let summary = lower::trace_summary(ctx).await?;
+    let started = Instant::now();
     let top_spans = of_traces(
         ctx,
         ctx.table(TableKind::Spans.name()).await?,
         spans::TRACE_ID,
         &ids,
     )?;
-    let mut second = SecondPass::plan(query, summary.clone(), top_spans.clone(), &top_ids, spss)?;
     if ids.len() <= MAX_LISTED_IDS {
-        // Both stages would read these spans: read them once, only the columns the stages
-        // use, and run the stages over them in memory.
-        let used = used_columns(&[second.sets.logical_plan(), second.matched.logical_plan()])?;
-        let schema = spans::schema();
-        let columns: Vec<&str> = schema
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .filter(|name| used.contains(*name))
-            .collect();
-        let read = top_spans.select_columns(&columns)?;
-        let schema = read.schema().inner().clone();
+        let held = Held::read(ctx, query, top_spans, &ids, started, timings).await?;
+        let started = Instant::now();
+        let frame = held.second_pass(query, spss)?;
         timings.since("plan", started);
-        let batches = run_timed(read, timings, "read").await?;
-        started = Instant::now();
-        let held = ctx.read_table(Arc::new(MemTable::try_new(schema, vec![batches])?))?;
-        second = SecondPass::plan(query, summary, held, &top_ids, spss)?;
+        let batches = run_timed(frame.frame, timings, "spansets").await?;
+        let started = Instant::now();
+        let index = attach_sets(&mut traces, &batches, &frame.by_names, &frame.aggregates)?;
+        attach_spans(&mut traces, &index, &batches, &frame.outputs)?;
+        add_service_stats(&mut traces, &held.service_stats()?)?;
+        timings.since("services", started);
+        return Ok(traces);
     }
+
+    let stats = tokio::spawn(run_measured(service_stats(ctx, &ids).await?));
+    let summary = lower::trace_summary(ctx).await?;
+    let top_ids = ctx
+        .read_batches(top_batches)?
+        .select(vec![col(spans::TRACE_ID).alias(TRACE_SUMMARY_ID)])?;
+    let second = SecondPass::plan(query, summary, top_spans, &top_ids, spss)?;
     timings.since("plan", started);
 
-    // The stages read the same few traces independently, so they run side by side.
+    // The stages read the same traces independently, so they run side by side.
     let SecondPass {
         sets,
         matched,
@@ -522,6 +529,259 @@ async fn search_slice(
     attach_spans(&mut traces, &index, &matched, &outputs)?;
     add_service_stats(&mut traces, &stats)?;
     Ok(traces)
+}
+
+/// The spans of a search's chosen traces, when few enough to hold in memory: read once, with
+/// only the columns the second pass uses (the others are NULL), and searched again in a
+/// session made for a few hundred rows.
+struct Held {
+    /// A session of one partition whose optimizer only does what planning these small plans
+    /// needs.
+    ctx: SessionContext,
+    /// The spans, with every column of `spans`, all nullable.
+    batches: Vec<RecordBatch>,
+    /// The trace-level summaries of the chosen traces.
+    summary: DataFrame,
+}
+
+/// A search's second pass over held spans, as one plan: each matched span's spanset columns
+/// ride along with the first `spss` matched spans of the spanset.
+struct HeldPass {
+    frame: DataFrame,
+    by_names: Vec<String>,
+    aggregates: Vec<String>,
+    outputs: Vec<(String, [Expr; 4])>,
+}
+
+impl Held {
+    /// Reads the spans of `spans` (the chosen traces, whose ids `ids` lists) that the second
+    /// pass of `query` needs. Planning counts from `started`.
+    async fn read(
+        ctx: &SessionContext,
+        query: &Query,
+        spans: DataFrame,
+        ids: &[Vec<u8>],
+        started: Instant,
+        timings: &mut StageTimings,
+    ) -> Result<Self> {
+        let summary = lower::summarize(of_traces(
+            ctx,
+            ctx.table(TableKind::Traces.name()).await?,
+            traces::TRACE_ID,
+            ids,
+        )?)?;
+        // Lowered once over the table only to learn which of its columns the pass reads.
+        let probe = Lowerer::new(summary.clone()).search(query, spans.clone())?;
+        let mut used = used_columns(&probe.spans)?;
+        used.extend(HELD_ALWAYS.iter().map(|name| name.to_string()));
+        for (_, exprs) in probe.attributes.iter().filter_map(lower::output_attribute) {
+            for expr in exprs {
+                used.extend(expr.column_refs().into_iter().map(|c| c.name.clone()));
+            }
+        }
+        let schema = spans::schema();
+        let columns: Vec<&str> = schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .filter(|name| used.contains(*name))
+            .collect();
+        let read = spans.select_columns(&columns)?;
+        timings.since("plan", started);
+        let read = run_timed(read, timings, "read").await?;
+        let started = Instant::now();
+        let held_schema = Arc::new(Schema::new(
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
+        let batches = read
+            .iter()
+            .map(|batch| {
+                let columns = held_schema
+                    .fields()
+                    .iter()
+                    .map(|f| match batch.column_by_name(f.name()) {
+                        Some(c) => c.clone(),
+                        None => arrow::array::new_null_array(f.data_type(), batch.num_rows()),
+                    })
+                    .collect();
+                RecordBatch::try_new(held_schema.clone(), columns)
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let held_ctx = held_session(ctx);
+        // Read the chosen traces' summaries only if the pass joins them in (for trace-level
+        // intrinsics).
+        let summary = if used.contains(TRACE_SUMMARY_ID) {
+            held_ctx.read_batches(summary.collect().await?)?
+        } else {
+            summary
+        };
+        timings.since("plan", started);
+        Ok(Self {
+            ctx: held_ctx,
+            batches,
+            summary,
+        })
+    }
+
+    /// `query` lowered over the held spans: for each spanset (per trace, or per trace and
+    /// group), its first `spss` matched spans by start time with the output attributes, each
+    /// row also carrying the spanset's matched count, group values and aggregate values.
+    /// Ordered by trace, group, start time and span id.
+    fn second_pass(&self, query: &Query, spss: usize) -> Result<HeldPass> {
+        let schema = self
+            .batches
+            .first()
+            .map(|b| b.schema())
+            .unwrap_or_else(|| Arc::new(Schema::empty()));
+        let spans = self.ctx.read_table(Arc::new(MemTable::try_new(
+            schema,
+            vec![self.batches.clone()],
+        )?))?;
+        let lowered = Lowerer::new(self.summary.clone()).search(query, spans)?;
+        let grouped = !lowered.group_by.is_empty();
+        let aggregates = aggregate_columns(&lowered);
+        let outputs: Vec<(String, [Expr; 4])> = lowered
+            .attributes
+            .iter()
+            .filter_map(lower::output_attribute)
+            .collect();
+        let by_names = lowered
+            .group_by
+            .iter()
+            .map(|e| format!("by({e})"))
+            .collect();
+        let mut partition = vec![col(spans::TRACE_ID)];
+        let mut columns = vec![
+            col(spans::TRACE_ID),
+            col(spans::SPAN_ID),
+            cast(col(spans::NAME), DataType::Utf8).alias(spans::NAME),
+            cast(col(spans::START_TIME), DataType::Int64).alias(spans::START_TIME),
+            col(spans::DURATION_NS),
+            col(MATCHED),
+        ];
+        let mut order = vec![col(spans::TRACE_ID).sort(true, false)];
+        if grouped {
+            partition.push(col(GROUP_KEY));
+            columns.push(col(GROUP_KEY));
+            for level in 0..lowered.group_by.len() {
+                columns.extend(lower::group_value(level).iter().map(|c| col(c.as_str())));
+            }
+            order.push(col(GROUP_KEY).sort(true, false));
+        }
+        columns.extend(aggregates.iter().map(|name| unqualified(name)));
+        for (i, (_, exprs)) in outputs.iter().enumerate() {
+            for (slot, e) in exprs.iter().enumerate() {
+                columns.push(e.clone().alias(attr_column(i, slot)));
+            }
+        }
+        order.extend([
+            col(spans::START_TIME).sort(true, false),
+            col(spans::SPAN_ID).sort(true, false),
+        ]);
+        let rank = row_number()
+            .partition_by(partition.clone())
+            .order_by(vec![
+                col(spans::START_TIME).sort(true, false),
+                col(spans::SPAN_ID).sort(true, false),
+            ])
+            .build()?
+            .alias(ROW);
+        let matched = Expr::from(WindowFunction::new(
+            WindowFunctionDefinition::AggregateUDF(count_udaf()),
+            vec![lit(1)],
+        ))
+        .partition_by(partition)
+        .build()?
+        .alias(MATCHED);
+        let frame = lowered
+            .spans
+            // Window expressions of different orders go in separate windows.
+            .window(vec![matched])?
+            .window(vec![rank])?
+            .filter(col(ROW).lt_eq(lit(spss as u64)))?
+            .select(columns)?
+            .sort(order)?;
+        Ok(HeldPass {
+            frame,
+            by_names,
+            aggregates,
+            outputs,
+        })
+    }
+
+    /// Spans and error spans per service of each held trace, in the rows of
+    /// [`service_stats`]: trace id, service, spans, errors.
+    fn service_stats(&self) -> Result<Vec<RecordBatch>> {
+        let error = crate::schema::rows::status_name(crate::schema::rows::STATUS_CODE_ERROR);
+        let mut counts: BTreeMap<(Vec<u8>, String), (i64, i64)> = BTreeMap::new();
+        for batch in &self.batches {
+            let ids = column(batch, spans::TRACE_ID)?;
+            let services =
+                arrow::compute::cast(column(batch, spans::SERVICE_NAME)?, &DataType::Utf8)?;
+            let services = services.as_string::<i32>();
+            let statuses =
+                arrow::compute::cast(column(batch, spans::STATUS_CODE)?, &DataType::Utf8)?;
+            let statuses = statuses.as_string::<i32>();
+            for row in 0..batch.num_rows() {
+                let entry = counts
+                    .entry((bytes_at(ids, row), services.value(row).to_string()))
+                    .or_default();
+                entry.0 += 1;
+                if statuses.is_valid(row) && statuses.value(row) == error {
+                    entry.1 += 1;
+                }
+            }
+        }
+        let ids = FixedSizeBinaryArray::try_from_iter(counts.keys().map(|(id, _)| id))?;
+        let services: StringArray = counts.keys().map(|(_, s)| Some(s.as_str())).collect();
+        let spans: Int64Array = counts.values().map(|c| c.0).collect();
+        let errors: Int64Array = counts.values().map(|c| c.1).collect();
+        Ok(vec![RecordBatch::try_from_iter([
+            ("trace_id", Arc::new(ids) as ArrayRef),
+            ("service", Arc::new(services) as ArrayRef),
+            ("spans", Arc::new(spans) as ArrayRef),
+            ("errors", Arc::new(errors) as ArrayRef),
+        ])?])
+    }
+}
+
+/// Columns the held spans always carry: what the matched spans show, what orders them and
+/// what the service counts read.
+const HELD_ALWAYS: &[&str] = &[
+    spans::TRACE_ID,
+    spans::SPAN_ID,
+    spans::NAME,
+    spans::START_TIME,
+    spans::DURATION_NS,
+    spans::SERVICE_NAME,
+    spans::STATUS_CODE,
+];
+
+/// A session like `ctx` for plans over a few hundred held rows: one partition, and of the
+/// logical optimizer only the rules such plans need to be planned well (functions simplified
+/// to what runs, `DISTINCT` as an aggregate, equi-join keys for hash joins, unused columns
+/// dropped), in one pass.
+fn held_session(ctx: &SessionContext) -> SessionContext {
+    use datafusion::optimizer::extract_equijoin_predicate::ExtractEquijoinPredicate;
+    use datafusion::optimizer::optimize_projections::OptimizeProjections;
+    use datafusion::optimizer::replace_distinct_aggregate::ReplaceDistinctWithAggregate;
+    use datafusion::optimizer::simplify_expressions::SimplifyExpressions;
+    let mut state = SessionStateBuilder::new_from_existing(ctx.state())
+        .with_optimizer_rules(vec![
+            Arc::new(SimplifyExpressions::new()),
+            Arc::new(ReplaceDistinctWithAggregate::new()),
+            Arc::new(ExtractEquijoinPredicate::new()),
+            Arc::new(OptimizeProjections::new()),
+        ])
+        .build();
+    let options = state.config_mut().options_mut();
+    options.execution.target_partitions = 1;
+    options.optimizer.max_passes = 1;
+    SessionContext::new_with_state(state)
 }
 
 /// The plans of a search's second pass over the spans of its chosen traces.
@@ -577,21 +837,21 @@ impl SecondPass {
     }
 }
 
-/// The names of the columns `plans` refer to anywhere, subqueries included.
-fn used_columns(plans: &[&LogicalPlan]) -> Result<HashSet<String>> {
+/// The names of the columns the plan of `frame` reads from its inputs: every column an
+/// expression reads anywhere in it, subqueries included, except where a projection only
+/// passes a column through (which a node above then names, if anything needs it). The
+/// columns of `frame`'s own output are not included: the caller names those it reads.
+fn used_columns(frame: &DataFrame) -> Result<HashSet<String>> {
     let mut names = HashSet::new();
-    for plan in plans {
-        plan.apply_with_subqueries(|node| {
-            node.apply_expressions(|expr| {
-                expr.apply(|e| {
-                    if let Expr::Column(c) = e {
-                        names.insert(c.name.clone());
-                    }
-                    Ok(TreeNodeRecursion::Continue)
-                })
-            })
-        })?;
-    }
+    frame.logical_plan().apply_with_subqueries(|node| {
+        let passes_through = matches!(node, LogicalPlan::Projection(_));
+        node.apply_expressions(|expr| {
+            if !(passes_through && matches!(expr, Expr::Column(_))) {
+                names.extend(expr.column_refs().into_iter().map(|c| c.name.clone()));
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+    })?;
     Ok(names)
 }
 
@@ -858,7 +1118,8 @@ fn group_key(batch: &RecordBatch, row: usize) -> String {
         .unwrap_or_default()
 }
 
-/// Adds one spanset per row of `batches` to its trace.
+/// Adds one spanset per (trace, group) of the rows of `batches` to its trace, in row order,
+/// from the first row of each.
 fn attach_sets(
     traces: &mut [TraceResult],
     batches: &[RecordBatch],
@@ -879,6 +1140,11 @@ fn attach_sets(
             let Some(&t) = positions.get(&trace_id) else {
                 continue;
             };
+            let key = (trace_id, group_key(batch, row));
+            if index.contains_key(&key) {
+                // Another row of a spanset already added.
+                continue;
+            }
             let mut attributes = Vec::new();
             for (level, name) in by_names.iter().enumerate() {
                 // A nil group has no value to show.
@@ -901,7 +1167,7 @@ fn attach_sets(
                 }
             }
             let sets = &mut traces[t].span_sets;
-            index.insert((trace_id, group_key(batch, row)), (t, sets.len()));
+            index.insert(key, (t, sets.len()));
             sets.push(SpanSetResult {
                 matched: i64_at(matched, row).unwrap_or_default().max(0) as usize,
                 spans: Vec::new(),

@@ -604,7 +604,7 @@ fn attribute_values(frame: DataFrame, maps: &[AttributeMaps], key: &str) -> Resu
     let mut pairs = Vec::new();
     for m in maps {
         for (suffix, kind) in VALUE_MAPS {
-            let value = get_field(m.map(suffix), key);
+            let value = super::traceql::map_value(m.map(suffix), key);
             present.push(value.clone().is_not_null());
             pairs.push(named_struct(vec![
                 lit(KIND),

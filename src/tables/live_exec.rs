@@ -1,7 +1,7 @@
 //! `LiveExec`: the execution plan that reads an ingester's live rows.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use arrow::array::{RecordBatch, RecordBatchOptions};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -14,31 +14,56 @@ use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use futures::StreamExt;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use parking_lot::Mutex;
 use prost::Message;
 
 use crate::live::{LiveScan, LiveSource};
 use crate::proto;
 
-/// Reads live rows for one [`LiveScan`] from a [`LiveSource`], as a single partition.
+/// Reads live rows for one [`LiveScan`] from a [`LiveSource`], dealt over its partitions in
+/// slices of at most the session's batch size, so that the operators above it run on every
+/// core. The partitions of one execution (those run with the same [`TaskContext`]) share
+/// one read of the source; another execution reads it again and sees newer rows.
 #[derive(Debug)]
 pub struct LiveExec {
     scan: LiveScan,
     projection: Option<Vec<usize>>,
     string_views: bool,
+    partitions: usize,
     source: Arc<dyn LiveSource>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
+    shared: Arc<Mutex<Option<SharedRead>>>,
 }
+
+/// The rows an execution of a [`LiveExec`] read, until each of its partitions has taken
+/// its share.
+#[derive(Debug)]
+struct SharedRead {
+    /// The execution's context; the read belongs to it while it lives.
+    context: Weak<TaskContext>,
+    rows: ReadRows,
+    /// Partitions that have not taken their share yet.
+    waiting: Vec<bool>,
+}
+
+/// One read of the source, as it is run once and awaited by every partition.
+type ReadRows = Shared<BoxFuture<'static, std::result::Result<Arc<Vec<RecordBatch>>, String>>>;
 
 impl LiveExec {
     /// A plan reading `scan` from `source`, keeping the columns in `projection`, with
     /// top-level strings as Utf8View when `string_views`.
+    /// Its rows are dealt over `partitions` (at least one).
     pub fn new(
         scan: LiveScan,
         source: Arc<dyn LiveSource>,
         projection: Option<Vec<usize>>,
         string_views: bool,
+        partitions: usize,
     ) -> Result<Self> {
+        let partitions = partitions.max(1);
         let full = table_schema(scan.table, string_views);
         let schema = match &projection {
             Some(indices) => Arc::new(full.project(indices)?),
@@ -46,7 +71,7 @@ impl LiveExec {
         };
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
-            Partitioning::UnknownPartitioning(1),
+            Partitioning::UnknownPartitioning(partitions),
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
@@ -54,10 +79,69 @@ impl LiveExec {
             scan,
             projection,
             string_views,
+            partitions,
             source,
             schema,
             properties,
+            shared: Arc::new(Mutex::new(None)),
         })
+    }
+
+    /// The read of the execution `context` belongs to, started by its first partition.
+    fn read_for(&self, partition: usize, context: &Arc<TaskContext>) -> ReadRows {
+        let mut shared = self.shared.lock();
+        let current = shared.as_mut().filter(|read| {
+            read.context
+                .upgrade()
+                .is_some_and(|c| Arc::ptr_eq(&c, context))
+                && read.waiting[partition]
+        });
+        let read = match current {
+            Some(read) => read,
+            None => shared.insert(SharedRead {
+                context: Arc::downgrade(context),
+                rows: self.read().boxed().shared(),
+                waiting: vec![true; self.partitions],
+            }),
+        };
+        read.waiting[partition] = false;
+        let rows = read.rows.clone();
+        if read.waiting.iter().all(|w| !w) {
+            *shared = None;
+        }
+        rows
+    }
+
+    /// Reads the source once, projected and cast to this plan's schema.
+    fn read(
+        &self,
+    ) -> impl Future<Output = std::result::Result<Arc<Vec<RecordBatch>>, String>> + use<> {
+        let (source, scan, projection, schema) = (
+            self.source.clone(),
+            self.scan.clone(),
+            self.projection.clone(),
+            self.schema.clone(),
+        );
+        let views = self.string_views;
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let batches = source.scan(&scan)?;
+                batches
+                    .into_iter()
+                    .map(|b| {
+                        let b = match &projection {
+                            Some(indices) => b.project(indices)?,
+                            None => b,
+                        };
+                        if views { to_schema(b, &schema) } else { Ok(b) }
+                    })
+                    .collect::<Result<Vec<_>, ArrowError>>()
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
+        }
     }
 
     /// The live request this plan makes.
@@ -115,41 +199,25 @@ impl ExecutionPlan for LiveExec {
     fn execute(
         &self,
         partition: usize,
-        _context: Arc<TaskContext>,
+        context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        if partition != 0 {
-            return exec_err!("LiveExec has one partition, asked for {partition}");
+        if partition >= self.partitions {
+            return exec_err!(
+                "LiveExec has {} partitions, asked for {partition}",
+                self.partitions
+            );
         }
-        let (source, scan, projection, schema) = (
-            self.source.clone(),
-            self.scan.clone(),
-            self.projection.clone(),
-            self.schema.clone(),
-        );
-        let views = self.string_views;
-        let batches = async move {
-            tokio::task::spawn_blocking(move || {
-                let batches = source.scan(&scan)?;
-                batches
+        let rows = self.read_for(partition, &context);
+        let (partitions, batch_size) = (self.partitions, context.session_config().batch_size());
+        let stream = futures::stream::once(rows).flat_map(move |result| {
+            let items: Vec<Result<RecordBatch>> = match result {
+                Ok(batches) => deal(&batches, batch_size.max(1), partitions, partition)
                     .into_iter()
-                    .map(|b| {
-                        let b = match &projection {
-                            Some(indices) => b.project(indices)?,
-                            None => b,
-                        };
-                        if views { to_schema(b, &schema) } else { Ok(b) }
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?
-            .map_err(DataFusionError::from)
-        };
-        let stream = futures::stream::once(batches);
-        let stream = futures::StreamExt::flat_map(stream, |result| {
-            let items: Vec<Result<_>> = match result {
-                Ok(batches) => batches.into_iter().map(Ok).collect(),
-                Err(e) => vec![Err(e)],
+                    .map(Ok)
+                    .collect(),
+                Err(e) => vec![Err(DataFusionError::Execution(format!(
+                    "reading live rows: {e}"
+                )))],
             };
             futures::stream::iter(items)
         });
@@ -158,6 +226,26 @@ impl ExecutionPlan for LiveExec {
             stream,
         )))
     }
+}
+
+/// The share of `partition` (of `partitions`) of `batches` cut into slices of at most
+/// `batch_size` rows: every `partitions`-th slice. Slices share the batches' buffers.
+fn deal(
+    batches: &[RecordBatch],
+    batch_size: usize,
+    partitions: usize,
+    partition: usize,
+) -> Vec<RecordBatch> {
+    batches
+        .iter()
+        .flat_map(|batch| {
+            (0..batch.num_rows())
+                .step_by(batch_size)
+                .map(move |start| batch.slice(start, batch_size.min(batch.num_rows() - start)))
+        })
+        .skip(partition)
+        .step_by(partitions)
+        .collect()
 }
 
 /// The schema of `table`, with its top-level string columns as Utf8View when `string_views`.
@@ -232,6 +320,7 @@ impl PhysicalExtensionCodec for LiveExecCodec {
             self.source.clone(),
             projection,
             node.string_views,
+            node.partitions as usize,
         )?))
     }
 
@@ -251,6 +340,7 @@ impl PhysicalExtensionCodec for LiveExecCodec {
                 columns: columns.iter().map(|c| *c as u32).collect(),
             }),
             string_views: live.string_views,
+            partitions: live.partitions as u32,
         };
         message
             .encode(buf)
@@ -289,8 +379,9 @@ mod tests {
             shards: Some(vec![1, 3]),
         };
         let source: Arc<dyn LiveSource> = Arc::new(NoRows);
-        let plan: Arc<dyn ExecutionPlan> =
-            Arc::new(LiveExec::new(scan.clone(), source.clone(), Some(vec![0, 2]), false).unwrap());
+        let plan: Arc<dyn ExecutionPlan> = Arc::new(
+            LiveExec::new(scan.clone(), source.clone(), Some(vec![0, 2]), false, 2).unwrap(),
+        );
         let codec = LiveExecCodec { source };
         let mut buf = Vec::new();
         codec
@@ -309,5 +400,80 @@ mod tests {
         let decoded = any.downcast_ref::<LiveExec>().unwrap();
         assert_eq!(decoded.live_scan(), &scan);
         assert_eq!(decoded.schema().fields().len(), 2);
+        assert_eq!(decoded.properties().partitioning.partition_count(), 2);
+    }
+
+    /// Ten `traces` rows, counting how often it is read.
+    #[derive(Debug, Default)]
+    struct TenRows {
+        reads: std::sync::atomic::AtomicUsize,
+    }
+
+    impl LiveSource for TenRows {
+        fn scan(
+            &self,
+            _: &LiveScan,
+        ) -> Result<Vec<arrow::array::RecordBatch>, arrow::error::ArrowError> {
+            self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let schema = TableKind::Traces.schema();
+            let columns = schema
+                .fields()
+                .iter()
+                .map(|f| arrow::array::new_null_array(f.data_type(), 10))
+                .collect();
+            let options = RecordBatchOptions::new().with_row_count(Some(10));
+            Ok(vec![RecordBatch::try_new_with_options(
+                Arc::new(Schema::new(
+                    schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.as_ref().clone().with_nullable(true))
+                        .collect::<Vec<_>>(),
+                )),
+                columns,
+                &options,
+            )?])
+        }
+    }
+
+    #[tokio::test]
+    async fn partitions_of_one_execution_share_one_read_and_deal_its_slices() {
+        let scan = LiveScan {
+            tenant: "acme".into(),
+            table: TableKind::Traces,
+            exclude_blocks: vec![],
+            trace_ids: None,
+            start_ns: None,
+            end_ns: None,
+            shards: None,
+        };
+        let source = Arc::new(TenRows::default());
+        let plan = LiveExec::new(scan, source.clone(), Some(vec![0]), false, 2).unwrap();
+        let ctx = SessionContext::new_with_config(
+            datafusion::prelude::SessionConfig::new().with_batch_size(3),
+        );
+        let rows_of = |batches: Vec<RecordBatch>| -> Vec<usize> {
+            batches.iter().map(RecordBatch::num_rows).collect()
+        };
+        let task = ctx.task_ctx();
+        let first = plan.execute(0, task.clone()).unwrap();
+        let second = plan.execute(1, task.clone()).unwrap();
+        let first: Vec<RecordBatch> = first.map(|b| b.unwrap()).collect().await;
+        let second: Vec<RecordBatch> = second.map(|b| b.unwrap()).collect().await;
+        assert_eq!(rows_of(first), [3, 3]);
+        assert_eq!(rows_of(second), [3, 1]);
+        let reads = || source.reads.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(reads(), 1);
+
+        // Another execution reads the rows again.
+        let again: Vec<RecordBatch> = plan
+            .execute(0, ctx.task_ctx())
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect()
+            .await;
+        assert_eq!(rows_of(again), [3, 3]);
+        assert_eq!(reads(), 2);
+        assert!(plan.execute(2, ctx.task_ctx()).is_err());
     }
 }

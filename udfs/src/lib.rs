@@ -7,6 +7,10 @@
 //!   Parquet row groups by statistics and bloom filter.
 //! - `id_hex(binary)`: any binary id back to lowercase hex.
 //!
+//! Maps:
+//! - `map_value(map, key)`: the value of a constant key in each row's map (NULL without it),
+//!   as `map[key]` gives, gathered for the whole batch at once.
+//!
 //! Mergeable quantile sketches ([`sketch`] describes the sketch and its encoding):
 //! - `sketch(value [, alpha])` → the sketch of a numeric column (Binary), relative accuracy
 //!   `alpha` (default 0.01); `sketch_merge(sketch)` → the merge of a column of sketches;
@@ -34,6 +38,7 @@
 
 mod counters;
 mod ids;
+mod maps;
 pub mod sketch;
 mod sketch_fns;
 
@@ -42,6 +47,7 @@ use datafusion::prelude::SessionContext;
 
 pub use counters::{CounterAggregate, HistogramMerge, HistogramQuantile};
 pub use ids::{IdError, IdHex, ToId, parse_hex_id};
+pub use maps::MapValue;
 pub use sketch::{Sketch, SketchError};
 pub use sketch_fns::{SketchAggregate, SketchRead};
 
@@ -51,6 +57,7 @@ pub fn scalar_functions() -> Vec<ScalarUDF> {
         ScalarUDF::new_from_impl(ToId::trace_id()),
         ScalarUDF::new_from_impl(ToId::span_id()),
         ScalarUDF::new_from_impl(IdHex::default()),
+        ScalarUDF::new_from_impl(MapValue::default()),
         ScalarUDF::new_from_impl(HistogramQuantile::default()),
     ];
     functions.extend(SketchRead::all().into_iter().map(ScalarUDF::new_from_impl));

@@ -466,6 +466,15 @@ pub(super) fn strip_trace_id_literal(this: &FieldExpr, other: &FieldExpr) -> Fie
     }
 }
 
+/// The value of `key` in each row's `map`, NULL where it has none (see
+/// [`spanlake_udfs::MapValue`]).
+pub fn map_value(map: Expr, key: &str) -> Expr {
+    static MAP_VALUE: std::sync::LazyLock<Arc<ScalarUDF>> = std::sync::LazyLock::new(|| {
+        Arc::new(ScalarUDF::new_from_impl(spanlake_udfs::MapValue::default()))
+    });
+    MAP_VALUE.call(vec![map, lit(key)])
+}
+
 pub(super) fn id_hex() -> Arc<ScalarUDF> {
     Arc::new(ScalarUDF::new_from_impl(spanlake_udfs::IdHex::default()))
 }
@@ -552,7 +561,7 @@ impl MapColumns {
                 Some(base) => get_field(base.clone(), column),
                 None => col(column),
             };
-            get_field(map, key)
+            map_value(map, key)
         };
         let present = [&self.str, &self.int, &self.float, &self.bool, &self.json]
             .into_iter()

@@ -78,6 +78,7 @@ mod trace_level;
 use filters::*;
 use select::*;
 
+pub use filters::map_value;
 pub use select::output_attribute;
 pub use trace_level::SpanCount;
 
