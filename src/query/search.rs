@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use arrow::array::{
     Array, ArrayRef, AsArray, FixedSizeBinaryArray, Int64Array, RecordBatch, StringArray,
 };
-use arrow::datatypes::{DataType, Float64Type, Int64Type, Schema};
+use arrow::datatypes::{DataType, Float64Type, Int64Type, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Column, ScalarValue};
 use datafusion::dataframe::DataFrame;
@@ -497,8 +497,8 @@ async fn search_slice(
         timings.since("plan", started);
         let batches = run_timed(frame.frame, timings, "spansets").await?;
         let started = Instant::now();
-        let index = attach_sets(&mut traces, &batches, &frame.by_names, &frame.aggregates)?;
-        attach_spans(&mut traces, &index, &batches, &frame.outputs)?;
+        let index = attach_sets(&mut traces, &batches, &frame.shape)?;
+        attach_spans(&mut traces, &index, &batches, &frame.shape.outputs)?;
         add_service_stats(&mut traces, &held.service_stats()?)?;
         timings.since("services", started);
         return Ok(traces);
@@ -516,17 +516,15 @@ async fn search_slice(
     let SecondPass {
         sets,
         matched,
-        by_names,
-        aggregates,
-        outputs,
+        shape,
     } = second;
     let sets = tokio::spawn(run_measured(sets));
     let matched = tokio::spawn(run_measured(matched));
     let sets = joined(sets.await)?.record(timings, "spansets");
     let matched = joined(matched.await)?.record(timings, "spans");
     let stats = joined(stats.await)?.record(timings, "services");
-    let index = attach_sets(&mut traces, &sets, &by_names, &aggregates)?;
-    attach_spans(&mut traces, &index, &matched, &outputs)?;
+    let index = attach_sets(&mut traces, &sets, &shape)?;
+    attach_spans(&mut traces, &index, &matched, &shape.outputs)?;
     add_service_stats(&mut traces, &stats)?;
     Ok(traces)
 }
@@ -538,7 +536,9 @@ struct Held {
     /// A session of one partition whose optimizer only does what planning these small plans
     /// needs.
     ctx: SessionContext,
-    /// The spans, with every column of `spans`, all nullable.
+    /// The columns of `spans`, all nullable.
+    schema: SchemaRef,
+    /// The spans, with those columns.
     batches: Vec<RecordBatch>,
     /// The trace-level summaries of the chosen traces.
     summary: DataFrame,
@@ -548,9 +548,7 @@ struct Held {
 /// ride along with the first `spss` matched spans of the spanset.
 struct HeldPass {
     frame: DataFrame,
-    by_names: Vec<String>,
-    aggregates: Vec<String>,
-    outputs: Vec<(String, [Expr; 4])>,
+    shape: SetShape,
 }
 
 impl Held {
@@ -622,6 +620,7 @@ impl Held {
         timings.since("plan", started);
         Ok(Self {
             ctx: held_ctx,
+            schema: held_schema,
             batches,
             summary,
         })
@@ -632,85 +631,40 @@ impl Held {
     /// row also carrying the spanset's matched count, group values and aggregate values.
     /// Ordered by trace, group, start time and span id.
     fn second_pass(&self, query: &Query, spss: usize) -> Result<HeldPass> {
-        let schema = self
-            .batches
-            .first()
-            .map(|b| b.schema())
-            .unwrap_or_else(|| Arc::new(Schema::empty()));
         let spans = self.ctx.read_table(Arc::new(MemTable::try_new(
-            schema,
+            self.schema.clone(),
             vec![self.batches.clone()],
         )?))?;
         let lowered = Lowerer::new(self.summary.clone()).search(query, spans)?;
-        let grouped = !lowered.group_by.is_empty();
-        let aggregates = aggregate_columns(&lowered);
-        let outputs: Vec<(String, [Expr; 4])> = lowered
-            .attributes
-            .iter()
-            .filter_map(lower::output_attribute)
-            .collect();
-        let by_names = lowered
-            .group_by
-            .iter()
-            .map(|e| format!("by({e})"))
-            .collect();
-        let mut partition = vec![col(spans::TRACE_ID)];
-        let mut columns = vec![
-            col(spans::TRACE_ID),
-            col(spans::SPAN_ID),
-            cast(col(spans::NAME), DataType::Utf8).alias(spans::NAME),
-            cast(col(spans::START_TIME), DataType::Int64).alias(spans::START_TIME),
-            col(spans::DURATION_NS),
-            col(MATCHED),
-        ];
+        let shape = SetShape::of(&lowered);
+        let grouped = shape.grouped();
+        let mut columns = shown_columns(&shape.outputs, grouped);
+        columns.push(col(MATCHED));
         let mut order = vec![col(spans::TRACE_ID).sort(true, false)];
         if grouped {
-            partition.push(col(GROUP_KEY));
-            columns.push(col(GROUP_KEY));
-            for level in 0..lowered.group_by.len() {
+            for level in 0..shape.by_names.len() {
                 columns.extend(lower::group_value(level).iter().map(|c| col(c.as_str())));
             }
             order.push(col(GROUP_KEY).sort(true, false));
         }
-        columns.extend(aggregates.iter().map(|name| unqualified(name)));
-        for (i, (_, exprs)) in outputs.iter().enumerate() {
-            for (slot, e) in exprs.iter().enumerate() {
-                columns.push(e.clone().alias(attr_column(i, slot)));
-            }
-        }
-        order.extend([
-            col(spans::START_TIME).sort(true, false),
-            col(spans::SPAN_ID).sort(true, false),
-        ]);
-        let rank = row_number()
-            .partition_by(partition.clone())
-            .order_by(vec![
-                col(spans::START_TIME).sort(true, false),
-                col(spans::SPAN_ID).sort(true, false),
-            ])
-            .build()?
-            .alias(ROW);
+        columns.extend(shape.aggregates.iter().map(|name| unqualified(name)));
+        order.extend(span_order());
         let matched = Expr::from(WindowFunction::new(
             WindowFunctionDefinition::AggregateUDF(count_udaf()),
             vec![lit(1)],
         ))
-        .partition_by(partition)
+        .partition_by(spanset_partition(grouped))
         .build()?
         .alias(MATCHED);
         let frame = lowered
             .spans
             // Window expressions of different orders go in separate windows.
             .window(vec![matched])?
-            .window(vec![rank])?
+            .window(vec![span_rank(grouped)?])?
             .filter(col(ROW).lt_eq(lit(spss as u64)))?
             .select(columns)?
             .sort(order)?;
-        Ok(HeldPass {
-            frame,
-            by_names,
-            aggregates,
-            outputs,
-        })
+        Ok(HeldPass { frame, shape })
     }
 
     /// Spans and error spans per service of each held trace, in the rows of
@@ -790,12 +744,7 @@ struct SecondPass {
     sets: DataFrame,
     /// Their first matched spans.
     matched: DataFrame,
-    /// The `by(…)` names of a grouped query.
-    by_names: Vec<String>,
-    /// The columns of scalar-filter aggregates.
-    aggregates: Vec<String>,
-    /// The attributes the query outputs.
-    outputs: Vec<(String, [Expr; 4])>,
+    shape: SetShape,
 }
 
 impl SecondPass {
@@ -809,31 +758,58 @@ impl SecondPass {
         spss: usize,
     ) -> Result<Self> {
         let lowered = Lowerer::new(summary).search(query, spans)?;
-        let grouped = !lowered.group_by.is_empty();
-        let aggregates = aggregate_columns(&lowered);
+        let shape = SetShape::of(&lowered);
+        let grouped = shape.grouped();
         let mut set_order = vec![col(spans::TRACE_ID).sort(true, false)];
         if grouped {
             set_order.push(col(GROUP_KEY).sort(true, false));
         }
         let sets = spanset_rows(&lowered)?.sort(set_order)?;
-        let by_names = lowered
-            .group_by
-            .iter()
-            .map(|e| format!("by({e})"))
-            .collect();
-        let outputs: Vec<(String, [Expr; 4])> = lowered
-            .attributes
-            .iter()
-            .filter_map(lower::output_attribute)
-            .collect();
-        let matched = matched_spans(lowered.spans, top_ids.clone(), &outputs, spss, grouped)?;
+        let matched = matched_spans(
+            lowered.spans,
+            top_ids.clone(),
+            &shape.outputs,
+            spss,
+            grouped,
+        )?;
         Ok(Self {
             sets,
             matched,
-            by_names,
-            aggregates,
-            outputs,
+            shape,
         })
+    }
+}
+
+/// What a lowered search's spansets show beside their spans.
+struct SetShape {
+    /// The `by(…)` names of a grouped query, outermost first; empty when not grouped.
+    by_names: Vec<String>,
+    /// The columns of scalar-filter aggregates.
+    aggregates: Vec<String>,
+    /// The attributes the query outputs.
+    outputs: Vec<(String, [Expr; 4])>,
+}
+
+impl SetShape {
+    fn of(lowered: &LoweredSearch) -> Self {
+        Self {
+            by_names: lowered
+                .group_by
+                .iter()
+                .map(|e| format!("by({e})"))
+                .collect(),
+            aggregates: aggregate_columns(lowered),
+            outputs: lowered
+                .attributes
+                .iter()
+                .filter_map(lower::output_attribute)
+                .collect(),
+        }
+    }
+
+    /// Whether the output is one spanset per trace and group.
+    fn grouped(&self) -> bool {
+        !self.by_names.is_empty()
     }
 }
 
@@ -992,11 +968,26 @@ fn matched_spans(
     spss: usize,
     grouped: bool,
 ) -> Result<DataFrame> {
-    let order = vec![
-        col(spans::START_TIME).sort(true, false),
-        col(spans::SPAN_ID).sort(true, false),
-    ];
-    let mut partition = vec![col(spans::TRACE_ID)];
+    let frame = matched
+        .join_on(
+            top_ids,
+            JoinType::LeftSemi,
+            [col(spans::TRACE_ID).eq(col(TRACE_SUMMARY_ID))],
+        )?
+        .window(vec![span_rank(grouped)?])?
+        .filter(col(ROW).lt_eq(lit(spss as u64)))?
+        .select(shown_columns(outputs, grouped))?
+        .sort(
+            std::iter::once(col(spans::TRACE_ID).sort(true, false))
+                .chain(span_order())
+                .collect(),
+        )?;
+    Ok(frame)
+}
+
+/// The columns of a spanset's span: trace and span id, name, start and duration, the group key
+/// when `grouped`, and the values of `outputs` (four columns each, see [`attr_column`]).
+fn shown_columns(outputs: &[(String, [Expr; 4])], grouped: bool) -> Vec<Expr> {
     let mut columns = vec![
         col(spans::TRACE_ID),
         col(spans::SPAN_ID),
@@ -1005,34 +996,40 @@ fn matched_spans(
         col(spans::DURATION_NS),
     ];
     if grouped {
-        partition.push(col(GROUP_KEY));
         columns.push(col(GROUP_KEY));
     }
-    let rank = row_number()
-        .partition_by(partition)
-        .order_by(order)
-        .build()?
-        .alias(ROW);
     for (i, (_, exprs)) in outputs.iter().enumerate() {
         for (slot, e) in exprs.iter().enumerate() {
             columns.push(e.clone().alias(attr_column(i, slot)));
         }
     }
-    let frame = matched
-        .join_on(
-            top_ids,
-            JoinType::LeftSemi,
-            [col(spans::TRACE_ID).eq(col(TRACE_SUMMARY_ID))],
-        )?
-        .window(vec![rank])?
-        .filter(col(ROW).lt_eq(lit(spss as u64)))?
-        .select(columns)?
-        .sort(vec![
-            col(spans::TRACE_ID).sort(true, false),
-            col(spans::START_TIME).sort(true, false),
-            col(spans::SPAN_ID).sort(true, false),
-        ])?;
-    Ok(frame)
+    columns
+}
+
+/// The order of the spans within a spanset: by start time, then span id.
+fn span_order() -> [datafusion::logical_expr::SortExpr; 2] {
+    [
+        col(spans::START_TIME).sort(true, false),
+        col(spans::SPAN_ID).sort(true, false),
+    ]
+}
+
+/// What a spanset is within the spans: a trace, or a trace and group when `grouped`.
+fn spanset_partition(grouped: bool) -> Vec<Expr> {
+    let mut partition = vec![col(spans::TRACE_ID)];
+    if grouped {
+        partition.push(col(GROUP_KEY));
+    }
+    partition
+}
+
+/// Each span's place in its spanset, from 1, in [`span_order`], as column [`ROW`].
+fn span_rank(grouped: bool) -> Result<Expr> {
+    Ok(row_number()
+        .partition_by(spanset_partition(grouped))
+        .order_by(span_order().to_vec())
+        .build()?
+        .alias(ROW))
 }
 
 pub(super) fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
@@ -1123,8 +1120,7 @@ fn group_key(batch: &RecordBatch, row: usize) -> String {
 fn attach_sets(
     traces: &mut [TraceResult],
     batches: &[RecordBatch],
-    by_names: &[String],
-    aggregates: &[String],
+    shape: &SetShape,
 ) -> Result<SetIndex, QueryError> {
     let positions: HashMap<String, usize> = traces
         .iter()
@@ -1146,13 +1142,13 @@ fn attach_sets(
                 continue;
             }
             let mut attributes = Vec::new();
-            for (level, name) in by_names.iter().enumerate() {
+            for (level, name) in shape.by_names.iter().enumerate() {
                 // A nil group has no value to show.
                 if let Some(value) = typed_value(batch, &lower::group_value(level), row)? {
                     attributes.push((name.clone(), value));
                 }
             }
-            for name in aggregates {
+            for name in &shape.aggregates {
                 let values = column(batch, name)?;
                 let value = match values.data_type() {
                     DataType::Int64 => i64_at(values, row).map(AttrValue::Int),
