@@ -248,6 +248,9 @@ pub struct QuerySettings {
     pub metrics_end_cutoff: Duration,
     /// Most series one metrics query returns; beyond it the answer is partial.
     pub max_metrics_series: u32,
+    /// Memory for decoded block columns kept between searches (spans and traces), so that
+    /// searching recent blocks again does not decode their pages again; 0 keeps none.
+    pub block_cache_bytes: u64,
 }
 
 impl Default for QuerySettings {
@@ -261,6 +264,7 @@ impl Default for QuerySettings {
             max_spans_per_span_set: 100,
             max_metrics_duration: Duration::from_secs(24 * 3600),
             metrics_end_cutoff: Duration::from_secs(30),
+            block_cache_bytes: 1 << 30,
             max_metrics_series: 10_000,
         }
     }

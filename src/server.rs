@@ -156,7 +156,8 @@ pub async fn open(config: &Config, read_only: bool) -> Result<Opened, StartError
             .query_memory_limit_per_tenant
             .unwrap_or(config.query_memory_limit),
     )?
-    .with_partitions(config.query_partitions);
+    .with_partitions(config.query_partitions)
+    .with_block_cache(config.query.block_cache_bytes);
     // Reading a data directory offline reads this node's data alone.
     let cluster = match &config.cluster {
         Some(settings) if !read_only => {
@@ -247,6 +248,12 @@ impl Server {
         telemetry.caches_from(move || engine.metadata_caches());
         let storage = opened.storage.clone();
         telemetry.disk_cache_from(move || storage.disk_cache_hits_and_misses());
+        let engine = opened.engine.clone();
+        telemetry.block_cache_from(move || {
+            let cache = engine.block_cache()?;
+            let (hits, misses) = cache.hits_and_misses();
+            Some((hits, misses, cache.bytes()))
+        });
         let measure = api::measure::MeasureLayer::new(telemetry.clone());
         let flight_measure = measure.clone();
         let cluster = opened.cluster.clone();

@@ -75,6 +75,7 @@ pub struct TenantCache {
 type BlocksSource = Box<dyn Fn() -> Vec<TenantBlocks> + Send + Sync>;
 type CacheSource = Box<dyn Fn() -> Vec<TenantCache> + Send + Sync>;
 type DiskCacheSource = Box<dyn Fn() -> Option<(u64, u64)> + Send + Sync>;
+type BlockCacheSource = Box<dyn Fn() -> Option<(u64, u64, u64)> + Send + Sync>;
 type CountSource = Box<dyn Fn() -> u64 + Send + Sync>;
 
 /// Every self-metric of one server; clones share one registry.
@@ -345,6 +346,16 @@ impl Telemetry {
         self.gauges.state.lock().disk_cache_source = Some(Box::new(source));
     }
 
+    /// Reads `spanlake_block_cache_hits`, `_misses` and `_bytes` (decoded block columns found
+    /// kept, decoded, and the memory kept) from `source` at every scrape; nothing when it
+    /// answers `None`.
+    pub fn block_cache_from(
+        &self,
+        source: impl Fn() -> Option<(u64, u64, u64)> + Send + Sync + 'static,
+    ) {
+        self.gauges.state.lock().block_cache_source = Some(Box::new(source));
+    }
+
     /// Reads `spanlake_live_spans` from `source` at every scrape, replacing any earlier source.
     pub fn live_spans_from(&self, source: impl Fn() -> u64 + Send + Sync + 'static) {
         self.gauges.state.lock().live_spans_source = Some(Box::new(source));
@@ -387,10 +398,12 @@ struct GaugeState {
     cache_bytes: GaugeVec,
     disk_cache_hits: Gauge,
     disk_cache_misses: Gauge,
+    block_cache: [Gauge; 3],
     live_spans: Gauge,
     blocks_source: Option<BlocksSource>,
     cache_source: Option<CacheSource>,
     disk_cache_source: Option<DiskCacheSource>,
+    block_cache_source: Option<BlockCacheSource>,
     live_spans_source: Option<CountSource>,
 }
 
@@ -431,6 +444,21 @@ impl ScrapeGauges {
             "Ranged reads of a remote block store that went to the store since start.",
         )
         .expect("the gauge's name is valid");
+        let block_cache = [
+            (
+                "spanlake_block_cache_hits",
+                "Block columns a search found decoded in memory since start, per row group.",
+            ),
+            (
+                "spanlake_block_cache_misses",
+                "Block columns a search decoded from Parquet since start, per row group.",
+            ),
+            (
+                "spanlake_block_cache_bytes",
+                "Memory of the decoded block columns kept for searches.",
+            ),
+        ]
+        .map(|(name, help)| Gauge::new(name, help).expect("the gauge's name is valid"));
         let live_spans = Gauge::new(
             "spanlake_live_spans",
             "Spans held in memory by the ingester: open traces and flushed blocks still in their grace period.",
@@ -448,6 +476,7 @@ impl ScrapeGauges {
             live_spans.desc(),
         ]
         .into_iter()
+        .chain(block_cache.iter().map(|g| g.desc()))
         .flatten()
         .cloned()
         .collect();
@@ -462,10 +491,12 @@ impl ScrapeGauges {
                 cache_bytes,
                 disk_cache_hits,
                 disk_cache_misses,
+                block_cache,
                 live_spans,
                 blocks_source: None,
                 cache_source: None,
                 disk_cache_source: None,
+                block_cache_source: None,
                 live_spans_source: None,
             }),
         }
@@ -526,6 +557,12 @@ impl ScrapeGauges {
             state.disk_cache_misses.set(misses as f64);
             families.extend(state.disk_cache_hits.collect());
             families.extend(state.disk_cache_misses.collect());
+        }
+        if let Some((hits, misses, bytes)) = state.block_cache_source.as_ref().and_then(|s| s()) {
+            for (gauge, value) in state.block_cache.iter().zip([hits, misses, bytes]) {
+                gauge.set(value as f64);
+                families.extend(gauge.collect());
+            }
         }
         if let Some(source) = &state.live_spans_source {
             state.live_spans.set(source() as f64);

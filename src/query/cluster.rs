@@ -273,7 +273,8 @@ impl QueryEngine {
             self.catalog.clone(),
             self.live.clone(),
         )
-        .with_shards(shards.to_vec());
+        .with_shards(shards.to_vec())
+        .with_block_cache(self.block_cache.clone());
         if scan.string_views {
             table = table.analytic();
         }

@@ -47,7 +47,7 @@ pub use error::{ErrorKind, QueryError, Result};
 use crate::live::LiveSource;
 use crate::schema::TableKind;
 use crate::storage::{Catalog, Storage};
-use crate::tables::SpanlakeTable;
+use crate::tables::{BlockCache, SpanlakeTable};
 
 /// Builds tenant-scoped sessions over the blocks of a catalog and a live source.
 #[derive(Debug, Clone)]
@@ -65,6 +65,9 @@ pub struct QueryEngine {
     partitions: Option<usize>,
     /// As a cluster member: how sessions read across the cluster.
     cluster: Option<cluster::ClusterQueries>,
+    /// Decoded block columns kept for search scans, shared by every tenant's sessions (keys
+    /// are block files, each a tenant's own).
+    block_cache: Option<Arc<BlockCache>>,
 }
 
 impl QueryEngine {
@@ -87,7 +90,21 @@ impl QueryEngine {
             live,
             partitions: None,
             cluster: None,
+            block_cache: None,
         })
+    }
+
+    /// The same engine keeping up to `bytes` of decoded block columns for search scans (none
+    /// when 0).
+    pub fn with_block_cache(mut self, bytes: u64) -> Self {
+        self.block_cache = (bytes > 0).then(|| Arc::new(BlockCache::new(bytes)));
+        self.states.lock().clear();
+        self
+    }
+
+    /// The block cache, if the engine keeps one.
+    pub fn block_cache(&self) -> Option<&Arc<BlockCache>> {
+        self.block_cache.as_ref()
     }
 
     /// The same engine with sessions split into `partitions` (the cores when `None`).
@@ -220,7 +237,8 @@ impl QueryEngine {
                 .into_iter()
                 .map(|kind| {
                     let table =
-                        SpanlakeTable::new(kind, tenant, self.catalog.clone(), self.live.clone());
+                        SpanlakeTable::new(kind, tenant, self.catalog.clone(), self.live.clone())
+                            .with_block_cache(self.block_cache.clone());
                     let table = if analytic { table.analytic() } else { table };
                     (kind.name(), Arc::new(table) as Arc<dyn TableProvider>)
                 })

@@ -223,6 +223,8 @@ pub struct SpanResult {
 
 const MATCHED: &str = "__matched";
 const MATCHED_ID: &str = "__matched_trace_id";
+/// Each trace's counted spans, when the `traces` table decides the search.
+const COUNTED: &str = "__counted";
 const ROW: &str = "__row";
 const START_NS: &str = "__start_ns";
 
@@ -416,28 +418,32 @@ async fn top_traces(
     range: TimeRange,
     limit: usize,
 ) -> Result<DataFrame> {
-    let matched = match SpanCount::of(query) {
-        // The `traces` table alone says which traces match: no span is read.
-        Some(counted) => counted
-            .matched(ctx.table(TableKind::Traces.name()).await?)?
-            .select(vec![col(traces::TRACE_ID).alias(MATCHED_ID)])?,
+    let summary = match SpanCount::of(query) {
+        // The `traces` table alone says which traces match: one aggregate over it gives each
+        // trace's summary and its counted spans, and no span is read.
+        Some(counted) => lower::summarize_with(
+            ctx.table(TableKind::Traces.name()).await?,
+            vec![sum(counted.row_count()).alias(COUNTED)],
+        )?
+        .filter(counted.keeps(col(COUNTED)))?,
         None => {
             let summary = lower::trace_summary(ctx).await?;
             let input = ctx.table(TableKind::Spans.name()).await?;
             let lowered = Lowerer::new(summary).search(query, input)?;
             // A trace matches when it has a matched span.
-            lowered
+            let matched = lowered
                 .spans
                 .aggregate(vec![col(spans::TRACE_ID)], vec![])?
-                .select(vec![col(spans::TRACE_ID).alias(MATCHED_ID)])?
+                .select(vec![col(spans::TRACE_ID).alias(MATCHED_ID)])?;
+            let rows = ctx.table(TableKind::Traces.name()).await?.join_on(
+                matched,
+                JoinType::LeftSemi,
+                [col(traces::TRACE_ID).eq(col(MATCHED_ID))],
+            )?;
+            lower::summarize(rows)?
         }
     };
-    let rows = ctx.table(TableKind::Traces.name()).await?.join_on(
-        matched,
-        JoinType::LeftSemi,
-        [col(traces::TRACE_ID).eq(col(MATCHED_ID))],
-    )?;
-    Ok(overlapping(lower::summarize(rows)?, range)?
+    Ok(overlapping(summary, range)?
         .select(vec![
             col(TRACE_SUMMARY_ID).alias(spans::TRACE_ID),
             ns(TRACE_SUMMARY_START).alias(START_NS),

@@ -14,6 +14,7 @@
 //! Live rows come through the [`crate::live`] contract, never from the ingester directly, so
 //! the same tables read an in-process or a remote ingester.
 
+mod block_cache;
 mod filters;
 mod live_exec;
 mod shard_scan;
@@ -38,6 +39,7 @@ use datafusion::physical_plan::union::UnionExec;
 use crate::live::{LiveScan, LiveSource};
 use crate::schema::TableKind;
 use crate::storage::{Catalog, DATA_FILE, Storage, TRACES_FILE};
+pub use block_cache::{BlockCache, BlockCacheExec};
 pub use filters::ScanBounds;
 pub use live_exec::{LiveExec, LiveExecCodec};
 pub use shard_scan::{
@@ -64,6 +66,8 @@ pub struct SpanlakeTable {
     schema: SchemaRef,
     /// Only these shards' rows, when given.
     shards: Option<Vec<u32>>,
+    /// Decoded block columns kept for search scans, when there is a budget for them.
+    block_cache: Option<Arc<BlockCache>>,
 }
 
 impl SpanlakeTable {
@@ -82,7 +86,15 @@ impl SpanlakeTable {
             analytic: false,
             schema: kind.schema(),
             shards: None,
+            block_cache: None,
         }
+    }
+
+    /// The same table reading blocks through `cache` where that serves (see
+    /// [`reads_through_cache`]).
+    pub fn with_block_cache(mut self, cache: Option<Arc<BlockCache>>) -> Self {
+        self.block_cache = cache;
+        self
     }
 
     /// The same table restricted to the rows of `shards`: the part a cluster member reads.
@@ -107,6 +119,23 @@ impl SpanlakeTable {
 /// scattered, as in an analyst's `WHERE kind = 'server'`, which then filters after decoding.
 fn filters_while_decoding(analytic: bool, bounds: &ScanBounds) -> bool {
     !analytic || bounds.trace_ids.is_some()
+}
+
+/// Whether a scan reads `file` through the block cache instead of decoding its pages. Only
+/// search scans (not the analytic sessions' string views) of spans and traces do, whose
+/// blocks are sorted by trace id; a lookup of one trace does only for files the cache holds
+/// already, so that a lookup in a cold block reads that trace's pages alone.
+fn reads_through_cache(
+    cache: &BlockCache,
+    kind: TableKind,
+    analytic: bool,
+    bounds: &ScanBounds,
+    file: &object_store::ObjectMeta,
+) -> bool {
+    !analytic
+        && matches!(kind, TableKind::Spans | TableKind::Traces)
+        && (bounds.trace_ids.as_ref().is_none_or(|ids| ids.len() > 1)
+            || cache.is_hot(&file.location))
 }
 
 /// Whether scans of `kind` read the row groups' bloom filters. Spans and traces are sorted by
@@ -175,20 +204,50 @@ impl TableProvider for SpanlakeTable {
                 state.config().target_partitions()
             },
         )?;
-        let files: Vec<PartitionedFile> = blocks
+        let (cached, files): (Vec<_>, Vec<_>) = blocks
             .iter()
             .filter(|b| bounds.admits_block(b))
-            .map(|b| PartitionedFile::new_from_meta(b.file(file_of(self.kind))))
+            .map(|b| b.file(file_of(self.kind)))
+            .partition(|file| {
+                self.block_cache.as_ref().is_some_and(|cache| {
+                    reads_through_cache(cache, self.kind, self.analytic, &bounds, file)
+                })
+            });
+        let store = state
+            .runtime_env()
+            .object_store(Storage::object_store_url())?;
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if let (Some(cache), false) = (&self.block_cache, cached.is_empty()) {
+            inputs.push(Arc::new(BlockCacheExec::new(
+                cached,
+                schema.clone(),
+                projection.cloned(),
+                bounds.trace_ids.clone(),
+                limit,
+                // A few traces' rows are too few to split.
+                if bounds.trace_ids.is_some() {
+                    1
+                } else {
+                    state.config().target_partitions()
+                },
+                cache.clone(),
+                store.clone(),
+            )?));
+        }
+        let files: Vec<PartitionedFile> = files
+            .into_iter()
+            .map(PartitionedFile::new_from_meta)
             .collect();
         if files.is_empty() {
-            return Ok(Arc::new(live));
+            if inputs.is_empty() {
+                return Ok(Arc::new(live));
+            }
+            inputs.push(Arc::new(live));
+            return UnionExec::try_new(inputs);
         }
 
         // Footers and page indexes are read once per file and kept in the runtime's metadata
         // cache (blocks never change once committed); later scans fetch only row groups.
-        let store = state
-            .runtime_env()
-            .object_store(Storage::object_store_url())?;
         let metadata = state.runtime_env().cache_manager.get_file_metadata_cache();
         let mut source = ParquetSource::new(schema.clone())
             .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
@@ -213,7 +272,8 @@ impl TableProvider for SpanlakeTable {
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)
             .build();
-        let parquet: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
-        UnionExec::try_new(vec![parquet, Arc::new(live)])
+        inputs.insert(0, DataSourceExec::from_data_source(config));
+        inputs.push(Arc::new(live));
+        UnionExec::try_new(inputs)
     }
 }

@@ -111,25 +111,39 @@ pub async fn trace_summary(ctx: &SessionContext) -> Result<DataFrame> {
 /// [`trace_summary`] of `rows`, a frame with the columns of `traces` (typically some
 /// traces' rows of it).
 pub fn summarize(rows: DataFrame) -> Result<DataFrame> {
+    summarize_with(rows, Vec::new())
+}
+
+/// [`summarize`], with `extra` aggregates (each aliased) over each trace's rows kept as
+/// columns beside the summary.
+pub fn summarize_with(rows: DataFrame, extra: Vec<Expr>) -> Result<DataFrame> {
     const END: &str = "__trace_end";
+    let extra_columns = extra
+        .iter()
+        .map(|e| Ok(col(e.name_for_alias()?)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut aggregates = vec![
+        min(col(traces::START_TIME)).alias(TRACE_SUMMARY_START),
+        max(col(traces::END_TIME)).alias(END),
+        max(col(traces::ROOT_SERVICE_NAME)).alias(TRACE_SUMMARY_ROOT_SERVICE),
+        max(col(traces::ROOT_SPAN_NAME)).alias(TRACE_SUMMARY_ROOT_NAME),
+    ];
+    aggregates.extend(extra);
+    let mut columns = vec![
+        col(TRACE_SUMMARY_ID),
+        col(TRACE_SUMMARY_START),
+        (cast(col(END), DataType::Int64) - cast(col(TRACE_SUMMARY_START), DataType::Int64))
+            .alias(TRACE_SUMMARY_DURATION),
+        col(TRACE_SUMMARY_ROOT_SERVICE),
+        col(TRACE_SUMMARY_ROOT_NAME),
+    ];
+    columns.extend(extra_columns);
     let frame = rows
         .aggregate(
             vec![col(traces::TRACE_ID).alias(TRACE_SUMMARY_ID)],
-            vec![
-                min(col(traces::START_TIME)).alias(TRACE_SUMMARY_START),
-                max(col(traces::END_TIME)).alias(END),
-                max(col(traces::ROOT_SERVICE_NAME)).alias(TRACE_SUMMARY_ROOT_SERVICE),
-                max(col(traces::ROOT_SPAN_NAME)).alias(TRACE_SUMMARY_ROOT_NAME),
-            ],
+            aggregates,
         )?
-        .select(vec![
-            col(TRACE_SUMMARY_ID),
-            col(TRACE_SUMMARY_START),
-            (cast(col(END), DataType::Int64) - cast(col(TRACE_SUMMARY_START), DataType::Int64))
-                .alias(TRACE_SUMMARY_DURATION),
-            col(TRACE_SUMMARY_ROOT_SERVICE),
-            col(TRACE_SUMMARY_ROOT_NAME),
-        ])?;
+        .select(columns)?;
     Ok(frame)
 }
 

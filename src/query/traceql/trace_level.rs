@@ -6,10 +6,15 @@
 //! `{ resource.service.name = "checkout" && status = error } | count() > 2`. Their spansets
 //! and matched spans are still read from `spans`, for the chosen traces only.
 
-use datafusion::dataframe::DataFrame;
-use datafusion::functions::core::expr_fn::get_field;
-use datafusion::functions_aggregate::expr_fn::sum;
-use datafusion::logical_expr::binary_expr;
+use std::sync::{Arc, LazyLock};
+
+use arrow::array::{Array, AsArray, Int64Array};
+use arrow::datatypes::{DataType, Int64Type};
+use datafusion::common::{ScalarValue, exec_err};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    binary_expr,
+};
 use datafusion::prelude::{col, lit};
 
 use crate::schema::otlp::{SERVICE_NAME_KEY, UNKNOWN_SERVICE};
@@ -21,7 +26,6 @@ use crate::traceql::ast::{
 };
 
 use super::filters::cmp_to_binary;
-use crate::query::Result;
 
 /// The spans of a trace a trace-level search counts, and what the count must satisfy.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,10 +38,85 @@ pub struct SpanCount {
     count: Option<(CmpOp, i64)>,
 }
 
-/// The per-trace count column.
-const COUNTED: &str = "__counted";
-/// The unnested `services` item.
-const ITEM: &str = "__service_item";
+/// `service_count(services, service, field)`: of a `traces` row's `services` list, the count
+/// `field` (`span_count` or `error_count`) of the element naming `service`; 0 when none does.
+static SERVICE_COUNT: LazyLock<Arc<ScalarUDF>> =
+    LazyLock::new(|| Arc::new(ScalarUDF::new_from_impl(ServiceCount::new())));
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ServiceCount {
+    signature: Signature,
+}
+
+impl ServiceCount {
+    fn new() -> Self {
+        Self {
+            signature: Signature::any(3, Volatility::Immutable),
+        }
+    }
+}
+
+/// A string literal argument of `service_count`.
+fn literal_text<'a>(value: &'a ColumnarValue, what: &str) -> datafusion::common::Result<&'a str> {
+    match value {
+        ColumnarValue::Scalar(ScalarValue::Utf8(Some(text)))
+        | ColumnarValue::Scalar(ScalarValue::Utf8View(Some(text)))
+        | ColumnarValue::Scalar(ScalarValue::LargeUtf8(Some(text))) => Ok(text),
+        _ => exec_err!("service_count: the {what} must be a string literal"),
+    }
+}
+
+impl ScalarUDFImpl for ServiceCount {
+    fn name(&self) -> &str {
+        "service_count"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::Int64)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        let service = literal_text(&args.args[1], "service")?;
+        let field = literal_text(&args.args[2], "count's name")?;
+        let lists = args.args[0].to_array(args.number_rows)?;
+        let Some(lists) = lists.as_list_opt::<i32>() else {
+            return exec_err!(
+                "service_count: services must be a list, not {}",
+                lists.data_type()
+            );
+        };
+        let Some(items) = lists.values().as_struct_opt() else {
+            return exec_err!("service_count: services must hold structs");
+        };
+        let names = items.column_by_name(traces::service::SERVICE_NAME);
+        let counts = items.column_by_name(field);
+        let (Some(names), Some(counts)) = (names, counts) else {
+            return exec_err!("service_count: the services lack a name or `{field}`");
+        };
+        let names = arrow::compute::cast(names, &DataType::Utf8)?;
+        let names = names.as_string::<i32>();
+        let counts = arrow::compute::cast(counts, &DataType::Int64)?;
+        let counts = counts.as_primitive::<Int64Type>();
+        let offsets = lists.value_offsets();
+        let out: Int64Array = (0..lists.len())
+            .map(|row| {
+                let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+                let found = (start..end)
+                    .find(|&i| names.is_valid(i) && names.value(i) == service)
+                    .map_or(0, |i| counts.value(i));
+                Some(if lists.is_valid(row) { found } else { 0 })
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
 
 impl SpanCount {
     /// The count `query` decides by, if the `traces` table can answer it.
@@ -116,44 +195,33 @@ impl SpanCount {
         }
     }
 
-    /// The trace ids (column `traces::TRACE_ID`) among `rows`, a frame with the columns of
-    /// `traces`, whose counted spans satisfy the count: at least one, and `count() op n`.
-    pub fn matched(&self, rows: DataFrame) -> Result<DataFrame> {
-        let counted = match &self.service {
-            Some(service) => {
-                let item = |name: &str| get_field(col(ITEM), name);
-                let column = if self.errors {
-                    traces::service::ERROR_COUNT
-                } else {
-                    traces::service::SPAN_COUNT
-                };
-                rows.select(vec![
-                    col(traces::TRACE_ID),
-                    col(traces::SERVICES).alias(ITEM),
-                ])?
-                .unnest_columns(&[ITEM])?
-                .filter(item(traces::service::SERVICE_NAME).eq(lit(service.as_str())))?
-                .select(vec![col(traces::TRACE_ID), item(column).alias(COUNTED)])?
-            }
-            None => {
-                let column = if self.errors {
-                    traces::ERROR_COUNT
-                } else {
-                    traces::SPAN_COUNT
-                };
-                rows.select(vec![col(traces::TRACE_ID), col(column).alias(COUNTED)])?
-            }
+    /// How many spans of one `traces` row the search counts: of the service named, or of
+    /// every service; with status error, or all. Read from the row's `services` list without
+    /// unnesting it.
+    pub fn row_count(&self) -> Expr {
+        let column = if self.errors {
+            traces::service::ERROR_COUNT
+        } else {
+            traces::service::SPAN_COUNT
         };
-        let mut keep = col(COUNTED).gt(lit(0i64));
-        if let Some((op, n)) = self.count {
-            keep = keep.and(binary_expr(col(COUNTED), cmp_to_binary(op), lit(n)));
+        match &self.service {
+            Some(service) => SERVICE_COUNT.call(vec![
+                col(traces::SERVICES),
+                lit(service.as_str()),
+                lit(column),
+            ]),
+            None if self.errors => col(traces::ERROR_COUNT),
+            None => col(traces::SPAN_COUNT),
         }
-        Ok(counted
-            .aggregate(
-                vec![col(traces::TRACE_ID)],
-                vec![sum(col(COUNTED)).alias(COUNTED)],
-            )?
-            .filter(keep)?
-            .select(vec![col(traces::TRACE_ID)])?)
+    }
+
+    /// Whether a trace whose rows' [`row_count`](Self::row_count)s sum to `counted` matches:
+    /// at least one counted span, and `count() op n`.
+    pub fn keeps(&self, counted: Expr) -> Expr {
+        let mut keep = counted.clone().gt(lit(0i64));
+        if let Some((op, n)) = self.count {
+            keep = keep.and(binary_expr(counted, cmp_to_binary(op), lit(n)));
+        }
+        keep
     }
 }
