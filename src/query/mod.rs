@@ -38,7 +38,8 @@ use datafusion::catalog::{
 use datafusion::datasource::TableProvider;
 use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::execution::session_state::SessionState;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use parking_lot::Mutex;
 
@@ -182,7 +183,11 @@ impl QueryEngine {
                     .clone()
             }
         };
-        let mut state = start.state;
+        let mut state = if analytic {
+            start.state
+        } else {
+            start.search_state
+        };
         // A catalog of the session's own: views a query registers stay in its session.
         let schema = MemorySchemaProvider::new();
         let tables = if analytic {
@@ -203,13 +208,6 @@ impl QueryEngine {
                 .config_mut()
                 .set_extension(cluster::current_partial_record());
         }
-        if !analytic {
-            // The plans this layer builds are optimized in one pass of the logical
-            // optimizer's rules: each further pass costs as much planning time again, on
-            // every search. Their answers do not depend on it (the tests and the TraceQL
-            // conformance suite run with one pass).
-            state.config_mut().options_mut().optimizer.max_passes = 1;
-        }
         Ok(SessionContext::new_with_state(state))
     }
 
@@ -225,9 +223,12 @@ impl QueryEngine {
         }
         let ctx = SessionContext::new_with_config_rt(config, self.runtime(tenant)?);
         spanlake_udfs::register_all(&ctx);
+        let held = Arc::new(search::HeldState(search::held_state(&ctx.state())));
         if let Some(cluster) = &self.cluster {
+            let state = cluster.distribute(ctx.state())?;
             return Ok(SessionStart {
-                state: cluster.distribute(ctx.state())?,
+                search_state: for_search(state.clone(), held),
+                state,
                 tables: cluster.tables(tenant, false),
                 analytic_tables: cluster.tables(tenant, true),
             });
@@ -244,8 +245,12 @@ impl QueryEngine {
                 })
                 .collect()
         };
+        let search_state = SessionStateBuilder::new_from_existing(ctx.state())
+            .with_physical_optimizer_rules(search_physical_rules())
+            .build();
         Ok(SessionStart {
             state: ctx.state(),
+            search_state: for_search(search_state, held),
             tables: tables(false),
             analytic_tables: tables(true),
         })
@@ -256,10 +261,57 @@ impl QueryEngine {
 const CATALOG: &str = "spanlake";
 const SCHEMA: &str = "public";
 
+/// `state` set for the plans this layer builds, with `held` for plans over held rows.
+///
+/// - Logical plans are optimized in one pass of the optimizer's rules. These plans need no
+///   more: each further pass costs as much planning time again, on every search, and their
+///   answers do not depend on it (the tests and the TraceQL conformance suite run with one
+///   pass).
+/// - An aggregate whose first 8192 rows are mostly distinct groups, such as a summary of each
+///   trace, hands its rows on instead of aggregating them twice.
+fn for_search(mut state: SessionState, held: Arc<search::HeldState>) -> SessionState {
+    let options = state.config_mut().options_mut();
+    options.optimizer.max_passes = 1;
+    options
+        .execution
+        .skip_partial_aggregation_probe_rows_threshold = 8192;
+    state.config_mut().set_extension(held);
+    state
+}
+
+/// The physical optimizer rules of the plans this layer builds for searches, tag queries and
+/// traces: of DataFusion's rules, those that make a plan run correctly (distribution and
+/// ordering each operator requires, join modes) and those that pay for themselves on such
+/// plans (one-stage aggregates, limits pushed into sorts, dynamic filters for Parquet scans).
+/// The others rewrite shapes these plans do not have, or save less time than they take: each
+/// rewrite rebuilds every node above the one it changes.
+fn search_physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
+    use datafusion::physical_optimizer::combine_partial_final_agg::CombinePartialFinalAggregate;
+    use datafusion::physical_optimizer::ensure_coop::EnsureCooperative;
+    use datafusion::physical_optimizer::ensure_requirements::EnsureRequirements;
+    use datafusion::physical_optimizer::filter_pushdown::FilterPushdown;
+    use datafusion::physical_optimizer::join_selection::JoinSelection;
+    use datafusion::physical_optimizer::limit_pushdown::LimitPushdown;
+    use datafusion::physical_optimizer::output_requirements::OutputRequirements;
+    vec![
+        Arc::new(OutputRequirements::new_add_mode()),
+        Arc::new(JoinSelection::new()),
+        Arc::new(EnsureRequirements::new()),
+        Arc::new(CombinePartialFinalAggregate::new()),
+        Arc::new(OutputRequirements::new_remove_mode()),
+        Arc::new(LimitPushdown::new()),
+        Arc::new(EnsureCooperative::new()),
+        Arc::new(FilterPushdown::new_post_optimization()),
+    ]
+}
+
 /// What a tenant's sessions start from.
 #[derive(Clone)]
 struct SessionStart {
+    /// For SQL written by a user: DataFusion's optimizers as they come.
     state: SessionState,
+    /// For the plans this layer builds.
+    search_state: SessionState,
     tables: Vec<(&'static str, Arc<dyn TableProvider>)>,
     analytic_tables: Vec<(&'static str, Arc<dyn TableProvider>)>,
 }

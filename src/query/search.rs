@@ -25,7 +25,7 @@ use datafusion::common::{Column, ScalarValue};
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::MemTable;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::functions::core::expr_fn::get_field;
 use datafusion::functions_aggregate::count::count_udaf;
 use datafusion::functions_aggregate::expr_fn::{count, max, sum};
@@ -721,27 +721,50 @@ const HELD_ALWAYS: &[&str] = &[
     spans::STATUS_CODE,
 ];
 
-/// A session like `ctx` for plans over a few hundred held rows: one partition, and of the
+/// A session like `ctx` for plans over a few hundred held rows: the state its engine built
+/// once for the tenant ([`held_state`]), or one built now.
+fn held_session(ctx: &SessionContext) -> SessionContext {
+    let state = ctx.state();
+    let held = match state.config().get_extension::<HeldState>() {
+        Some(held) => held.0.clone(),
+        None => held_state(&state),
+    };
+    SessionContext::new_with_state(held)
+}
+
+/// The state of a tenant's sessions for plans over held rows, kept in their search sessions.
+#[derive(Debug)]
+pub(super) struct HeldState(pub(super) SessionState);
+
+/// A state like `state` for plans over a few hundred held rows: one partition, and of the
 /// logical optimizer only the rules such plans need to be planned well (functions simplified
 /// to what runs, `DISTINCT` as an aggregate, equi-join keys for hash joins, unused columns
-/// dropped), in one pass.
-fn held_session(ctx: &SessionContext) -> SessionContext {
+/// dropped), in one pass. Of the physical optimizer, only what makes a plan of one partition
+/// run correctly: the ordering each operator requires.
+pub(super) fn held_state(state: &SessionState) -> SessionState {
     use datafusion::optimizer::extract_equijoin_predicate::ExtractEquijoinPredicate;
     use datafusion::optimizer::optimize_projections::OptimizeProjections;
     use datafusion::optimizer::replace_distinct_aggregate::ReplaceDistinctWithAggregate;
     use datafusion::optimizer::simplify_expressions::SimplifyExpressions;
-    let mut state = SessionStateBuilder::new_from_existing(ctx.state())
+    use datafusion::physical_optimizer::ensure_requirements::EnsureRequirements;
+    use datafusion::physical_optimizer::output_requirements::OutputRequirements;
+    let mut state = SessionStateBuilder::new_from_existing(state.clone())
         .with_optimizer_rules(vec![
             Arc::new(SimplifyExpressions::new()),
             Arc::new(ReplaceDistinctWithAggregate::new()),
             Arc::new(ExtractEquijoinPredicate::new()),
             Arc::new(OptimizeProjections::new()),
         ])
+        .with_physical_optimizer_rules(vec![
+            Arc::new(OutputRequirements::new_add_mode()),
+            Arc::new(EnsureRequirements::new()),
+            Arc::new(OutputRequirements::new_remove_mode()),
+        ])
         .build();
     let options = state.config_mut().options_mut();
     options.execution.target_partitions = 1;
     options.optimizer.max_passes = 1;
-    SessionContext::new_with_state(state)
+    state
 }
 
 /// The plans of a search's second pass over the spans of its chosen traces.

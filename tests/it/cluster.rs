@@ -7,7 +7,7 @@ use arrow::array::RecordBatch;
 use arrow::util::pretty::pretty_format_batches;
 use spanlake::config::{ClusterSettings, MemberSettings, WriteConsistency};
 use spanlake::generator::Generator;
-use spanlake::server::Server;
+use spanlake::server::{Server, StartError};
 use tempfile::TempDir;
 
 use crate::common::{ServeProcess, TestServer, test_config};
@@ -33,7 +33,20 @@ struct TestCluster {
 const SHARDS: u32 = 8;
 
 impl TestCluster {
+    /// Starts `size` members. A port chosen free can be taken by another test before its
+    /// member binds it; then the members started so far stop and the cluster starts again on
+    /// other ports.
     async fn start(size: usize, replication_factor: usize) -> Self {
+        for _ in 0..5 {
+            if let Some(cluster) = Self::try_start(size, replication_factor).await {
+                return cluster;
+            }
+        }
+        panic!("no free ports for a {size}-member cluster after 5 attempts");
+    }
+
+    /// Starts the members on ports free now, or `None` when one of the ports was taken.
+    async fn try_start(size: usize, replication_factor: usize) -> Option<Self> {
         let free = free_ports(2 * size);
         let ports: Vec<(u16, u16)> = free.chunks(2).map(|p| (p[0], p[1])).collect();
         let members: Vec<MemberSettings> = ports
@@ -67,14 +80,23 @@ impl TestCluster {
         }
         let mut servers = Vec::new();
         for config in &configs {
-            servers.push(Some(Server::start(config.clone(), false).await.unwrap()));
+            match Server::start(config.clone(), false).await {
+                Ok(server) => servers.push(Some(server)),
+                Err(StartError::Bind { .. }) => {
+                    for server in servers.into_iter().flatten() {
+                        server.shutdown().await;
+                    }
+                    return None;
+                }
+                Err(e) => panic!("member failed to start: {e}"),
+            }
         }
         let cluster = Self {
             members: servers,
             _dirs: dirs,
         };
         cluster.check_health().await;
-        cluster
+        Some(cluster)
     }
 
     /// Every running member checks every other one now.

@@ -667,6 +667,30 @@ async fn traceql_regex_is_anchored() {
 }
 
 #[tokio::test]
+async fn traceql_literal_regex_shapes_match_as_the_regex_does() {
+    // A literal, prefix, suffix or infix pattern is answered by string comparison; the same
+    // pattern with a group is answered by the regex engine. Both must agree.
+    for (field, pattern) in [
+        ("name", "GET /"),
+        ("name", "GET.*"),
+        ("name", ".*T.*"),
+        ("name", ".*"),
+        ("span.url", ".*baz"),
+        ("span.url", ".*bar.*"),
+        ("span.url", "http.*"),
+        ("resource.service.name", ".*"),
+    ] {
+        for op in ["=~", "!~"] {
+            let plain = format!(r#"{{ {field} {op} "{pattern}" }}"#);
+            let grouped = format!(r#"{{ {field} {op} "(?:{pattern})" }}"#);
+            assert_eq!(matches(&plain).await, matches(&grouped).await, "{plain}");
+        }
+    }
+    assert_ne!(matches(r#"{ name =~ "GET.*" }"#).await, []);
+    assert_ne!(matches(r#"{ span.url =~ ".*baz" }"#).await, []);
+}
+
+#[tokio::test]
 async fn traceql_negated_regex_is_false_for_missing_attributes() {
     assert_eq!(matches(r#"{ span.url !~ "nope" }"#).await, [(2, 2)]);
 }

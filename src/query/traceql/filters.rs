@@ -261,13 +261,7 @@ impl FieldLowering {
                 ));
             };
             let subject = self.value(lhs)?;
-            let anchored = format!("^(?s:{pattern})$");
-            let operator = if op == BinaryOp::Regex {
-                Operator::RegexMatch
-            } else {
-                Operator::RegexNotMatch
-            };
-            let matched = subject.str.map(|s| binary_expr(s, operator, lit(anchored)));
+            let matched = subject.str.map(|s| regex_test(s, op, pattern));
             return Ok(boolean(matched));
         }
         if matches!(op, BinaryOp::And | BinaryOp::Or) {
@@ -652,14 +646,44 @@ fn dedicated_string_test(op: BinaryOp, lhs: &FieldExpr, rhs: &FieldExpr) -> Opti
             } else {
                 dedicated_for(attr, |c| c.placeholder.is_none())?
             };
+            Some(regex_test(column, op, text))
+        }
+        _ => None,
+    }
+}
+
+/// `subject =~ pattern` (or `!~` for [`BinaryOp::NotRegex`]), matching the whole value as
+/// TraceQL does. Patterns that are a literal, a literal prefix (`GET.*`), suffix (`.*/cart`)
+/// or infix (`.*cart.*`) become a string comparison, far cheaper than running a regex over
+/// every row; `.*` matches any text there, newlines included, as in the anchored regex.
+fn regex_test(subject: Expr, op: BinaryOp, pattern: &str) -> Expr {
+    use datafusion::functions::string::expr_fn::{contains, ends_with, starts_with};
+    let literal = |text: &str| (regex::escape(text) == text).then(|| lit(text.to_string()));
+    let prefix = pattern.strip_suffix(".*");
+    let infix = prefix.and_then(|p| p.strip_prefix(".*"));
+    let suffix = pattern.strip_prefix(".*");
+    let test = if let Some(text) = literal(pattern) {
+        Some(subject.clone().eq(text))
+    } else if let Some(text) = infix.and_then(literal) {
+        Some(contains(subject.clone(), text))
+    } else if let Some(text) = prefix.and_then(literal) {
+        Some(starts_with(subject.clone(), text))
+    } else {
+        suffix
+            .and_then(literal)
+            .map(|text| ends_with(subject.clone(), text))
+    };
+    match (test, op) {
+        (Some(test), BinaryOp::Regex) => test,
+        (Some(test), _) => !test,
+        (None, _) => {
             let operator = if op == BinaryOp::Regex {
                 Operator::RegexMatch
             } else {
                 Operator::RegexNotMatch
             };
-            Some(binary_expr(column, operator, lit(anchored)))
+            binary_expr(subject, operator, lit(format!("^(?s:{pattern})$")))
         }
-        _ => None,
     }
 }
 
