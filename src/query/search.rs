@@ -27,13 +27,9 @@ use datafusion::datasource::MemTable;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::functions::core::expr_fn::get_field;
-use datafusion::functions_aggregate::count::count_udaf;
 use datafusion::functions_aggregate::expr_fn::{count, max, sum};
 use datafusion::functions_window::expr_fn::row_number;
-use datafusion::logical_expr::expr::WindowFunction;
-use datafusion::logical_expr::{
-    Expr, ExprFunctionExt, JoinType, LogicalPlan, WindowFunctionDefinition, cast,
-};
+use datafusion::logical_expr::{Expr, ExprFunctionExt, JoinType, LogicalPlan, cast};
 use datafusion::prelude::{SessionContext, col, lit};
 
 use super::traceql::{
@@ -499,12 +495,12 @@ async fn search_slice(
     if ids.len() <= MAX_LISTED_IDS {
         let held = Held::read(ctx, query, top_spans, &ids, started, timings).await?;
         let started = Instant::now();
-        let frame = held.second_pass(query, spss)?;
+        let frame = held.second_pass(query)?;
         timings.since("plan", started);
         let batches = run_timed(frame.frame, timings, "spansets").await?;
         let started = Instant::now();
         let index = attach_sets(&mut traces, &batches, &frame.shape)?;
-        attach_spans(&mut traces, &index, &batches, &frame.shape.outputs)?;
+        attach_spans(&mut traces, &index, &batches, &frame.shape.outputs, spss)?;
         add_service_stats(&mut traces, &held.service_stats()?)?;
         timings.since("services", started);
         return Ok(traces);
@@ -530,7 +526,7 @@ async fn search_slice(
     let matched = joined(matched.await)?.record(timings, "spans");
     let stats = joined(stats.await)?.record(timings, "services");
     let index = attach_sets(&mut traces, &sets, &shape)?;
-    attach_spans(&mut traces, &index, &matched, &shape.outputs)?;
+    attach_spans(&mut traces, &index, &matched, &shape.outputs, spss)?;
     add_service_stats(&mut traces, &stats)?;
     Ok(traces)
 }
@@ -550,8 +546,10 @@ struct Held {
     summary: DataFrame,
 }
 
-/// A search's second pass over held spans, as one plan: each matched span's spanset columns
-/// ride along with the first `spss` matched spans of the spanset.
+/// A search's second pass over held spans, as one plan: every matched span, with its
+/// spanset's columns riding along. A spanset's matched count is its number of rows, and the
+/// first `spss` of them are shown: counted and cut while the rows are read, which on a few
+/// hundred rows costs less than planning two windows.
 struct HeldPass {
     frame: DataFrame,
     shape: SetShape,
@@ -633,10 +631,10 @@ impl Held {
     }
 
     /// `query` lowered over the held spans: for each spanset (per trace, or per trace and
-    /// group), its first `spss` matched spans by start time with the output attributes, each
-    /// row also carrying the spanset's matched count, group values and aggregate values.
-    /// Ordered by trace, group, start time and span id.
-    fn second_pass(&self, query: &Query, spss: usize) -> Result<HeldPass> {
+    /// group), its matched spans with the output attributes, each row also carrying the
+    /// spanset's group values and aggregate values. Ordered by trace, group, start time and
+    /// span id.
+    fn second_pass(&self, query: &Query) -> Result<HeldPass> {
         let spans = self.ctx.read_table(Arc::new(MemTable::try_new(
             self.schema.clone(),
             vec![self.batches.clone()],
@@ -645,7 +643,6 @@ impl Held {
         let shape = SetShape::of(&lowered);
         let grouped = shape.grouped();
         let mut columns = shown_columns(&shape.outputs, grouped);
-        columns.push(col(MATCHED));
         let mut order = vec![col(spans::TRACE_ID).sort(true, false)];
         if grouped {
             for level in 0..shape.by_names.len() {
@@ -655,21 +652,7 @@ impl Held {
         }
         columns.extend(shape.aggregates.iter().map(|name| unqualified(name)));
         order.extend(span_order());
-        let matched = Expr::from(WindowFunction::new(
-            WindowFunctionDefinition::AggregateUDF(count_udaf()),
-            vec![lit(1)],
-        ))
-        .partition_by(spanset_partition(grouped))
-        .build()?
-        .alias(MATCHED);
-        let frame = lowered
-            .spans
-            // Window expressions of different orders go in separate windows.
-            .window(vec![matched])?
-            .window(vec![span_rank(grouped)?])?
-            .filter(col(ROW).lt_eq(lit(spss as u64)))?
-            .select(columns)?
-            .sort(order)?;
+        let frame = lowered.spans.select(columns)?.sort(order)?;
         Ok(HeldPass { frame, shape })
     }
 
@@ -1159,15 +1142,19 @@ fn attach_sets(
     let mut index = SetIndex::new();
     for batch in batches {
         let ids = column(batch, spans::TRACE_ID)?;
-        let matched = column(batch, MATCHED)?;
+        let matched = batch.column_by_name(MATCHED);
         for row in 0..batch.num_rows() {
             let trace_id = ids::trace_id_short_hex(&bytes_at(ids, row));
             let Some(&t) = positions.get(&trace_id) else {
                 continue;
             };
             let key = (trace_id, group_key(batch, row));
-            if index.contains_key(&key) {
-                // Another row of a spanset already added.
+            if let Some(&(t, set)) = index.get(&key) {
+                // Another row of a spanset already added: one more matched span, unless the
+                // rows carry the count.
+                if matched.is_none() {
+                    traces[t].span_sets[set].matched += 1;
+                }
                 continue;
             }
             let mut attributes = Vec::new();
@@ -1194,7 +1181,10 @@ fn attach_sets(
             let sets = &mut traces[t].span_sets;
             index.insert(key, (t, sets.len()));
             sets.push(SpanSetResult {
-                matched: i64_at(matched, row).unwrap_or_default().max(0) as usize,
+                matched: match matched {
+                    Some(matched) => i64_at(matched, row).unwrap_or_default().max(0) as usize,
+                    None => 1,
+                },
                 spans: Vec::new(),
                 attributes,
             });
@@ -1203,11 +1193,14 @@ fn attach_sets(
     Ok(index)
 }
 
+/// Adds the spans of the rows of `batches`, in row order, to their spansets, up to `spss`
+/// spans each.
 fn attach_spans(
     traces: &mut [TraceResult],
     index: &SetIndex,
     batches: &[RecordBatch],
     outputs: &[(String, [Expr; 4])],
+    spss: usize,
 ) -> Result<(), QueryError> {
     for batch in batches {
         let ids = column(batch, spans::TRACE_ID)?;
@@ -1223,6 +1216,9 @@ fn attach_spans(
             let Some(&(t, set)) = index.get(&key) else {
                 continue;
             };
+            if traces[t].span_sets[set].spans.len() >= spss {
+                continue;
+            }
             let mut attributes = Vec::new();
             for (i, (key, _)) in outputs.iter().enumerate() {
                 let names = [0, 1, 2, 3].map(|slot| attr_column(i, slot));
