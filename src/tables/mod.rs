@@ -14,6 +14,46 @@
 //! Live rows come through the [`crate::live`] contract, never from the ingester directly, so
 //! the same tables read an in-process or a remote ingester.
 
+/// The methods every leaf execution plan of these tables writes alike, inside its
+/// `impl ExecutionPlan`: its name, its `properties` field, no children, no expressions, and
+/// `with_new_children` refusing children.
+macro_rules! leaf_plan_methods {
+    ($name:literal) => {
+        fn name(&self) -> &str {
+            $name
+        }
+
+        fn properties(&self) -> &Arc<PlanProperties> {
+            &self.properties
+        }
+
+        fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+            vec![]
+        }
+
+        fn apply_expressions(
+            &self,
+            _f: &mut dyn FnMut(
+                &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+            ) -> datafusion::common::Result<
+                datafusion::common::tree_node::TreeNodeRecursion,
+            >,
+        ) -> datafusion::common::Result<datafusion::common::tree_node::TreeNodeRecursion> {
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        }
+
+        fn with_new_children(
+            self: Arc<Self>,
+            children: Vec<Arc<dyn ExecutionPlan>>,
+        ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+            if !children.is_empty() {
+                return datafusion::common::exec_err!(concat!($name, " has no children"));
+            }
+            Ok(self)
+        }
+    };
+}
+
 mod block_cache;
 mod filters;
 mod live_exec;

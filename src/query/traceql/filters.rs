@@ -636,7 +636,7 @@ fn dedicated_string_test(op: BinaryOp, lhs: &FieldExpr, rhs: &FieldExpr) -> Opti
             Some(column.not_eq(lit(text.clone())))
         }
         BinaryOp::Regex | BinaryOp::NotRegex => {
-            let anchored = format!("^(?s:{text})$");
+            let anchored = anchored(text);
             let matches_placeholder = |c: &DedicatedString| {
                 c.placeholder
                     .is_some_and(|p| regex::Regex::new(&anchored).map_or(true, |re| re.is_match(p)))
@@ -650,6 +650,11 @@ fn dedicated_string_test(op: BinaryOp, lhs: &FieldExpr, rhs: &FieldExpr) -> Opti
         }
         _ => None,
     }
+}
+
+/// `pattern` as the regex TraceQL runs: matching the whole value, `.` matching newlines too.
+fn anchored(pattern: &str) -> String {
+    format!("^(?s:{pattern})$")
 }
 
 /// `subject =~ pattern` (or `!~` for [`BinaryOp::NotRegex`]), matching the whole value as
@@ -682,7 +687,7 @@ fn regex_test(subject: Expr, op: BinaryOp, pattern: &str) -> Expr {
             } else {
                 Operator::RegexNotMatch
             };
-            binary_expr(subject, operator, lit(format!("^(?s:{pattern})$")))
+            binary_expr(subject, operator, lit(anchored(pattern)))
         }
     }
 }
