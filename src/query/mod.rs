@@ -17,6 +17,7 @@
 //! touches storage or the ingester except through [`crate::tables`].
 
 pub mod cluster;
+mod conjuncts;
 pub mod correlate;
 pub mod error;
 pub mod memory;
@@ -282,7 +283,8 @@ fn for_search(mut state: SessionState, held: Arc<search::HeldState>) -> SessionS
 /// The physical optimizer rules of the plans this layer builds for searches, tag queries and
 /// traces: of DataFusion's rules, those that make a plan run correctly (distribution and
 /// ordering each operator requires, join modes) and those that pay for themselves on such
-/// plans (one-stage aggregates, limits pushed into sorts, dynamic filters for Parquet scans).
+/// plans (one-stage aggregates, limits pushed into sorts, dynamic filters for Parquet scans),
+/// and last spanlake's own ordering of filter tests ([`conjuncts::CheapTestsFirst`]).
 /// The others rewrite shapes these plans do not have, or save less time than they take: each
 /// rewrite rebuilds every node above the one it changes.
 fn search_physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
@@ -302,6 +304,7 @@ fn search_physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> 
         Arc::new(LimitPushdown::new()),
         Arc::new(EnsureCooperative::new()),
         Arc::new(FilterPushdown::new_post_optimization()),
+        Arc::new(conjuncts::CheapTestsFirst),
     ]
 }
 

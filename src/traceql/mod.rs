@@ -74,6 +74,36 @@ impl CheckError {
     }
 }
 
+/// A regex pattern that matches as a plain string test does, TraceQL anchoring the regex
+/// to the whole value: a literal, a literal prefix (`GET.*`), suffix (`.*/cart`) or infix
+/// (`.*cart.*`). `.*` matches any text there, newlines included, as in the anchored regex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiteralRegex<'a> {
+    /// The whole value is the text.
+    Equals(&'a str),
+    /// The value contains the text.
+    Contains(&'a str),
+    /// The value starts with the text.
+    StartsWith(&'a str),
+    /// The value ends with the text.
+    EndsWith(&'a str),
+}
+
+impl<'a> LiteralRegex<'a> {
+    /// The string test `pattern` amounts to; `None` when it needs the regex engine.
+    pub fn of(pattern: &'a str) -> Option<Self> {
+        let literal = |text: &'a str| (regex::escape(text) == text).then_some(text);
+        let prefix = pattern.strip_suffix(".*");
+        let infix = prefix.and_then(|p| p.strip_prefix(".*"));
+        let suffix = pattern.strip_prefix(".*");
+        literal(pattern)
+            .map(Self::Equals)
+            .or_else(|| infix.and_then(literal).map(Self::Contains))
+            .or_else(|| prefix.and_then(literal).map(Self::StartsWith))
+            .or_else(|| suffix.and_then(literal).map(Self::EndsWith))
+    }
+}
+
 /// Parses a query without validating it.
 pub fn parse(input: &str) -> Result<Query, ParseError> {
     parser::parse(input)

@@ -415,7 +415,11 @@ fn binary(op: BinaryOp, lhs: &FieldExpr, rhs: &FieldExpr) -> Result<Type> {
                 "{lhs} {op} {rhs}: the right side of '{op}' must be a string literal"
             ));
         };
-        if let Err(e) = regex::Regex::new(pattern) {
+        // A literal-shaped pattern is valid as it stands; compiling it would cost more
+        // than the rest of the check.
+        if super::LiteralRegex::of(pattern).is_none()
+            && let Err(e) = regex::Regex::new(pattern)
+        {
             return invalid(format!("invalid regular expression {pattern:?}: {e}"));
         }
     }

@@ -1212,3 +1212,58 @@ async fn traceql_search_errors_keep_parse_invalid_and_unsupported_apart() {
         "{event}"
     );
 }
+
+#[tokio::test]
+async fn traceql_conjunctions_match_in_either_order() {
+    // A filter's tests run cheapest first; the order written must not change the answer,
+    // with missing attributes and boolean attributes as operands too.
+    let fixture = fixture().await;
+    for (a, b) in [
+        ("span.code = 500", "kind = server"),
+        (r#"name =~ "GET.*""#, "span.flag"),
+        (r#"resource.service.name = "frontend""#, "span.code >= 400"),
+        ("span.missing = 1", r#"name != "cron""#),
+        ("span.flag = true", r#"span.db = "pg""#),
+        (r#"span.code != "500""#, "status = error"),
+    ] {
+        let forward = format!("{{ {a} && {b} }}");
+        let backward = format!("{{ {b} && {a} }}");
+        assert_eq!(
+            pairs(&fixture.search(&forward, 100, 100).await),
+            pairs(&fixture.search(&backward, 100, 100).await),
+            "{forward}"
+        );
+    }
+    assert_eq!(
+        pairs(
+            &fixture
+                .search(r#"{ name =~ "GET.*" && span.flag }"#, 100, 100)
+                .await
+        ),
+        [(1, 1)]
+    );
+}
+
+#[tokio::test]
+async fn traceql_filters_test_numbers_before_strings() {
+    let fixture = fixture().await;
+    let request = SearchRequest {
+        query: r#"{ name = "SELECT" && span.code > 1 }"#.to_string(),
+        range: TimeRange::ALL,
+        limit: 20,
+        spss: 3,
+    };
+    let plan =
+        spanlake::query::search::explain(&fixture.opened.engine, SINGLE_TENANT, &request, false)
+            .await
+            .unwrap();
+    let filter = plan
+        .lines()
+        .find(|line| line.contains("FilterExec") && line.contains("SELECT"))
+        .unwrap_or_else(|| panic!("no filter on the name in {plan}"));
+    let name = filter.find("SELECT").unwrap();
+    let code = filter
+        .find("> 1")
+        .unwrap_or_else(|| panic!("no test on the code in {filter}"));
+    assert!(code < name, "{filter}");
+}

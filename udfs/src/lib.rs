@@ -6,6 +6,8 @@
 //!   call folds to a literal during planning, so `WHERE trace_id = to_trace_id('…')` still prunes
 //!   Parquet row groups by statistics and bloom filter.
 //! - `id_hex(binary)`: any binary id back to lowercase hex.
+//! - `id_key(trace_id)` / `key_id(key)`: a 16-byte id as a 128-bit integer key and back, for
+//!   grouping and joining on ids without DataFusion's row format.
 //!
 //! Maps:
 //! - `map_value(map, key)`: the value of a constant key in each row's map (NULL without it),
@@ -37,6 +39,7 @@
 //! ```
 
 mod counters;
+mod id_keys;
 mod ids;
 mod maps;
 pub mod sketch;
@@ -46,6 +49,7 @@ use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 use datafusion::prelude::SessionContext;
 
 pub use counters::{CounterAggregate, HistogramMerge, HistogramQuantile};
+pub use id_keys::IdKey;
 pub use ids::{IdError, IdHex, ToId, parse_hex_id};
 pub use maps::MapValue;
 pub use sketch::{Sketch, SketchError};
@@ -58,6 +62,8 @@ pub fn scalar_functions() -> Vec<ScalarUDF> {
         ScalarUDF::new_from_impl(ToId::span_id()),
         ScalarUDF::new_from_impl(IdHex::default()),
         ScalarUDF::new_from_impl(MapValue::default()),
+        ScalarUDF::new_from_impl(IdKey::to_key()),
+        ScalarUDF::new_from_impl(IdKey::to_id()),
         ScalarUDF::new_from_impl(HistogramQuantile::default()),
     ];
     functions.extend(SketchRead::all().into_iter().map(ScalarUDF::new_from_impl));

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, UInt32Array};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanBufferBuilder, UInt32Array};
+use arrow::buffer::NullBuffer;
 use arrow::compute::kernels::cmp::eq;
 use arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
@@ -98,8 +99,11 @@ fn lookup(maps: &ArrayRef, key: &str) -> Result<ArrayRef> {
     let key = ScalarValue::from(key).cast_to(keys.data_type())?;
     let matches = eq(&keys, &key.to_scalar()?)?;
     // Entry index of each row's first matching key, found by walking the set bits and the
-    // rows together: both ascend.
-    let mut indices: Vec<Option<u32>> = vec![None; maps.len()];
+    // rows together: both ascend. Rows without the key stay 0 and invalid; attribute maps
+    // are sparse, so only the rows found are touched.
+    let mut indices = vec![0u32; maps.len()];
+    let mut found = BooleanBufferBuilder::new(maps.len());
+    found.append_n(maps.len(), false);
     let mut row = 0;
     for entry in matches.values().set_indices() {
         if matches.is_null(entry) {
@@ -109,11 +113,12 @@ fn lookup(maps: &ArrayRef, key: &str) -> Result<ArrayRef> {
         while offsets[row + 1] as usize <= entry {
             row += 1;
         }
-        if indices[row].is_none() && maps.is_valid(row) {
-            indices[row] = Some(entry as u32);
+        if !found.get_bit(row) && maps.is_valid(row) {
+            found.set_bit(row, true);
+            indices[row] = entry as u32;
         }
     }
-    let indices = UInt32Array::from(indices);
+    let indices = UInt32Array::new(indices.into(), Some(NullBuffer::new(found.finish())));
     Ok(Arc::new(arrow::compute::take(maps.values(), &indices, None)?) as ArrayRef)
 }
 

@@ -50,7 +50,7 @@ impl Scope<'_> {
 
     pub(super) fn filter(&self, field: &FieldExpr, input: DataFrame) -> Result<DataFrame> {
         let mut lowering = FieldLowering::default();
-        let predicate = lowering.predicate(field)?;
+        let predicate = lowering.filter_predicate(field)?;
         if !lowering.needs_columns() {
             let predicate = predicate.resolve_lambda_variables(input.schema())?.data;
             return Ok(input.filter(predicate)?);
@@ -149,6 +149,19 @@ pub(super) fn one_of(mut parts: Vec<Expr>) -> Option<Expr> {
     }
 }
 
+/// `e` for `coalesce(e, false)`, which a filter keeps on the same rows; any other
+/// expression unchanged.
+fn without_false_default(expr: Expr) -> Expr {
+    match expr {
+        Expr::ScalarFunction(f)
+            if f.func.name() == "coalesce" && f.args.len() == 2 && f.args[1] == lit(false) =>
+        {
+            f.args.into_iter().next().unwrap_or(lit(false))
+        }
+        other => other,
+    }
+}
+
 pub(super) fn any_of(parts: Vec<Expr>) -> Option<Expr> {
     parts.into_iter().reduce(Expr::or)
 }
@@ -179,6 +192,23 @@ impl FieldLowering {
             Some(b) => coalesce(vec![b, lit(false)]),
             None => lit(false),
         })
+    }
+
+    /// [`Self::predicate`] for a filter, where NULL drops a row as `false` does: true where
+    /// TraceQL keeps the span, and false or NULL elsewhere. Conjunctions need no NULL guards
+    /// there and comparisons no `false` default, which leaves the filter one test per
+    /// comparison.
+    pub(super) fn filter_predicate(&mut self, field: &FieldExpr) -> Result<Expr> {
+        if let FieldExpr::Binary {
+            op: BinaryOp::And,
+            lhs,
+            rhs,
+        } = field
+        {
+            return Ok(self.filter_predicate(lhs)?.and(self.filter_predicate(rhs)?));
+        }
+        let value = self.boolean_operand(field)?;
+        Ok(value.bool.map_or(lit(false), without_false_default))
     }
 
     /// The value of `field` where a boolean is expected. A bare event or link value there,
@@ -658,26 +688,16 @@ fn anchored(pattern: &str) -> String {
 }
 
 /// `subject =~ pattern` (or `!~` for [`BinaryOp::NotRegex`]), matching the whole value as
-/// TraceQL does. Patterns that are a literal, a literal prefix (`GET.*`), suffix (`.*/cart`)
-/// or infix (`.*cart.*`) become a string comparison, far cheaper than running a regex over
-/// every row; `.*` matches any text there, newlines included, as in the anchored regex.
+/// TraceQL does. Patterns that amount to a string test ([`LiteralRegex`]) become that test,
+/// far cheaper than running a regex over every row.
 fn regex_test(subject: Expr, op: BinaryOp, pattern: &str) -> Expr {
     use datafusion::functions::string::expr_fn::{contains, ends_with, starts_with};
-    let literal = |text: &str| (regex::escape(text) == text).then(|| lit(text.to_string()));
-    let prefix = pattern.strip_suffix(".*");
-    let infix = prefix.and_then(|p| p.strip_prefix(".*"));
-    let suffix = pattern.strip_prefix(".*");
-    let test = if let Some(text) = literal(pattern) {
-        Some(subject.clone().eq(text))
-    } else if let Some(text) = infix.and_then(literal) {
-        Some(contains(subject.clone(), text))
-    } else if let Some(text) = prefix.and_then(literal) {
-        Some(starts_with(subject.clone(), text))
-    } else {
-        suffix
-            .and_then(literal)
-            .map(|text| ends_with(subject.clone(), text))
-    };
+    let test = LiteralRegex::of(pattern).map(|shape| match shape {
+        LiteralRegex::Equals(text) => subject.clone().eq(lit(text)),
+        LiteralRegex::Contains(text) => contains(subject.clone(), lit(text)),
+        LiteralRegex::StartsWith(text) => starts_with(subject.clone(), lit(text)),
+        LiteralRegex::EndsWith(text) => ends_with(subject.clone(), lit(text)),
+    });
     match (test, op) {
         (Some(test), BinaryOp::Regex) => test,
         (Some(test), _) => !test,
