@@ -10,10 +10,12 @@
 //! 1,000,000; the 10,000,000 takes a few minutes per deployment),
 //! `SPANLAKE_BENCH_RUNS` the runs per query (median printed, default 5).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use spanlake::cluster::free_loopback_ports;
 use spanlake::config::{ClusterSettings, Config, MemberSettings, WriteConsistency};
 use spanlake::generator::{Generator, TraceShape};
 use spanlake::schema::otlp::span_count;
@@ -52,17 +54,8 @@ fn config(dir: &std::path::Path) -> Config {
     config
 }
 
-fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
-
 async fn start_cluster(dirs: &[tempfile::TempDir]) -> Vec<Server> {
-    let ports = free_ports(2 * dirs.len());
+    let ports = free_loopback_ports(2 * dirs.len()).unwrap();
     let members: Vec<MemberSettings> = (0..dirs.len())
         .map(|i| MemberSettings {
             name: format!("node-{i}"),
@@ -92,19 +85,20 @@ async fn start_cluster(dirs: &[tempfile::TempDir]) -> Vec<Server> {
 }
 
 /// Sends every request through `server` with `CLIENTS` concurrent clients; spans per second.
-async fn ingest(server: &Server, requests: &[ExportTraceServiceRequest]) -> f64 {
+async fn ingest(server: &Server, requests: &Arc<Vec<ExportTraceServiceRequest>>) -> f64 {
     let spans: usize = requests.iter().map(span_count).sum();
     let url = format!("http://{}", server.otlp_grpc_addr);
     let started = Instant::now();
     let mut clients = Vec::new();
     for c in 0..CLIENTS {
-        let mine: Vec<ExportTraceServiceRequest> =
-            requests.iter().skip(c).step_by(CLIENTS).cloned().collect();
+        let requests = Arc::clone(requests);
         let url = url.clone();
         clients.push(tokio::spawn(async move {
             let mut client = TraceServiceClient::connect(url).await.unwrap();
-            for request in mine {
-                client.export(request).await.unwrap();
+            // Each request is copied as it is sent: at 10M spans, copying every client's
+            // share up front would double the requests' memory.
+            for request in requests.iter().skip(c).step_by(CLIENTS) {
+                client.export(request.clone()).await.unwrap();
             }
         }));
     }
@@ -183,7 +177,7 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5)
         .max(1);
-    let requests = requests(spans);
+    let requests = Arc::new(requests(spans));
     let sent: usize = requests.iter().map(span_count).sum();
     let end_s = START_NS / 1_000_000_000 + (requests.len() * TRACES_PER_REQUEST) as i64 / 1000 + 2;
 

@@ -22,6 +22,17 @@ use tonic::transport::{Channel, Endpoint};
 use crate::config::{ClusterSettings, MemberSettings, WriteConsistency};
 use ring::Ring;
 
+/// `n` distinct ports of 127.0.0.1, free when asked, for members that must know each other's
+/// addresses before any of them starts (a cluster on one machine, in tests and benchmarks).
+/// All are held until all are chosen, so that none is handed out twice; another process may
+/// still take one before its member binds it, which starting the member reports.
+pub fn free_loopback_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    let held = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    held.iter().map(|l| Ok(l.local_addr()?.port())).collect()
+}
+
 /// The health of one member, as seen from here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

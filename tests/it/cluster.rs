@@ -5,24 +5,13 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::util::pretty::pretty_format_batches;
+use spanlake::cluster::free_loopback_ports;
 use spanlake::config::{ClusterSettings, MemberSettings, WriteConsistency};
 use spanlake::generator::Generator;
 use spanlake::server::{Server, StartError};
 use tempfile::TempDir;
 
 use crate::common::{ServeProcess, TestServer, test_config};
-
-/// `n` distinct ports of 127.0.0.1, free when asked: members must know each other's
-/// addresses before any of them starts. All are held until all are chosen, so that none is
-/// handed out twice.
-fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
 
 /// Members of a test cluster, each with its data in a temp dir.
 struct TestCluster {
@@ -47,7 +36,7 @@ impl TestCluster {
 
     /// Starts the members on ports free now, or `None` when one of the ports was taken.
     async fn try_start(size: usize, replication_factor: usize) -> Option<Self> {
-        let free = free_ports(2 * size);
+        let free = free_loopback_ports(2 * size).unwrap();
         let ports: Vec<(u16, u16)> = free.chunks(2).map(|p| (p[0], p[1])).collect();
         let members: Vec<MemberSettings> = ports
             .iter()
@@ -434,7 +423,7 @@ async fn spans_per_trace(http: &str) -> std::collections::BTreeMap<String, i64> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_killed_during_ingest_loses_no_acknowledged_span_and_catches_up() {
     let dirs: Vec<TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let ports = free_ports(6);
+    let ports = free_loopback_ports(6).unwrap();
     let members: Vec<String> = (0..3)
         .map(|i| {
             format!(
