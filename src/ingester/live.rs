@@ -521,6 +521,27 @@ impl LiveState {
             return Vec::new();
         };
         let pending = live.pending.iter().filter(|p| !selection.excludes(p));
+        if let Some(ids) = &selection.trace_ids {
+            // Looked up rather than found among every live trace: open traces by id, those
+            // of a pending block by binary search (they are sorted by id).
+            let pending: Vec<&[(TraceId, LiveTrace)]> = pending.map(|p| p.traces()).collect();
+            let mut found = Vec::new();
+            for id in ids {
+                let open = live.open.get_key_value(id);
+                let cut = pending.iter().filter_map(|traces| {
+                    let at = traces.binary_search_by_key(id, |(id, _)| *id).ok()?;
+                    let (id, trace) = &traces[at];
+                    Some((id, trace))
+                });
+                found.extend(
+                    open.into_iter()
+                        .chain(cut)
+                        .filter(|(id, t)| selection.wants(id, t))
+                        .map(|(_, t)| t.clone()),
+                );
+            }
+            return found;
+        }
         let traces = live
             .open
             .iter()

@@ -4,7 +4,8 @@
 //! newest first in slices of its window (at most [`SLICE_NS`] each, at most [`MAX_SLICES`]),
 //! so that a streaming client sees results as they are found and a search stops as soon as it
 //! holds `limit` traces. In each slice, one plan picks the top traces by start time
-//! ([`top_traces`], also what [`explain`] prints); the query is then lowered again over the
+//! ([`top_traces`], also what [`explain`] prints), and a small one reads the root names of
+//! those traces alone ([`root_names`]); the query is then lowered again over the
 //! spans of those traces alone, which gives their spansets and up to `spss` matched spans of
 //! each. When the chosen traces are few, their spans are read once into memory ([`Held`]),
 //! one plan gives the spansets with their matched spans, and the same spans give the
@@ -21,7 +22,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Float64Type, Int64Type, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Column, ScalarValue};
+use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::MemTable;
 use datafusion::execution::SendableRecordBatchStream;
@@ -30,12 +31,12 @@ use datafusion::functions::core::expr_fn::get_field;
 use datafusion::functions_aggregate::expr_fn::{count, max, sum};
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{Expr, ExprFunctionExt, JoinType, LogicalPlan, cast};
+use datafusion::physical_plan::filter::FilterExecBuilder;
 use datafusion::prelude::{SessionContext, col, lit};
 
 use super::traceql::{
     self as lower, GROUP_KEY, LoweredSearch, Lowerer, SPANSET_ATTRIBUTE_PREFIX, SpanCount,
-    TRACE_SUMMARY_DURATION, TRACE_SUMMARY_ID, TRACE_SUMMARY_ROOT_NAME, TRACE_SUMMARY_ROOT_SERVICE,
-    TRACE_SUMMARY_START,
+    TRACE_SUMMARY_DURATION, TRACE_SUMMARY_ID, TRACE_SUMMARY_START,
 };
 use super::{QueryEngine, QueryError, Result};
 use crate::ids;
@@ -101,7 +102,8 @@ pub struct SearchResponse {
 /// `parse` (check the query), `plan` (logical and physical planning of every stage), then the
 /// execution of each stage: `traces` (pick the top traces), `read` (read their spans, when
 /// few enough to hold), `spansets` (their spansets, with their matched spans when held),
-/// `spans` (their matched spans, when not held), `services` (their per-service counts).
+/// `spans` (their matched spans, when not held), `services` (their per-service counts),
+/// `roots` (their root names, read beside the other stages).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StageTimings {
     /// `(stage, time)`.
@@ -401,7 +403,8 @@ fn ns(c: &str) -> Expr {
 }
 
 /// The plan of the first pass: which traces overlapping `range` match, newest first, at most
-/// `limit`, with their summary columns.
+/// `limit`, with their start and duration (their root names are read for them alone, by
+/// [`root_names`]).
 ///
 /// TraceQL is evaluated per trace, so the query runs over every trace and the window is
 /// applied to the matched traces afterwards: the same answer as evaluating it over the traces
@@ -417,7 +420,7 @@ async fn top_traces(
     let summary = match SpanCount::of(query) {
         // The `traces` table alone says which traces match: one aggregate over it gives each
         // trace's summary and its counted spans, and no span is read.
-        Some(counted) => lower::summarize_with(
+        Some(counted) => lower::trace_times_with(
             ctx.table(TableKind::Traces.name()).await?,
             vec![sum(counted.row_count()).alias(COUNTED)],
         )?
@@ -436,7 +439,7 @@ async fn top_traces(
                 JoinType::LeftSemi,
                 [col(traces::TRACE_ID).eq(col(MATCHED_ID))],
             )?;
-            lower::summarize(rows)?
+            lower::trace_times_with(rows, Vec::new())?
         }
     };
     Ok(overlapping(summary, range)?
@@ -444,8 +447,6 @@ async fn top_traces(
             col(TRACE_SUMMARY_ID).alias(spans::TRACE_ID),
             ns(TRACE_SUMMARY_START).alias(START_NS),
             col(TRACE_SUMMARY_DURATION),
-            cast(col(TRACE_SUMMARY_ROOT_SERVICE), DataType::Utf8).alias(TRACE_SUMMARY_ROOT_SERVICE),
-            cast(col(TRACE_SUMMARY_ROOT_NAME), DataType::Utf8).alias(TRACE_SUMMARY_ROOT_NAME),
         ])?
         .sort(vec![
             col(START_NS).sort(false, false),
@@ -481,19 +482,17 @@ async fn search_slice(
             ids.push(bytes_at(column, row));
         }
     }
+    let roots = {
+        let (ctx, ids) = (ctx.clone(), ids.clone());
+        tokio::spawn(async move { root_names(&ctx, &ids).await })
+    };
 
     // Second pass, over the spans of the chosen traces only (a few ids prune row groups and
     // pages by statistics; many are joined): their spansets and matched spans. TraceQL works
     // per trace, so the answer for these traces is the same as in the first pass.
     let started = Instant::now();
-    let top_spans = of_traces(
-        ctx,
-        ctx.table(TableKind::Spans.name()).await?,
-        spans::TRACE_ID,
-        &ids,
-    )?;
     if ids.len() <= MAX_LISTED_IDS {
-        let held = Held::read(ctx, query, top_spans, &ids, started, timings).await?;
+        let held = Held::read(ctx, query, &ids, started, timings).await?;
         let started = Instant::now();
         let frame = held.second_pass(query)?;
         timings.since("plan", started);
@@ -503,9 +502,16 @@ async fn search_slice(
         attach_spans(&mut traces, &index, &batches, &frame.shape.outputs, spss)?;
         add_service_stats(&mut traces, &held.service_stats()?)?;
         timings.since("services", started);
+        add_root_names(&mut traces, &joined(roots.await)?.record(timings, "roots"))?;
         return Ok(traces);
     }
 
+    let top_spans = of_traces(
+        ctx,
+        ctx.table(TableKind::Spans.name()).await?,
+        spans::TRACE_ID,
+        &ids,
+    )?;
     let stats = tokio::spawn(run_measured(service_stats(ctx, &ids).await?));
     let summary = lower::trace_summary(ctx).await?;
     let top_ids = ctx
@@ -525,9 +531,11 @@ async fn search_slice(
     let sets = joined(sets.await)?.record(timings, "spansets");
     let matched = joined(matched.await)?.record(timings, "spans");
     let stats = joined(stats.await)?.record(timings, "services");
+    let roots = joined(roots.await)?.record(timings, "roots");
     let index = attach_sets(&mut traces, &sets, &shape)?;
     attach_spans(&mut traces, &index, &matched, &shape.outputs, spss)?;
     add_service_stats(&mut traces, &stats)?;
+    add_root_names(&mut traces, &roots)?;
     Ok(traces)
 }
 
@@ -556,12 +564,11 @@ struct HeldPass {
 }
 
 impl Held {
-    /// Reads the spans of `spans` (the chosen traces, whose ids `ids` lists) that the second
-    /// pass of `query` needs. Planning counts from `started`.
+    /// Reads the spans of the chosen traces, whose ids `ids` lists, with the columns the
+    /// second pass of `query` needs. Planning counts from `started`.
     async fn read(
         ctx: &SessionContext,
         query: &Query,
-        spans: DataFrame,
         ids: &[Vec<u8>],
         started: Instant,
         timings: &mut StageTimings,
@@ -573,7 +580,8 @@ impl Held {
             ids,
         )?)?;
         // Lowered once over the table only to learn which of its columns the pass reads.
-        let probe = Lowerer::new(summary.clone()).search(query, spans.clone())?;
+        let probe = Lowerer::new(summary.clone())
+            .search(query, ctx.table(TableKind::Spans.name()).await?)?;
         let mut used = used_columns(&probe.spans)?;
         used.extend(HELD_ALWAYS.iter().map(|name| name.to_string()));
         for (_, exprs) in probe.attributes.iter().filter_map(lower::output_attribute) {
@@ -588,9 +596,10 @@ impl Held {
             .map(|f| f.name().as_str())
             .filter(|name| used.contains(*name))
             .collect();
-        let read = spans.select_columns(&columns)?;
         timings.since("plan", started);
-        let read = run_timed(read, timings, "read").await?;
+        let read = listed_rows(ctx, TableKind::Spans, ids, &columns)
+            .await?
+            .record(timings, "read");
         let started = Instant::now();
         let held_schema = Arc::new(Schema::new(
             schema
@@ -908,6 +917,98 @@ async fn service_stats(ctx: &SessionContext, ids: &[Vec<u8>]) -> Result<DataFram
     )?)
 }
 
+/// The `traces` rows of the traces of `ids` (16 bytes each), with their root service and
+/// root span name.
+async fn root_names(ctx: &SessionContext, ids: &[Vec<u8>]) -> Result<Measured> {
+    listed_rows(
+        ctx,
+        TableKind::Traces,
+        ids,
+        &[
+            traces::TRACE_ID,
+            traces::ROOT_SERVICE_NAME,
+            traces::ROOT_SPAN_NAME,
+        ],
+    )
+    .await
+}
+
+/// The rows of `table` (`spans` or `traces`) of the traces of `ids` (16 bytes each), with
+/// `columns`. Up to [`MAX_LISTED_IDS`] ids, the plan is one scan of the table, told the ids,
+/// under a filter by the list: planned directly, since the optimizers would take longer than
+/// such a read does and have nothing to change in it. More ids are joined, in a plan the
+/// optimizers make.
+async fn listed_rows(
+    ctx: &SessionContext,
+    table: TableKind,
+    ids: &[Vec<u8>],
+    columns: &[&str],
+) -> Result<Measured> {
+    const TRACE_ID: &str = spans::TRACE_ID;
+    let provider = ctx.table_provider(table.name()).await?;
+    if ids.len() > MAX_LISTED_IDS {
+        let rows = of_traces(ctx, ctx.table(table.name()).await?, TRACE_ID, ids)?;
+        return run_measured(rows.select_columns(columns)?).await;
+    }
+    let started = Instant::now();
+    let schema = provider.schema();
+    let mut read = columns
+        .iter()
+        .map(|name| schema.index_of(name))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    if !columns.contains(&TRACE_ID) {
+        read.push(schema.index_of(TRACE_ID)?);
+    }
+    let list = ids
+        .iter()
+        .map(|id| lit(ScalarValue::FixedSizeBinary(16, Some(id.clone()))))
+        .collect();
+    let filter = col(TRACE_ID).in_list(list, false);
+    let state = ctx.state();
+    let scan = provider
+        .scan(&state, Some(&read), std::slice::from_ref(&filter), None)
+        .await?;
+    let scanned = DFSchema::try_from(scan.schema().as_ref().clone())?;
+    let plan = FilterExecBuilder::new(state.create_physical_expr(filter, &scanned)?, scan)
+        .apply_projection(Some((0..columns.len()).collect()))?
+        .build()?;
+    let planned = Instant::now();
+    let batches = datafusion::physical_plan::collect(Arc::new(plan), ctx.task_ctx()).await?;
+    Ok(Measured {
+        batches,
+        plan: planned - started,
+        run: planned.elapsed(),
+    })
+}
+
+/// Sets the root names of `found` from the rows of [`root_names`]. Where a trace has several
+/// rows with a root, each name is the greatest, as in [`lower::summarize`].
+fn add_root_names(found: &mut [TraceResult], batches: &[RecordBatch]) -> Result<()> {
+    let index: HashMap<String, usize> = found
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.trace_id.clone(), i))
+        .collect();
+    let greatest = |held: &mut Option<String>, value: Option<String>| {
+        if value > *held {
+            *held = value;
+        }
+    };
+    for batch in batches {
+        let ids = column(batch, traces::TRACE_ID)?;
+        let services =
+            arrow::compute::cast(column(batch, traces::ROOT_SERVICE_NAME)?, &DataType::Utf8)?;
+        let names = arrow::compute::cast(column(batch, traces::ROOT_SPAN_NAME)?, &DataType::Utf8)?;
+        for row in 0..batch.num_rows() {
+            let hex = ids::trace_id_short_hex(&bytes_at(ids, row));
+            let Some(&i) = index.get(&hex) else { continue };
+            greatest(&mut found[i].root_service_name, opt_string(&services, row));
+            greatest(&mut found[i].root_trace_name, opt_string(&names, row));
+        }
+    }
+    Ok(())
+}
+
 /// Fills `service_stats` of `found` from the rows of [`service_stats`].
 fn add_service_stats(found: &mut [TraceResult], batches: &[RecordBatch]) -> Result<()> {
     let index: HashMap<String, usize> = found
@@ -1076,13 +1177,11 @@ fn read_traces(batches: &[RecordBatch]) -> Result<Vec<TraceResult>, QueryError> 
         let ids = column(batch, spans::TRACE_ID)?;
         let start = column(batch, START_NS)?;
         let duration = column(batch, TRACE_SUMMARY_DURATION)?;
-        let service = column(batch, TRACE_SUMMARY_ROOT_SERVICE)?;
-        let name = column(batch, TRACE_SUMMARY_ROOT_NAME)?;
         for row in 0..batch.num_rows() {
             out.push(TraceResult {
                 trace_id: ids::trace_id_short_hex(&bytes_at(ids, row)),
-                root_service_name: opt_string(service, row),
-                root_trace_name: opt_string(name, row),
+                root_service_name: None,
+                root_trace_name: None,
                 start_time_unix_nano: i64_at(start, row).unwrap_or_default(),
                 duration_ms: i64_at(duration, row).unwrap_or_default() / 1_000_000,
                 span_sets: Vec::new(),

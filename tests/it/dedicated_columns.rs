@@ -157,7 +157,7 @@ async fn equality_reads_the_dedicated_column_alone() {
     let server = server().await;
     let plan = get(
         &server,
-        r#"{ resource.service.name = "api" }"#,
+        r#"{ resource.service.name = "api" && duration > 1ms }"#,
         "&explain=true",
     )
     .await;

@@ -1292,7 +1292,7 @@ async fn search_answers_say_where_their_time_went_in_server_timing() {
     assert_eq!(
         stages,
         [
-            "parse", "plan", "traces", "read", "spansets", "services", "encode"
+            "parse", "plan", "traces", "read", "spansets", "services", "roots", "encode"
         ],
         "{timing}"
     );

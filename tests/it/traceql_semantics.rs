@@ -1155,6 +1155,65 @@ async fn traceql_search_reports_trace_metadata() {
     assert_eq!(span.duration_nanos, 250 * MS);
 }
 
+/// A span of trace `t` (any number, the lower the newer) of service `service`, a root unless
+/// `parent` is given.
+fn numbered_span(t: u32, s: u8, parent: Option<u8>, service: &str, name: &str) -> SpanRow {
+    let mut id = [0u8; 16];
+    id[..4].copy_from_slice(&(0x2000_0000 + t).to_be_bytes());
+    // The lower the number, the newer the trace.
+    let start = BASE + (10_000 - t as i64) * MS + s as i64;
+    SpanRow {
+        trace_id: id,
+        span_id: [0, 0, 0, 0, 0, 0, 0, s],
+        parent_span_id: parent.map(|p| [0, 0, 0, 0, 0, 0, 0, p]),
+        name: name.into(),
+        start_time_unix_nano: start,
+        end_time_unix_nano: start + MS,
+        service_name: service.into(),
+        ..SpanRow::default()
+    }
+}
+
+#[tokio::test]
+async fn traceql_search_reads_root_names_wherever_the_root_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::common::test_config(dir.path());
+    config.ingester.trace_idle = Duration::from_secs(3600);
+    config.ingester.max_block_age = Duration::from_secs(3600);
+    let opened = spanlake::server::open(&config, false).await.unwrap();
+    // Trace 0: its children flushed into a block, its root live. Trace 1: no root at all.
+    // Traces 2..: a root each, live; more than a search lists by id.
+    let children = vec![
+        numbered_span(0, 2, Some(1), "db", "SELECT"),
+        numbered_span(1, 2, Some(1), "db", "SELECT"),
+    ];
+    opened.ingester.push(SINGLE_TENANT, children).await.unwrap();
+    opened.ingester.flush(true).await.unwrap();
+    let mut live = vec![numbered_span(0, 1, None, "frontend", "GET /")];
+    live.extend((2..1202).map(|t| numbered_span(t, 1, None, &format!("svc-{}", t % 7), "op")));
+    opened.ingester.push(SINGLE_TENANT, live).await.unwrap();
+    let f = Fixture { opened, _dir: dir };
+
+    for limit in [10, 1202] {
+        let response = f.search("{ }", limit, 1).await;
+        assert_eq!(response.traces.len(), limit);
+        for trace in &response.traces {
+            let t = (u128::from_str_radix(&trace.trace_id, 16).unwrap() >> 96) as u32 - 0x2000_0000;
+            let roots = (
+                trace.root_service_name.as_deref(),
+                trace.root_trace_name.as_deref(),
+            );
+            let service = format!("svc-{}", t % 7);
+            let want = match t {
+                0 => (Some("frontend"), Some("GET /")),
+                1 => (None, None),
+                _ => (Some(service.as_str()), Some("op")),
+            };
+            assert_eq!(roots, want, "trace {t}, limit {limit}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn traceql_search_time_window_keeps_overlapping_traces() {
     let f = fixture().await;

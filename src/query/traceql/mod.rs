@@ -117,12 +117,21 @@ pub async fn trace_summary(ctx: &SessionContext) -> Result<DataFrame> {
 /// [`trace_summary`] of `rows`, a frame with the columns of `traces` (typically some
 /// traces' rows of it).
 pub fn summarize(rows: DataFrame) -> Result<DataFrame> {
-    summarize_with(rows, Vec::new())
+    summary_of(rows, true, Vec::new())
 }
 
-/// [`summarize`], with `extra` aggregates (each aliased) over each trace's rows kept as
-/// columns beside the summary. The rows are grouped on [`TRACE_KEY`].
-pub fn summarize_with(rows: DataFrame, extra: Vec<Expr>) -> Result<DataFrame> {
+/// The times of each trace of `rows` (trace id, earliest start, duration: the columns of
+/// [`summarize`] but its root names), with `extra` aggregates (each aliased) over each
+/// trace's rows kept as columns beside them. Over many traces, the root names' string
+/// aggregates cost several times what the rest does, and a search shows them for its chosen
+/// traces only.
+pub fn trace_times_with(rows: DataFrame, extra: Vec<Expr>) -> Result<DataFrame> {
+    summary_of(rows, false, extra)
+}
+
+/// The summary of each trace of `rows`, grouped on [`TRACE_KEY`]: with or without the root
+/// names, and with `extra` aggregates.
+fn summary_of(rows: DataFrame, roots: bool, extra: Vec<Expr>) -> Result<DataFrame> {
     const END: &str = "__trace_end";
     let extra_columns = extra
         .iter()
@@ -131,18 +140,24 @@ pub fn summarize_with(rows: DataFrame, extra: Vec<Expr>) -> Result<DataFrame> {
     let mut aggregates = vec![
         min(col(traces::START_TIME)).alias(TRACE_SUMMARY_START),
         max(col(traces::END_TIME)).alias(END),
-        max(col(traces::ROOT_SERVICE_NAME)).alias(TRACE_SUMMARY_ROOT_SERVICE),
-        max(col(traces::ROOT_SPAN_NAME)).alias(TRACE_SUMMARY_ROOT_NAME),
     ];
-    aggregates.extend(extra);
     let mut columns = vec![
         id_of_key(col(TRACE_KEY)).alias(TRACE_SUMMARY_ID),
         col(TRACE_SUMMARY_START),
         (cast(col(END), DataType::Int64) - cast(col(TRACE_SUMMARY_START), DataType::Int64))
             .alias(TRACE_SUMMARY_DURATION),
-        col(TRACE_SUMMARY_ROOT_SERVICE),
-        col(TRACE_SUMMARY_ROOT_NAME),
     ];
+    if roots {
+        aggregates.extend([
+            max(col(traces::ROOT_SERVICE_NAME)).alias(TRACE_SUMMARY_ROOT_SERVICE),
+            max(col(traces::ROOT_SPAN_NAME)).alias(TRACE_SUMMARY_ROOT_NAME),
+        ]);
+        columns.extend([
+            col(TRACE_SUMMARY_ROOT_SERVICE),
+            col(TRACE_SUMMARY_ROOT_NAME),
+        ]);
+    }
+    aggregates.extend(extra);
     columns.extend(extra_columns);
     Ok(rows
         .aggregate(
@@ -153,14 +168,14 @@ pub fn summarize_with(rows: DataFrame, extra: Vec<Expr>) -> Result<DataFrame> {
 }
 
 /// `id_key(id)`: a trace id as the 128-bit key [`spanlake_udfs::IdKey`] describes.
-pub fn key_of_id(id: Expr) -> Expr {
+fn key_of_id(id: Expr) -> Expr {
     static ID_KEY: std::sync::LazyLock<Arc<ScalarUDF>> =
         std::sync::LazyLock::new(|| Arc::new(ScalarUDF::new_from_impl(IdKey::to_key())));
     ID_KEY.call(vec![id])
 }
 
 /// `key_id(key)`: the trace id of a key made by [`key_of_id`].
-pub fn id_of_key(key: Expr) -> Expr {
+fn id_of_key(key: Expr) -> Expr {
     static KEY_ID: std::sync::LazyLock<Arc<ScalarUDF>> =
         std::sync::LazyLock::new(|| Arc::new(ScalarUDF::new_from_impl(IdKey::to_id())));
     KEY_ID.call(vec![key])
