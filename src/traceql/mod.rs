@@ -102,6 +102,16 @@ impl<'a> LiteralRegex<'a> {
             .or_else(|| prefix.and_then(literal).map(Self::StartsWith))
             .or_else(|| suffix.and_then(literal).map(Self::EndsWith))
     }
+
+    /// Whether `value` passes the test: what the anchored regex would answer.
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Self::Equals(text) => value == *text,
+            Self::Contains(text) => value.contains(text),
+            Self::StartsWith(text) => value.starts_with(text),
+            Self::EndsWith(text) => value.ends_with(text),
+        }
+    }
 }
 
 /// Parses a query without validating it.
@@ -114,4 +124,47 @@ pub fn check(input: &str) -> Result<Query, CheckError> {
     let query = parse(input)?;
     validate(&query)?;
     Ok(query)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LiteralRegex;
+
+    #[test]
+    fn literal_regexes_answer_as_the_anchored_regex() {
+        let values = [
+            "",
+            "GET",
+            "GET /cart",
+            "POST /get",
+            "x\nGET",
+            "GET\n",
+            "unknown_service",
+        ];
+        let patterns = [
+            "GET",
+            "GET.*",
+            ".*GET",
+            ".*GET.*",
+            ".*",
+            ".*.*",
+            "unknown_service",
+            "",
+        ];
+        for pattern in patterns {
+            let shape =
+                LiteralRegex::of(pattern).unwrap_or_else(|| panic!("{pattern:?} is a string test"));
+            let regex = regex::Regex::new(&format!("^(?s:{pattern})$")).unwrap();
+            for value in values {
+                assert_eq!(
+                    shape.matches(value),
+                    regex.is_match(value),
+                    "{pattern:?} on {value:?}"
+                );
+            }
+        }
+        for pattern in ["G.T", "GET|POST", "a\\.b", "(GET)", "GET.+"] {
+            assert_eq!(LiteralRegex::of(pattern), None, "{pattern:?}");
+        }
+    }
 }

@@ -666,11 +666,13 @@ fn dedicated_string_test(op: BinaryOp, lhs: &FieldExpr, rhs: &FieldExpr) -> Opti
             Some(column.not_eq(lit(text.clone())))
         }
         BinaryOp::Regex | BinaryOp::NotRegex => {
-            let anchored = anchored(text);
-            let matches_placeholder = |c: &DedicatedString| {
-                c.placeholder
-                    .is_some_and(|p| regex::Regex::new(&anchored).map_or(true, |re| re.is_match(p)))
+            let matches = |placeholder: &str| match LiteralRegex::of(text) {
+                Some(shape) => shape.matches(placeholder),
+                None => {
+                    regex::Regex::new(&anchored(text)).map_or(true, |re| re.is_match(placeholder))
+                }
             };
+            let matches_placeholder = |c: &DedicatedString| c.placeholder.is_some_and(&matches);
             let column = if op == BinaryOp::Regex {
                 dedicated_for(attr, |c| !matches_placeholder(c))?
             } else {
