@@ -360,9 +360,47 @@ async fn without_a_replica_answers_are_flagged_partial_or_refused_when_strict() 
 
 /// A member as its own `spanlake serve` process, configured by a file.
 fn spawn_member(config: &std::path::Path) -> ServeProcess {
+    crate::common::spawn_serving(member_command(config))
+}
+
+/// The command that runs a member configured by `config`.
+fn member_command(config: &std::path::Path) -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_spanlake"));
     command.args(["serve", "--config"]).arg(config);
-    crate::common::spawn_serving(command)
+    command
+}
+
+/// The config files of a three-member cluster, RF 2, each member's in its directory of
+/// `dirs`; member `i` serves HTTP on `ports[2i]` and the cluster on `ports[2i + 1]`.
+fn process_member_configs(dirs: &[TempDir], ports: &[u16]) -> Vec<std::path::PathBuf> {
+    let members: Vec<String> = (0..3)
+        .map(|i| {
+            format!(
+                "{{ name = \"node-{i}\", http = \"127.0.0.1:{}\", internal = \"127.0.0.1:{}\" }}",
+                ports[2 * i],
+                ports[2 * i + 1]
+            )
+        })
+        .collect();
+    (0..3)
+        .map(|i| {
+            let path = dirs[i].path().join("spanlake.toml");
+            let text = format!(
+                "data_dir = \"{}\"\nhttp_listen = \"127.0.0.1:{}\"\ncluster_listen = \"127.0.0.1:{}\"\n\
+                 grpc_listen = \"127.0.0.1:0\"\notlp_grpc_listen = \"127.0.0.1:0\"\n\
+                 otlp_http_listen = \"127.0.0.1:0\"\nflight_listen = \"127.0.0.1:0\"\n\
+                 [ingester]\nshards = {SHARDS}\ntrace_idle = \"100ms\"\nmax_block_age = \"200ms\"\nflush_check = \"50ms\"\n\
+                 [retention]\ntraces = \"0s\"\nlogs = \"0s\"\nmetrics = \"0s\"\n\
+                 [cluster]\nself = \"node-{i}\"\nreplication_factor = 2\nhealth_check = \"100ms\"\nmembers = [{}]\n",
+                dirs[i].path().join("data").display(),
+                ports[2 * i],
+                ports[2 * i + 1],
+                members.join(", ")
+            );
+            std::fs::write(&path, text).unwrap();
+            path
+        })
+        .collect()
 }
 
 /// Waits until `observer` sees member `name` in `state` (health checks run every 100 ms).
@@ -423,36 +461,25 @@ async fn spans_per_trace(http: &str) -> std::collections::BTreeMap<String, i64> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_killed_during_ingest_loses_no_acknowledged_span_and_catches_up() {
     let dirs: Vec<TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let ports = free_loopback_ports(6).unwrap();
-    let members: Vec<String> = (0..3)
-        .map(|i| {
-            format!(
-                "{{ name = \"node-{i}\", http = \"127.0.0.1:{}\", internal = \"127.0.0.1:{}\" }}",
-                ports[2 * i],
-                ports[2 * i + 1]
-            )
-        })
-        .collect();
-    let configs: Vec<std::path::PathBuf> = (0..3)
-        .map(|i| {
-            let path = dirs[i].path().join("spanlake.toml");
-            let text = format!(
-                "data_dir = \"{}\"\nhttp_listen = \"127.0.0.1:{}\"\ncluster_listen = \"127.0.0.1:{}\"\n\
-                 grpc_listen = \"127.0.0.1:0\"\notlp_grpc_listen = \"127.0.0.1:0\"\n\
-                 otlp_http_listen = \"127.0.0.1:0\"\nflight_listen = \"127.0.0.1:0\"\n\
-                 [ingester]\nshards = {SHARDS}\ntrace_idle = \"100ms\"\nmax_block_age = \"200ms\"\nflush_check = \"50ms\"\n\
-                 [retention]\ntraces = \"0s\"\nlogs = \"0s\"\nmetrics = \"0s\"\n\
-                 [cluster]\nself = \"node-{i}\"\nreplication_factor = 2\nhealth_check = \"100ms\"\nmembers = [{}]\n",
-                dirs[i].path().join("data").display(),
-                ports[2 * i],
-                ports[2 * i + 1],
-                members.join(", ")
-            );
-            std::fs::write(&path, text).unwrap();
-            path
-        })
-        .collect();
-    let mut nodes: Vec<ServeProcess> = configs.iter().map(|c| spawn_member(c)).collect();
+    // A port chosen free can be taken before its member binds it; then the members started
+    // so far stop and all start again on other ports.
+    let mut started = None;
+    for _ in 0..5 {
+        let configs = process_member_configs(&dirs, &free_loopback_ports(6).unwrap());
+        let nodes: Vec<Option<ServeProcess>> = configs
+            .iter()
+            .map(|c| crate::common::try_spawn_serving(member_command(c)))
+            .collect();
+        if nodes.iter().all(Option::is_some) {
+            started = Some((configs, nodes.into_iter().flatten().collect::<Vec<_>>()));
+            break;
+        }
+        for mut node in nodes.into_iter().flatten() {
+            node.child.kill().unwrap();
+            node.child.wait().unwrap();
+        }
+    }
+    let (configs, mut nodes) = started.expect("three members start within 5 attempts");
     for (i, node) in nodes.iter().enumerate() {
         for j in (0..3).filter(|&j| j != i) {
             wait_for_state(&node.http, &format!("node-{j}"), "up").await;

@@ -155,7 +155,14 @@ pub fn spawn_serve_with_env(
 }
 
 /// Starts `command`, a `spanlake serve`, and reads back the addresses it prints first.
-pub fn spawn_serving(mut command: std::process::Command) -> ServeProcess {
+pub fn spawn_serving(command: std::process::Command) -> ServeProcess {
+    let described = format!("{command:?}");
+    try_spawn_serving(command).unwrap_or_else(|| panic!("{described} exited before serving"))
+}
+
+/// [`spawn_serving`], or `None` when the process exits before it prints its addresses (as it
+/// does when a port it was given is taken).
+pub fn try_spawn_serving(mut command: std::process::Command) -> Option<ServeProcess> {
     use std::io::BufRead;
     let mut child = command
         .env("RUST_LOG", "warn")
@@ -163,20 +170,24 @@ pub fn spawn_serving(mut command: std::process::Command) -> ServeProcess {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
+    let read = std::io::BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
+    if read == 0 {
+        child.wait().unwrap();
+        return None;
+    }
     let addr = |key: &str| {
         line.split_whitespace()
             .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
             .unwrap_or_else(|| panic!("no {key} in {line:?}"))
             .to_string()
     };
-    ServeProcess {
+    Some(ServeProcess {
         http: format!("http://{}", addr("http")),
         otlp_grpc: format!("http://{}", addr("otlp_grpc")),
         child,
-    }
+    })
 }
 
 /// Runs `command` to completion off the async runtime and returns its stdout; panics with its
