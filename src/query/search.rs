@@ -434,10 +434,11 @@ async fn top_traces(
                 .spans
                 .aggregate(vec![col(spans::TRACE_ID)], vec![])?
                 .select(vec![col(spans::TRACE_ID).alias(MATCHED_ID)])?;
-            let rows = ctx.table(TableKind::Traces.name()).await?.join_on(
-                matched,
-                JoinType::LeftSemi,
-                [col(traces::TRACE_ID).eq(col(MATCHED_ID))],
+            // The matched ids are the join's build side: usually far fewer than the traces.
+            let rows = matched.join_on(
+                ctx.table(TableKind::Traces.name()).await?,
+                JoinType::RightSemi,
+                [col(MATCHED_ID).eq(col(traces::TRACE_ID))],
             )?;
             lower::trace_times_with(rows, Vec::new())?
         }
