@@ -482,9 +482,16 @@ struct UnitReader {
     cache: Arc<BlockCache>,
     store: Arc<dyn ObjectStore>,
     schema: SchemaRef,
-    trace_id_field: Arc<Field>,
-    trace_ids: Option<Arc<Vec<TraceId>>>,
+    /// Only the rows of these traces, when given.
+    wanted: Option<WantedTraces>,
     batch_size: usize,
+}
+
+/// The traces a [`UnitReader`] reads the rows of, and the trace id column it finds them by.
+#[derive(Clone)]
+struct WantedTraces {
+    field: Arc<Field>,
+    ids: Arc<Vec<TraceId>>,
 }
 
 impl UnitReader {
@@ -496,21 +503,15 @@ impl UnitReader {
         row_group: usize,
     ) -> Result<Vec<RecordBatch>> {
         let rows = metadata.metadata().row_group(row_group).num_rows() as usize;
-        let ranges = match &self.trace_ids {
+        let ranges = match &self.wanted {
             None => std::iter::once(0..rows).collect(),
-            Some(wanted) => {
+            Some(WantedTraces { field, ids: wanted }) => {
                 if !may_hold_trace(&metadata, row_group, wanted) {
                     return Ok(Vec::new());
                 }
                 let ids = self
                     .cache
-                    .columns(
-                        &self.store,
-                        &file,
-                        &metadata,
-                        row_group,
-                        &[self.trace_id_field.as_ref()],
-                    )
+                    .columns(&self.store, &file, &metadata, row_group, &[field.as_ref()])
                     .await?;
                 let Some(ids) = ids[0].as_fixed_size_binary_opt() else {
                     return exec_err!("{TRACE_ID} of {} is not a fixed-size binary", file.location);
@@ -577,21 +578,18 @@ impl ExecutionPlan for BlockCacheExec {
         if partition >= partitions {
             return exec_err!("BlockCacheExec has {partitions} partitions, asked for {partition}");
         }
-        let trace_id_field = match self.table_schema.field_with_name(TRACE_ID) {
-            Ok(field) => Arc::new(field.clone()),
-            Err(_) if self.trace_ids.is_none() => Arc::new(Field::new(
-                TRACE_ID,
-                arrow::datatypes::DataType::FixedSizeBinary(16),
-                false,
-            )),
-            Err(e) => return Err(e.into()),
+        let wanted = match &self.trace_ids {
+            Some(ids) => Some(WantedTraces {
+                field: Arc::new(self.table_schema.field_with_name(TRACE_ID)?.clone()),
+                ids: ids.clone(),
+            }),
+            None => None,
         };
         let reader = UnitReader {
             cache: self.cache.clone(),
             store: self.store.clone(),
             schema: self.schema.clone(),
-            trace_id_field,
-            trace_ids: self.trace_ids.clone(),
+            wanted,
             batch_size: context.session_config().batch_size().max(1),
         };
         let files = self.files.clone();
