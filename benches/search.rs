@@ -202,6 +202,26 @@ async fn measure_search(
     }
 }
 
+/// The latency of one search, `{ }` with limit 20: the first a fresh server answers, before
+/// any query warmed its caches.
+async fn first_search(http: &reqwest::Client, base: &str, (start, end): (i64, i64)) -> Duration {
+    let began = Instant::now();
+    let response = http
+        .get(format!("{base}/api/search"))
+        .query(&[
+            ("q", "{ }".to_string()),
+            ("limit", "20".into()),
+            ("start", start.to_string()),
+            ("end", end.to_string()),
+        ])
+        .send()
+        .await
+        .expect("search answers");
+    assert!(response.status().is_success(), "{}", response.status());
+    response.bytes().await.expect("a body");
+    began.elapsed()
+}
+
 async fn measure_trace_by_id(http: &reqwest::Client, base: &str, ids: &[String]) -> Measured {
     let mut latencies = Vec::with_capacity(ids.len());
     for (n, id) in ids.iter().cycle().take(ids.len() + 3).enumerate() {
@@ -300,6 +320,10 @@ async fn run_queries(
     let http = reqwest::Client::new();
     let explain_dir = std::env::var_os("SPANLAKE_BENCH_EXPLAIN").map(std::path::PathBuf::from);
     println!("\n## {phase}\n");
+    println!(
+        "first search the server answered (`{{ }}`, limit 20; the process's caches cold, the OS page cache not): {:.1} ms\n",
+        first_search(&http, base, window).await.as_secs_f64() * 1000.0
+    );
     println!("| measure | p50 ms | p95 ms | found | Tempo p50 ms | ratio | stages (mean ms) |");
     println!("|---|---|---|---|---|---|---|");
     let ids = some_trace_ids(&http, base, window, 200).await;
