@@ -1,7 +1,8 @@
-//! Live traces in Arrow form: converted once per set of traces (a cut block, or the open traces
-//! as of one change) and then cut per reader by trace id and time, instead of converting every
-//! selected span again for every scan.
+//! Live traces in Arrow form: converted once per set of traces (a cut block; the open traces as
+//! a reader last built them all, and those changed since) and then cut per reader by trace id
+//! and time, instead of converting every selected span again for every scan.
 
+use std::collections::HashSet;
 use std::ops::Range;
 
 use arrow::array::{BooleanArray, RecordBatch};
@@ -79,7 +80,17 @@ impl TraceBatches {
         table: TableKind,
         selection: &Selection,
     ) -> Result<Vec<RecordBatch>, ArrowError> {
-        let runs = self.wanted_runs(selection);
+        self.select_except(table, selection, &HashSet::new())
+    }
+
+    /// [`select`](Self::select), leaving out the traces `stale` lists.
+    pub fn select_except(
+        &self,
+        table: TableKind,
+        selection: &Selection,
+        stale: &HashSet<TraceId>,
+    ) -> Result<Vec<RecordBatch>, ArrowError> {
+        let runs = self.wanted_runs(selection, stale);
         let (batch, rows): (&RecordBatch, Vec<Range<usize>>) = match table {
             TableKind::Traces => (&self.traces, runs),
             _ => (
@@ -105,12 +116,13 @@ impl TraceBatches {
         }
     }
 
-    /// Runs of consecutive traces the selection wants, as ranges of trace indices.
-    fn wanted_runs(&self, selection: &Selection) -> Vec<Range<usize>> {
+    /// Runs of consecutive traces the selection wants, as ranges of trace indices, leaving out
+    /// those `stale` lists.
+    fn wanted_runs(&self, selection: &Selection, stale: &HashSet<TraceId>) -> Vec<Range<usize>> {
         let mut runs: Vec<Range<usize>> = Vec::new();
         for (i, id) in self.ids.iter().enumerate() {
             let starts = &self.starts[self.offsets[i]..self.offsets[i + 1]];
-            if !selection.wants_sorted(id, starts) {
+            if !selection.wants_sorted(id, starts) || (!stale.is_empty() && stale.contains(id)) {
                 continue;
             }
             match runs.last_mut() {

@@ -143,6 +143,10 @@ impl<T> OpenRows<T> {
     }
 }
 
+/// The open traces in Arrow form are built again whole once more than this fraction of them
+/// (one in so many) changed since they were; until then readers convert only the changed ones.
+const REBUILD_FRACTION: usize = 4;
+
 #[derive(Debug, Default)]
 struct TenantLive {
     open: HashMap<TraceId, LiveTrace>,
@@ -153,15 +157,36 @@ struct TenantLive {
     open_bytes: usize,
     /// Changes whenever the open traces change.
     open_version: u64,
-    /// The open traces in Arrow form as of `open_version`, when a reader built them.
-    open_batches: Option<(u64, Arc<TraceBatches>)>,
+    /// Every open trace in Arrow form, as a reader last built them all, with the ids of the
+    /// traces changed since (spans added, cut or put back): their rows there are stale.
+    open_base: Option<(Arc<TraceBatches>, HashSet<TraceId>)>,
+    /// The open traces among those changed since `open_base`, in Arrow form as of a version,
+    /// when a reader built them.
+    open_rest: Option<(u64, Arc<TraceBatches>)>,
 }
 
 impl TenantLive {
-    fn open_changed(&mut self, versions: &mut u64) {
+    /// Records that the open traces `ids` changed. A base too stale to be read again is
+    /// dropped at once, with the ids it would collect.
+    fn open_changed(&mut self, versions: &mut u64, ids: impl IntoIterator<Item = TraceId>) {
         *versions += 1;
         self.open_version = *versions;
-        self.open_batches = None;
+        if let Some((_, changed)) = &mut self.open_base {
+            changed.extend(ids);
+            if self.usable_base().is_none() {
+                self.open_base = None;
+                self.open_rest = None;
+            }
+        }
+    }
+
+    /// The base to read the open traces from, with its stale ids, unless so many traces
+    /// changed since it was built that building them all again costs less than reading
+    /// beside it.
+    fn usable_base(&self) -> Option<&(Arc<TraceBatches>, HashSet<TraceId>)> {
+        self.open_base
+            .as_ref()
+            .filter(|(_, changed)| changed.len() <= self.open.len() / REBUILD_FRACTION)
     }
 
     fn is_empty(&self) -> bool {
@@ -314,11 +339,23 @@ impl Selection {
 }
 
 /// The open traces of a tenant, for a reader.
+#[derive(Debug, Default)]
+pub struct OpenTraces {
+    /// Every open trace as a reader last built them all, and the ids of the traces changed
+    /// since, whose rows there are stale and not to be read.
+    pub base: Option<(Arc<TraceBatches>, Arc<HashSet<TraceId>>)>,
+    /// The open traces the base does not give: all of them without a base, else the changed
+    /// ones still open; `None` when there are none.
+    pub rest: Option<OpenPart>,
+}
+
+/// Some open traces, for a reader.
 #[derive(Debug)]
-pub enum OpenTraces {
+pub enum OpenPart {
     /// Already in Arrow form.
     Built(Arc<TraceBatches>),
-    /// A copy of the open traces as of `version`, to be converted by the reader.
+    /// A copy of the traces as of `version`, to be converted by the reader, which then offers
+    /// the result to [`LiveState::keep_open_batches`].
     Copied {
         version: u64,
         traces: Vec<(TraceId, LiveTrace)>,
@@ -326,22 +363,10 @@ pub enum OpenTraces {
 }
 
 /// See [`LiveState::trace_snapshot`].
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct TraceSnapshot {
     pub open: OpenTraces,
     pub pending: Vec<Arc<PendingBlock>>,
-}
-
-impl Default for TraceSnapshot {
-    fn default() -> Self {
-        Self {
-            open: OpenTraces::Copied {
-                version: 0,
-                traces: Vec::new(),
-            },
-            pending: Vec::new(),
-        }
-    }
 }
 
 /// Live data of every tenant.
@@ -357,7 +382,7 @@ impl LiveState {
     /// Adds spans to their open traces; a span id seen before replaces the earlier copy.
     pub fn insert(&mut self, tenant: &str, spans: Vec<SpanRow>, now: Instant) {
         let live = self.tenants.entry(tenant.to_string()).or_default();
-        live.open_changed(&mut self.versions);
+        live.open_changed(&mut self.versions, spans.iter().map(|s| s.trace_id));
         for span in spans {
             let trace = live.open.entry(span.trace_id).or_insert_with(|| LiveTrace {
                 spans: BTreeMap::new(),
@@ -430,7 +455,6 @@ impl LiveState {
     pub fn cut(&mut self, now: Instant, policy: &CutPolicy, all: bool) -> Cut {
         let mut cut = Cut::default();
         for (tenant, live) in &mut self.tenants {
-            live.open_changed(&mut self.versions);
             let mut by_shard: BTreeMap<u32, Vec<(TraceId, LiveTrace)>> = BTreeMap::new();
             let mut relog = Vec::new();
             for (id, trace) in std::mem::take(&mut live.open) {
@@ -443,6 +467,11 @@ impl LiveState {
                     relog.extend(trace.spans.values().map(|s| SpanRow::clone(s)));
                     live.open.insert(id, trace);
                 }
+            }
+            if !by_shard.is_empty() {
+                let cut_ids: Vec<TraceId> =
+                    by_shard.values().flatten().map(|(id, _)| *id).collect();
+                live.open_changed(&mut self.versions, cut_ids);
             }
             let mut blocks = Vec::new();
             for (shard, mut traces) in by_shard {
@@ -473,7 +502,6 @@ impl LiveState {
             return;
         };
         live.pending.retain(|p| !Arc::ptr_eq(p, block));
-        live.open_changed(&mut self.versions);
         let traces = match &block.rows {
             BlockRows::Traces(traces) => traces,
             BlockRows::Logs(rows) => {
@@ -487,6 +515,7 @@ impl LiveState {
                 return;
             }
         };
+        live.open_changed(&mut self.versions, traces.iter().map(|(id, _)| *id));
         for (id, trace) in traces {
             let open = live.open.entry(*id).or_insert_with(|| LiveTrace {
                 spans: BTreeMap::new(),
@@ -553,19 +582,33 @@ impl LiveState {
     }
 
     /// What a reader of many traces needs, taken under the lock: the open traces in Arrow form
-    /// when a reader built them since they last changed, else a copy to build them from; and
-    /// the pending blocks it has not listed.
+    /// as far as readers built them, and a copy of the rest to build; and the pending blocks it
+    /// has not listed.
     pub fn trace_snapshot(&self, tenant: &str, selection: &Selection) -> TraceSnapshot {
         let Some(live) = self.tenants.get(tenant) else {
             return TraceSnapshot::default();
         };
-        let open = match &live.open_batches {
-            Some((version, batches)) if *version == live.open_version => {
-                OpenTraces::Built(batches.clone())
-            }
-            _ => OpenTraces::Copied {
-                version: live.open_version,
-                traces: live.open.iter().map(|(id, t)| (*id, t.clone())).collect(),
+        let copied = |ids: &mut dyn Iterator<Item = &TraceId>| OpenPart::Copied {
+            version: live.open_version,
+            traces: ids
+                .filter_map(|id| live.open.get_key_value(id))
+                .map(|(id, t)| (*id, t.clone()))
+                .collect(),
+        };
+        let open = match live.usable_base() {
+            Some((base, changed)) => OpenTraces {
+                base: Some((base.clone(), Arc::new(changed.clone()))),
+                rest: match &live.open_rest {
+                    _ if changed.is_empty() => None,
+                    Some((version, rest)) if *version == live.open_version => {
+                        Some(OpenPart::Built(rest.clone()))
+                    }
+                    _ => Some(copied(&mut changed.iter())),
+                },
+            },
+            None => OpenTraces {
+                base: None,
+                rest: Some(copied(&mut live.open.keys())),
             },
         };
         let pending = live
@@ -577,13 +620,21 @@ impl LiveState {
         TraceSnapshot { open, pending }
     }
 
-    /// Keeps `batches`, built from the open traces of `version`, for later readers, unless the
-    /// open traces changed meanwhile.
+    /// Keeps `batches`, built from the copy [`trace_snapshot`](Self::trace_snapshot) gave of
+    /// the open traces of `version`, for later readers, unless the open traces changed
+    /// meanwhile: as the new base when the copy held every open trace, else beside the base.
     pub fn keep_open_batches(&mut self, tenant: &str, version: u64, batches: Arc<TraceBatches>) {
-        if let Some(live) = self.tenants.get_mut(tenant)
-            && live.open_version == version
-        {
-            live.open_batches = Some((version, batches));
+        let Some(live) = self.tenants.get_mut(tenant) else {
+            return;
+        };
+        if live.open_version != version {
+            return;
+        }
+        if live.usable_base().is_some() {
+            live.open_rest = Some((version, batches));
+        } else {
+            live.open_base = Some((batches, HashSet::new()));
+            live.open_rest = None;
         }
     }
 

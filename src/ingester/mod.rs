@@ -36,7 +36,7 @@ use crate::live::{LiveScan, LiveSource};
 use crate::schema::{self, LogRow, PointRow, Signal, SpanRow, TableKind, TraceId};
 use crate::storage::{BlockData, Catalog, Storage, StorageError};
 use batches::TraceBatches;
-use live::{BlockRows, LiveState, OpenTraces, PendingBlock};
+use live::{BlockRows, LiveState, OpenPart, PendingBlock};
 pub use live::{CutPolicy, Selection, log_shard, point_shard, shard_of};
 pub use wal::{WalError, oldest_segment as oldest_wal_segment};
 
@@ -518,17 +518,24 @@ impl Ingester {
         selection: &Selection,
     ) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
         let snapshot = self.live.lock().trace_snapshot(&request.tenant, selection);
-        let open = match snapshot.open {
-            OpenTraces::Built(batches) => batches,
-            OpenTraces::Copied { version, traces } => {
+        let mut out = Vec::new();
+        if let Some((base, stale)) = &snapshot.open.base {
+            out.extend(base.select_except(request.table, selection, stale)?);
+        }
+        let rest = match snapshot.open.rest {
+            None => None,
+            Some(OpenPart::Built(batches)) => Some(batches),
+            Some(OpenPart::Copied { version, traces }) => {
                 let batches = Arc::new(TraceBatches::build(traces.iter().map(|(id, t)| (id, t)))?);
                 self.live
                     .lock()
                     .keep_open_batches(&request.tenant, version, batches.clone());
-                batches
+                Some(batches)
             }
         };
-        let mut out = open.select(request.table, selection)?;
+        if let Some(rest) = rest {
+            out.extend(rest.select(request.table, selection)?);
+        }
         for block in snapshot.pending {
             out.extend(block.batches()?.select(request.table, selection)?);
         }

@@ -151,3 +151,74 @@ async fn traces_spread_over_shards_and_read_back_whole() {
         "a trace lives in exactly one shard"
     );
 }
+
+#[tokio::test]
+async fn reads_between_writes_see_every_open_span_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::common::test_config(dir.path());
+    config.ingester.trace_idle = Duration::from_secs(3600);
+    config.ingester.max_block_age = Duration::from_secs(3600);
+    let opened = spanlake::server::open(&config, false).await.unwrap();
+    let mut generator = Generator::new(11);
+    let mut trace = |n: i64| {
+        spanlake::schema::otlp::spans_from_request(&generator.trace_at(n * 1_000_000)).unwrap()
+    };
+    let count = |query: &'static str| engine_count(&opened.engine, query);
+    let mut sent = 0;
+    let mut first = Vec::new();
+    for n in 0..40 {
+        let spans = trace(n);
+        if n == 0 {
+            first = spans.clone();
+        }
+        sent += spans.len() as i64;
+        opened.ingester.push("single-tenant", spans).await.unwrap();
+    }
+    // The first read converts every open trace; the reads after each change below read that
+    // beside the changed traces, until so many changed that all are converted again.
+    assert_eq!(count("SELECT count(*) FROM spans").await, sent);
+
+    // A new span in an open trace, and a span sent again with a new name (it replaces the
+    // earlier copy).
+    let mut added = first[1].clone();
+    added.span_id = [0xee; 8];
+    let mut renamed = first[2].clone();
+    renamed.name = "renamed".into();
+    opened
+        .ingester
+        .push("single-tenant", vec![added, renamed])
+        .await
+        .unwrap();
+    sent += 1;
+    assert_eq!(count("SELECT count(*) FROM spans").await, sent);
+    assert_eq!(
+        count("SELECT count(*) FROM spans WHERE name = 'renamed'").await,
+        1
+    );
+
+    // A few new traces, then so many that every open trace is converted again.
+    for batch in [40..43, 43..80] {
+        for n in batch {
+            let spans = trace(n);
+            sent += spans.len() as i64;
+            opened.ingester.push("single-tenant", spans).await.unwrap();
+        }
+        assert_eq!(count("SELECT count(*) FROM spans").await, sent);
+        assert_eq!(
+            count("SELECT count(DISTINCT (trace_id, span_id)) FROM spans").await,
+            sent
+        );
+    }
+    assert_eq!(
+        count("SELECT count(*) FROM spans WHERE name = 'renamed'").await,
+        1
+    );
+
+    // Cut into blocks, the traces are read from them alone.
+    opened.ingester.flush(true).await.unwrap();
+    assert_eq!(count("SELECT count(*) FROM spans").await, sent);
+    assert_eq!(
+        count("SELECT count(DISTINCT (trace_id, span_id)) FROM spans").await,
+        sent
+    );
+}
