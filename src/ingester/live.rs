@@ -158,8 +158,9 @@ struct TenantLive {
     /// Changes whenever the open traces change.
     open_version: u64,
     /// Every open trace in Arrow form, as a reader last built them all, with the ids of the
-    /// traces changed since (spans added, cut or put back): their rows there are stale.
-    open_base: Option<(Arc<TraceBatches>, HashSet<TraceId>)>,
+    /// traces changed since (spans added, cut or put back): their rows there are stale. The
+    /// ids are shared with readers, and copied only when they change while one holds them.
+    open_base: Option<(Arc<TraceBatches>, Arc<HashSet<TraceId>>)>,
     /// The open traces among those changed since `open_base`, in Arrow form as of a version,
     /// when a reader built them.
     open_rest: Option<(u64, Arc<TraceBatches>)>,
@@ -172,7 +173,7 @@ impl TenantLive {
         *versions += 1;
         self.open_version = *versions;
         if let Some((_, changed)) = &mut self.open_base {
-            changed.extend(ids);
+            Arc::make_mut(changed).extend(ids);
             if self.usable_base().is_none() {
                 self.open_base = None;
                 self.open_rest = None;
@@ -183,7 +184,7 @@ impl TenantLive {
     /// The base to read the open traces from, with its stale ids, unless so many traces
     /// changed since it was built that building them all again costs less than reading
     /// beside it.
-    fn usable_base(&self) -> Option<&(Arc<TraceBatches>, HashSet<TraceId>)> {
+    fn usable_base(&self) -> Option<&(Arc<TraceBatches>, Arc<HashSet<TraceId>>)> {
         self.open_base
             .as_ref()
             .filter(|(_, changed)| changed.len() <= self.open.len() / REBUILD_FRACTION)
@@ -597,7 +598,7 @@ impl LiveState {
         };
         let open = match live.usable_base() {
             Some((base, changed)) => OpenTraces {
-                base: Some((base.clone(), Arc::new(changed.clone()))),
+                base: Some((base.clone(), changed.clone())),
                 rest: match &live.open_rest {
                     _ if changed.is_empty() => None,
                     Some((version, rest)) if *version == live.open_version => {
@@ -633,7 +634,7 @@ impl LiveState {
         if live.usable_base().is_some() {
             live.open_rest = Some((version, batches));
         } else {
-            live.open_base = Some((batches, HashSet::new()));
+            live.open_base = Some((batches, Arc::default()));
             live.open_rest = None;
         }
     }

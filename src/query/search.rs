@@ -946,12 +946,12 @@ async fn listed_rows(
     columns: &[&str],
 ) -> Result<Measured> {
     const TRACE_ID: &str = spans::TRACE_ID;
-    let provider = ctx.table_provider(table.name()).await?;
     if ids.len() > MAX_LISTED_IDS {
         let rows = of_traces(ctx, ctx.table(table.name()).await?, TRACE_ID, ids)?;
         return run_measured(rows.select_columns(columns)?).await;
     }
     let started = Instant::now();
+    let provider = ctx.table_provider(table.name()).await?;
     let schema = provider.schema();
     let mut read = columns
         .iter()
@@ -982,14 +982,19 @@ async fn listed_rows(
     })
 }
 
-/// Sets the root names of `found` from the rows of [`root_names`]. Where a trace has several
-/// rows with a root, each name is the greatest, as in [`lower::summarize`].
-fn add_root_names(found: &mut [TraceResult], batches: &[RecordBatch]) -> Result<()> {
-    let index: HashMap<String, usize> = found
+/// Where each trace of `found` is, by its trace id (short hex).
+fn positions(found: &[TraceResult]) -> HashMap<String, usize> {
+    found
         .iter()
         .enumerate()
         .map(|(i, t)| (t.trace_id.clone(), i))
-        .collect();
+        .collect()
+}
+
+/// Sets the root names of `found` from the rows of [`root_names`]. Where a trace has several
+/// rows with a root, each name is the greatest, as in [`lower::summarize`].
+fn add_root_names(found: &mut [TraceResult], batches: &[RecordBatch]) -> Result<()> {
+    let index = positions(found);
     let greatest = |held: &mut Option<String>, value: Option<String>| {
         if value > *held {
             *held = value;
@@ -1012,11 +1017,7 @@ fn add_root_names(found: &mut [TraceResult], batches: &[RecordBatch]) -> Result<
 
 /// Fills `service_stats` of `found` from the rows of [`service_stats`].
 fn add_service_stats(found: &mut [TraceResult], batches: &[RecordBatch]) -> Result<()> {
-    let index: HashMap<String, usize> = found
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.trace_id.clone(), i))
-        .collect();
+    let index = positions(found);
     for batch in batches {
         let ids = batch.column(0).as_fixed_size_binary();
         let services = batch.column(1).as_string::<i32>();

@@ -11,6 +11,15 @@ pub use spanlake::schema::otlp::span_count;
 use spanlake::server::Server;
 use tempfile::TempDir;
 
+/// The service's parts opened on `dir` with [`test_config`], but holding every trace live
+/// until a test flushes: nothing is idle or old enough to cut within a test.
+pub async fn open_holding_live(dir: &std::path::Path) -> spanlake::server::Opened {
+    let mut config = test_config(dir);
+    config.ingester.trace_idle = Duration::from_secs(3600);
+    config.ingester.max_block_age = Duration::from_secs(3600);
+    spanlake::server::open(&config, false).await.unwrap()
+}
+
 /// A config for tests: loopback ports chosen by the OS, data in `dir`, fast flushes.
 pub fn test_config(dir: &std::path::Path) -> Config {
     let mut config = Config::loopback(dir);

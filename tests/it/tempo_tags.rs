@@ -15,8 +15,6 @@
 //! tenant-b: trace 3 hidden                     resource: secret.res = "x"; span: secret = "y"
 //! ```
 
-use std::time::Duration;
-
 use spanlake::query::tags::{
     ScopeTags, TagScope, TagValuesRequest, TagsRequest, TypedValue, bare_tag_values, tag_names,
     tag_values,
@@ -204,10 +202,7 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = crate::common::test_config(dir.path());
-    config.ingester.trace_idle = Duration::from_secs(3600);
-    config.ingester.max_block_age = Duration::from_secs(3600);
-    let opened = spanlake::server::open(&config, false).await.unwrap();
+    let opened = crate::common::open_holding_live(dir.path()).await;
     let ingester = &opened.ingester;
     ingester.push(SINGLE_TENANT, flushed_spans()).await.unwrap();
     ingester

@@ -22,8 +22,6 @@
 //!   4:1 "cron" internal unset 2s
 //! ```
 
-use std::time::Duration;
-
 use spanlake::query::QueryError;
 use spanlake::query::search::{SearchRequest, SearchResponse, search};
 use spanlake::schema::{AttrValue, EventRow, LinkRow, SpanRow};
@@ -259,10 +257,7 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = crate::common::test_config(dir.path());
-    config.ingester.trace_idle = Duration::from_secs(3600);
-    config.ingester.max_block_age = Duration::from_secs(3600);
-    let opened = spanlake::server::open(&config, false).await.unwrap();
+    let opened = crate::common::open_holding_live(dir.path()).await;
     opened
         .ingester
         .push(SINGLE_TENANT, flushed_traces())
@@ -1177,10 +1172,7 @@ fn numbered_span(t: u32, s: u8, parent: Option<u8>, service: &str, name: &str) -
 #[tokio::test]
 async fn traceql_search_reads_root_names_wherever_the_root_is() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = crate::common::test_config(dir.path());
-    config.ingester.trace_idle = Duration::from_secs(3600);
-    config.ingester.max_block_age = Duration::from_secs(3600);
-    let opened = spanlake::server::open(&config, false).await.unwrap();
+    let opened = crate::common::open_holding_live(dir.path()).await;
     // Trace 0: its children flushed into a block, its root live. Trace 1: no root at all.
     // Traces 2..: a root each, live; more than a search lists by id.
     let children = vec![

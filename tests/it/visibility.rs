@@ -155,10 +155,7 @@ async fn traces_spread_over_shards_and_read_back_whole() {
 #[tokio::test]
 async fn reads_between_writes_see_every_open_span_once() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = crate::common::test_config(dir.path());
-    config.ingester.trace_idle = Duration::from_secs(3600);
-    config.ingester.max_block_age = Duration::from_secs(3600);
-    let opened = spanlake::server::open(&config, false).await.unwrap();
+    let opened = crate::common::open_holding_live(dir.path()).await;
     let mut generator = Generator::new(11);
     let mut trace = |n: i64| {
         spanlake::schema::otlp::spans_from_request(&generator.trace_at(n * 1_000_000)).unwrap()
