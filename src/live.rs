@@ -5,6 +5,8 @@
 //! implement it over the network with the same [`LiveScan`] (which has a protobuf form for
 //! that). This module sits below both and imports neither.
 
+use std::sync::Arc;
+
 use arrow::array::RecordBatch;
 
 use crate::schema::{TableKind, TraceId};
@@ -101,4 +103,25 @@ impl TryFrom<crate::proto::LiveScan> for LiveScan {
 pub trait LiveSource: std::fmt::Debug + Send + Sync {
     /// Live rows of the requested table, in the table's full schema.
     fn scan(&self, request: &LiveScan) -> Result<Vec<RecordBatch>, arrow::error::ArrowError>;
+
+    /// A pin for a reader about to list blocks: while it is held, the rows of blocks committed
+    /// after it was taken stay live, so a scan excluding the listed blocks still finds them.
+    fn pin(&self) -> Arc<dyn LivePin>;
+}
+
+/// What [`LiveSource::pin`] gives; dropping it lets the source release those rows.
+pub trait LivePin: std::fmt::Debug + Send + Sync {
+    /// False once the source released rows the pin was meant to keep (a pin is honoured for a
+    /// bounded time only): a scan it covers may then miss rows, and must fail instead.
+    fn intact(&self) -> bool;
+}
+
+/// The pin of a source that never releases live rows a reader may still need.
+#[derive(Debug)]
+pub struct AlwaysLive;
+
+impl LivePin for AlwaysLive {
+    fn intact(&self) -> bool {
+        true
+    }
 }

@@ -6,15 +6,16 @@
 //! whole whenever the ingester cuts, so a rotated WAL segment never holds a record that is
 //! neither in a block nor re-logged.
 //!
-//! Committed blocks stay here, tagged with their block id, so that a reader who listed blocks
-//! before the commit still sees those rows live; a reader that lists the block excludes it
-//! (a block is listed only once committed).
+//! Committed blocks stay here, tagged with their block id, while a reader who listed blocks
+//! before the commit may still read those rows live (see [`super::pins`]); a reader that lists
+//! the block excludes it (a block is listed only once committed).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::batches::TraceBatches;
+use super::pins::Pins;
 use crate::live::LiveScan;
 use crate::schema::{LogRow, PointRow, Signal, SpanId, SpanRow, TraceId};
 
@@ -44,7 +45,8 @@ pub struct PendingBlock {
     pub shard: u32,
     pub block_id: String,
     pub rows: BlockRows,
-    committed_at: OnceLock<Instant>,
+    /// When the block was committed, and its number among commits (see [`Pins`]).
+    committed: OnceLock<(Instant, u64)>,
     /// The block's traces in Arrow form, built by the first reader or the writer.
     batches: OnceLock<Arc<TraceBatches>>,
 }
@@ -56,7 +58,7 @@ impl PendingBlock {
             shard,
             block_id: uuid::Uuid::now_v7().to_string(),
             rows,
-            committed_at: OnceLock::new(),
+            committed: OnceLock::new(),
             batches: OnceLock::new(),
         })
     }
@@ -89,9 +91,10 @@ impl PendingBlock {
         }
     }
 
-    /// Marks the block committed: its rows stay live for the grace period from now on.
-    pub fn mark_committed(&self, at: Instant) {
-        let _ = self.committed_at.set(at);
+    /// Marks the block committed as number `number`: from now on its rows stay live only for
+    /// readers that may have listed blocks before, and at most for the grace period.
+    pub fn mark_committed(&self, at: Instant, number: u64) {
+        let _ = self.committed.set((at, number));
     }
 }
 
@@ -532,13 +535,20 @@ impl LiveState {
         }
     }
 
-    /// Drops committed blocks older than the grace period.
-    pub fn expire(&mut self, now: Instant, grace: Duration) {
+    /// Releases the rows of committed blocks that no pin keeps, and of those committed longer
+    /// than `grace` ago in any case (the pins that kept those are then no longer intact).
+    pub fn release(&mut self, now: Instant, grace: Duration, pins: &Pins) {
         for live in self.tenants.values_mut() {
             live.pending.retain(|p| {
-                p.committed_at
-                    .get()
-                    .is_none_or(|at| now.saturating_duration_since(*at) < grace)
+                let Some((at, number)) = p.committed.get() else {
+                    return true;
+                };
+                let keep = now.saturating_duration_since(*at) < grace && !pins.releasable(*number);
+                if !keep {
+                    // Before the rows go, so a reader that misses them sees its pin broken.
+                    pins.released(*number);
+                }
+                keep
             });
         }
         self.tenants.retain(|_, live| !live.is_empty());

@@ -21,6 +21,7 @@
 
 mod batches;
 pub mod live;
+mod pins;
 mod wal;
 
 use std::collections::HashMap;
@@ -45,7 +46,8 @@ pub use wal::{WalError, oldest_segment as oldest_wal_segment};
 pub struct IngesterConfig {
     pub wal_dir: PathBuf,
     pub policy: CutPolicy,
-    /// How long committed blocks stay readable live for readers that listed blocks before.
+    /// How long, at most, committed blocks stay readable live for readers that listed blocks
+    /// before.
     pub flushed_grace: Duration,
     /// How often the flusher checks whether to cut.
     pub flush_check: Duration,
@@ -157,6 +159,8 @@ pub struct Ingester {
     /// Serialises flushes.
     flush_lock: tokio::sync::Mutex<()>,
     live: parking_lot::Mutex<LiveState>,
+    /// Readers' pins on committed blocks' live rows.
+    pins: Arc<pins::Pins>,
     storage: Storage,
     catalog: Arc<Catalog>,
     replay: ReplayReport,
@@ -249,6 +253,7 @@ impl Ingester {
             gate: AsyncRwLock::new(()),
             flush_lock: tokio::sync::Mutex::new(()),
             live: parking_lot::Mutex::new(state),
+            pins: Arc::default(),
             storage,
             catalog,
             replay: report,
@@ -321,9 +326,7 @@ impl Ingester {
     pub async fn flush(&self, all: bool) -> Result<FlushReport, IngesterError> {
         let wal = self.wal.as_ref().ok_or(IngesterError::ReadOnly)?;
         let _one_at_a_time = self.flush_lock.lock().await;
-        self.live
-            .lock()
-            .expire(Instant::now(), self.config.flushed_grace);
+        self.release_committed();
         if !all
             && !self
                 .live
@@ -377,7 +380,20 @@ impl Ingester {
             return Err(e);
         }
         wal.remove_through(closed).await?;
+        self.release_committed();
         Ok(report)
+    }
+
+    /// Releases the live rows of committed blocks no reader still needs.
+    fn release_committed(&self) {
+        self.live
+            .lock()
+            .release(Instant::now(), self.config.flushed_grace, &self.pins);
+    }
+
+    /// Number of pins readers hold, for tests.
+    pub fn pins_held(&self) -> usize {
+        self.pins.held()
     }
 
     fn restore(&self, blocks: &[Arc<PendingBlock>]) {
@@ -401,7 +417,7 @@ impl Ingester {
         let meta = self.storage.write_block(&data, wal_through).await?;
         let rows = meta.rows as usize;
         self.catalog.add(meta);
-        block.mark_committed(Instant::now());
+        block.mark_committed(Instant::now(), self.pins.committed());
         Ok(rows)
     }
 
@@ -584,5 +600,9 @@ impl LiveSource for Ingester {
             }
         };
         Ok(vec![batch])
+    }
+
+    fn pin(&self) -> Arc<dyn crate::live::LivePin> {
+        self.pins.pin()
     }
 }

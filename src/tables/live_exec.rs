@@ -18,7 +18,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use parking_lot::Mutex;
 use prost::Message;
 
-use crate::live::{LiveScan, LiveSource};
+use crate::live::{LivePin, LiveScan, LiveSource};
 use crate::proto;
 
 /// Reads live rows for one [`LiveScan`] from a [`LiveSource`], dealt over its partitions in
@@ -32,6 +32,8 @@ pub struct LiveExec {
     string_views: bool,
     partitions: usize,
     source: Arc<dyn LiveSource>,
+    /// Taken before the blocks `scan` excludes were listed, and held as long as the plan.
+    pin: Arc<dyn LivePin>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
     shared: Arc<Mutex<Option<SharedRead>>>,
@@ -53,11 +55,13 @@ type ReadRows = Shared<BoxFuture<'static, std::result::Result<Arc<Vec<RecordBatc
 
 impl LiveExec {
     /// A plan reading `scan` from `source`, keeping the columns in `projection`, with
-    /// top-level strings as Utf8View when `string_views`.
+    /// top-level strings as Utf8View when `string_views`; `pin` is the source's pin taken
+    /// before the blocks `scan` excludes were listed.
     /// Its rows are dealt over `partitions` (at least one).
     pub fn new(
         scan: LiveScan,
         source: Arc<dyn LiveSource>,
+        pin: Arc<dyn LivePin>,
         projection: Option<Vec<usize>>,
         string_views: bool,
         partitions: usize,
@@ -80,6 +84,7 @@ impl LiveExec {
             string_views,
             partitions,
             source,
+            pin,
             schema,
             properties,
             shared: Arc::new(Mutex::new(None)),
@@ -115,8 +120,9 @@ impl LiveExec {
     fn read(
         &self,
     ) -> impl Future<Output = std::result::Result<Arc<Vec<RecordBatch>>, String>> + use<> {
-        let (source, scan, projection, schema) = (
+        let (source, pin, scan, projection, schema) = (
             self.source.clone(),
+            self.pin.clone(),
             self.scan.clone(),
             self.projection.clone(),
             self.schema.clone(),
@@ -125,6 +131,15 @@ impl LiveExec {
         async move {
             tokio::task::spawn_blocking(move || {
                 let batches = source.scan(&scan)?;
+                // Checked after the read: rows released before it would be missing from it.
+                if !pin.intact() {
+                    return Err(ArrowError::ComputeError(
+                        "the live rows of blocks committed since this query was planned \
+                         were released (a plan keeps them for the ingester's flushed_grace); \
+                         run the query again"
+                            .into(),
+                    ));
+                }
                 batches
                     .into_iter()
                     .map(|b| {
@@ -287,9 +302,12 @@ impl PhysicalExtensionCodec for LiveExecCodec {
         let projection = node
             .projection
             .map(|p| p.columns.into_iter().map(|c| c as usize).collect());
+        // The blocks were listed on the encoding node: the pin covers what this node commits
+        // from now on, and its flushed_grace what came before.
         Ok(Arc::new(LiveExec::new(
             scan,
             self.source.clone(),
+            self.source.pin(),
             projection,
             node.string_views,
             node.partitions as usize,
@@ -337,6 +355,10 @@ mod tests {
         ) -> Result<Vec<arrow::array::RecordBatch>, arrow::error::ArrowError> {
             Ok(vec![])
         }
+
+        fn pin(&self) -> Arc<dyn LivePin> {
+            Arc::new(crate::live::AlwaysLive)
+        }
     }
 
     #[test]
@@ -352,7 +374,15 @@ mod tests {
         };
         let source: Arc<dyn LiveSource> = Arc::new(NoRows);
         let plan: Arc<dyn ExecutionPlan> = Arc::new(
-            LiveExec::new(scan.clone(), source.clone(), Some(vec![0, 2]), false, 2).unwrap(),
+            LiveExec::new(
+                scan.clone(),
+                source.clone(),
+                source.pin(),
+                Some(vec![0, 2]),
+                false,
+                2,
+            )
+            .unwrap(),
         );
         let codec = LiveExecCodec { source };
         let mut buf = Vec::new();
@@ -406,6 +436,10 @@ mod tests {
                 &options,
             )?])
         }
+
+        fn pin(&self) -> Arc<dyn LivePin> {
+            Arc::new(crate::live::AlwaysLive)
+        }
     }
 
     #[tokio::test]
@@ -420,7 +454,8 @@ mod tests {
             shards: None,
         };
         let source = Arc::new(TenRows::default());
-        let plan = LiveExec::new(scan, source.clone(), Some(vec![0]), false, 2).unwrap();
+        let plan =
+            LiveExec::new(scan, source.clone(), source.pin(), Some(vec![0]), false, 2).unwrap();
         let ctx = SessionContext::new_with_config(
             datafusion::prelude::SessionConfig::new().with_batch_size(3),
         );

@@ -3,7 +3,7 @@
 //!
 //! Exactly-once visibility: a scan first snapshots the tenant's committed blocks, then asks the
 //! live source for rows *excluding* those blocks. Rows of a block committed after the snapshot
-//! are still live (the ingester keeps them for a grace period), rows of a block in the snapshot
+//! are still live (a pin taken before the listing keeps them), rows of a block in the snapshot
 //! come only from Parquet: no span is counted twice or missed while blocks flush.
 //!
 //! Filters are pushed down inexactly (DataFusion re-applies them): to Parquet as a pruning
@@ -213,7 +213,9 @@ impl TableProvider for SpanlakeTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let schema = self.schema();
         let bounds = ScanBounds::from_filters(filters, self.kind);
-        // Listing blocks before asking for live rows is what makes the union exactly-once.
+        // Listing blocks before asking for live rows is what makes the union exactly-once;
+        // the pin, taken before the listing, keeps the rows of blocks committed after it live.
+        let pin = self.live.pin();
         let mut blocks = self.catalog.blocks(&self.tenant, self.kind.signal());
         if let Some(shards) = &self.shards {
             blocks.retain(|b| shards.contains(&b.shard));
@@ -223,7 +225,7 @@ impl TableProvider for SpanlakeTable {
                 tenant: self.tenant.clone(),
                 table: self.kind,
                 // A compacted block also stands for the blocks it replaced, whose rows may
-                // still be held live within their grace period.
+                // still be held live for older pins.
                 exclude_blocks: blocks
                     .iter()
                     .flat_map(|b| std::iter::once(&b.block_id).chain(&b.compacted_from))
@@ -235,6 +237,7 @@ impl TableProvider for SpanlakeTable {
                 shards: self.shards.clone(),
             },
             self.live.clone(),
+            pin,
             projection.cloned(),
             self.analytic,
             // A few traces' rows are too few to split.

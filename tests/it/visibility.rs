@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use datafusion::prelude::SessionContext;
 use spanlake::generator::Generator;
 
 use crate::common::{TestServer, engine_count, span_count};
@@ -218,4 +219,90 @@ async fn reads_between_writes_see_every_open_span_once() {
         count("SELECT count(DISTINCT (trace_id, span_id)) FROM spans").await,
         sent
     );
+}
+
+/// Traces the ingester holds open, and how many spans they have.
+async fn push_traces(ingester: &spanlake::ingester::Ingester, traces: i64) -> i64 {
+    let mut generator = Generator::new(5);
+    let mut sent = 0;
+    for n in 0..traces {
+        let request = generator.trace_at(n * 1_000_000);
+        let spans = spanlake::schema::otlp::spans_from_request(&request).unwrap();
+        sent += spans.len() as i64;
+        ingester.push("single-tenant", spans).await.unwrap();
+    }
+    sent
+}
+
+async fn run(plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>, ctx: &SessionContext) -> i64 {
+    let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx())
+        .await
+        .unwrap();
+    crate::common::single_i64(&batches)
+}
+
+#[tokio::test]
+async fn a_plan_made_before_a_flush_reads_the_flushed_rows_live_and_only_it_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let opened = crate::common::open_holding_live(dir.path()).await;
+    let sent = push_traces(&opened.ingester, 30).await;
+    let ctx = opened.engine.session("single-tenant").unwrap();
+    let planned = ctx
+        .sql("SELECT count(*) FROM spans")
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+
+    // Flushed after the plan listed (no) blocks: the plan still finds the rows live.
+    opened.ingester.flush(true).await.unwrap();
+    assert_eq!(opened.ingester.live_span_count() as i64, sent);
+    assert_eq!(run(planned.clone(), &ctx).await, sent);
+    // A plan made after the flush reads the block alone, as the one before still reads live.
+    assert_eq!(
+        engine_count(&opened.engine, "SELECT count(*) FROM spans").await,
+        sent
+    );
+    assert_eq!(run(planned.clone(), &ctx).await, sent);
+
+    // Without the plan nothing keeps the rows: the next flush releases them.
+    drop(planned);
+    assert_eq!(opened.ingester.pins_held(), 0);
+    opened.ingester.flush(false).await.unwrap();
+    assert_eq!(opened.ingester.live_span_count(), 0);
+    assert_eq!(
+        engine_count(&opened.engine, "SELECT count(*) FROM spans").await,
+        sent
+    );
+}
+
+#[tokio::test]
+async fn a_plan_older_than_the_grace_fails_rather_than_miss_released_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::common::test_config(dir.path());
+    config.ingester.trace_idle = Duration::from_secs(3600);
+    config.ingester.max_block_age = Duration::from_secs(3600);
+    config.ingester.flushed_grace = Duration::ZERO;
+    let opened = spanlake::server::open(&config, false).await.unwrap();
+    push_traces(&opened.ingester, 5).await;
+    let ctx = opened.engine.session("single-tenant").unwrap();
+    let planned = ctx
+        .sql("SELECT count(*) FROM spans")
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    opened.ingester.flush(true).await.unwrap();
+    assert_eq!(
+        opened.ingester.live_span_count(),
+        0,
+        "no grace: released at once"
+    );
+    let error = datafusion::physical_plan::collect(planned, ctx.task_ctx())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("run the query again"), "{error}");
 }
