@@ -955,19 +955,28 @@ async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
         status.self_name, status.replication_factor, status.write_consistency
     );
     println!(
-        "{:<16} {:<8} {:<22} {:<22} {:>7} {:>8}  error",
-        "member", "state", "http", "internal", "primary", "replicas"
+        "{:<16} {:<8} {:<22} {:<22} {:>7} {:>8} {:>5}  error",
+        "member", "state", "http", "internal", "primary", "replicas", "hints"
     );
     for member in &status.members {
         println!(
-            "{:<16} {:<8} {:<22} {:<22} {:>7} {:>8}  {}",
+            "{:<16} {:<8} {:<22} {:<22} {:>7} {:>8} {:>5}  {}",
             member.name,
             member.state,
             member.http,
             member.internal,
             member.primary_shards.len(),
             member.replica_shards.len(),
+            member.hints_kept,
             member.error.as_deref().unwrap_or("")
+        );
+    }
+    for shard in status.shards.iter().filter(|s| !s.missing_rows.is_empty()) {
+        println!(
+            "shard {}: {} miss rows until their hints arrive; read from {}",
+            shard.shard,
+            shard.missing_rows.join(", "),
+            shard.reader.as_deref().unwrap_or("no member")
         );
     }
     let unread: Vec<String> = status

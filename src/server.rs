@@ -41,6 +41,8 @@ pub enum StartError {
     Flight(String),
     #[error("invalid scheduled report: {0}")]
     Reports(String),
+    #[error("cannot open the cluster's handoff state: {0}")]
+    Handoff(String),
     #[error("cannot lock the data directory {dir}: {source}")]
     DataDir {
         dir: std::path::PathBuf,
@@ -161,7 +163,11 @@ pub async fn open(config: &Config, read_only: bool) -> Result<Opened, StartError
     // Reading a data directory offline reads this node's data alone.
     let cluster = match &config.cluster {
         Some(settings) if !read_only => {
-            Some(Cluster::new(settings.clone(), config.ingester.shards))
+            let handoff = config.data_dir.join("handoff");
+            Some(
+                Cluster::new(settings.clone(), config.ingester.shards, &handoff)
+                    .map_err(|e| StartError::Handoff(e.to_string()))?,
+            )
         }
         _ => None,
     };
@@ -257,6 +263,11 @@ impl Server {
         let measure = api::measure::MeasureLayer::new(telemetry.clone());
         let flight_measure = measure.clone();
         let cluster = opened.cluster.clone();
+        if let Some(cluster) = &cluster {
+            // Before serving: the marks the others recorded while this member was away keep
+            // reads off shards it misses rows of.
+            cluster.check_members().await;
+        }
         let receiver = Receiver {
             ingester: opened.ingester.clone(),
             multitenancy: config.multitenancy,
@@ -393,7 +404,7 @@ impl Server {
         if let (Some(cluster), Some(internal)) = (&cluster, internal) {
             cluster_addr = Some(addr(&internal)?);
             let internal_stop = stopped(stop_rx.clone());
-            let push = PushService::server(opened.ingester.clone());
+            let push = PushService::server(opened.ingester.clone(), cluster.clone());
             let cluster_telemetry = telemetry.clone();
             let shards = api::cluster::ShardService::server(opened.engine.clone());
             let worker = opened

@@ -63,6 +63,7 @@ pub fn router(state: ApiState) -> Router {
         .route(REPORTS_PATH, get(stored_reports))
         .route(STORED_REPORT_PATH, get(stored_report))
         .route(CLUSTER_PATH, get(cluster_status))
+        .route(crate::cluster::HANDOFF_PATH, get(cluster_handoff))
         .with_state(state)
 }
 
@@ -298,6 +299,19 @@ async fn run_sql(state: &ApiState, headers: &HeaderMap, body: &[u8]) -> Result<R
     let chunks = futures::stream::once(async move { Ok(Bytes::from(head)) }).chain(rest);
     let body = Body::from_stream(chunks.map(|chunk| chunk.map_err(std::io::Error::other)));
     Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
+}
+
+/// `GET /api/v1/cluster/handoff`: the marks and deliveries of hints this member knows, which
+/// the other members read with each health check.
+async fn cluster_handoff(State(state): State<ApiState>) -> Response {
+    match &state.cluster {
+        Some(cluster) => axum::Json(cluster.handoff().state()).into_response(),
+        None => (
+            http::StatusCode::NOT_FOUND,
+            "this node runs alone: its configuration has no [cluster] section\n",
+        )
+            .into_response(),
+    }
 }
 
 /// `GET /api/v1/cluster`: members, their state as this node sees it, and shard placement.

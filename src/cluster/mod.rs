@@ -10,6 +10,7 @@
 //! gossip protocol) would implement the same facts — the member names and addresses and each
 //! one's state — behind [`Cluster`] and rebuild the ring when they change.
 
+pub mod handoff;
 pub mod ring;
 
 use std::sync::Arc;
@@ -20,6 +21,9 @@ use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::config::{ClusterSettings, MemberSettings, WriteConsistency};
+use crate::proto::PushRequest;
+use crate::proto::cluster_ingest_client::ClusterIngestClient;
+use handoff::{Handoff, HandoffError, HandoffState};
 use ring::Ring;
 
 /// `n` distinct ports of 127.0.0.1, free when asked, for members that must know each other's
@@ -63,10 +67,20 @@ pub struct Cluster {
     client: reqwest::Client,
     /// gRPC channels to the members' cluster ports, made on first use.
     channels: Mutex<Vec<Option<Channel>>>,
+    /// Hints this member keeps for others, and the marks keeping reads off holders that miss
+    /// rows.
+    handoff: Mutex<Handoff>,
 }
 
 /// How long connecting to a member's cluster port may take before the member counts as down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a push to another member may take before it counts as failed.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Path of a member's handoff state (marks and deliveries it knows), which the others read
+/// with each health check.
+pub const HANDOFF_PATH: &str = "/api/v1/cluster/handoff";
 
 /// What `GET /api/v1/cluster` answers.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -96,6 +110,8 @@ pub struct MemberStatus {
     pub primary_shards: Vec<u32>,
     /// Shards it holds a replica of.
     pub replica_shards: Vec<u32>,
+    /// Writes it missed that the member answering keeps for it, to deliver once it is up.
+    pub hints_kept: usize,
 }
 
 /// One shard in [`ClusterStatus`].
@@ -105,14 +121,22 @@ pub struct ShardStatus {
     pub shard: u32,
     /// Holder names, primary first.
     pub holders: Vec<String>,
-    /// The holder reads go to now; none when no holder is up.
+    /// The holder reads go to now; none when no holder is up and has every row.
     pub reader: Option<String>,
+    /// Holders that miss rows of the shard until hints reach them; reads avoid them.
+    pub missing_rows: Vec<String>,
 }
 
 impl Cluster {
-    /// The cluster `settings` describe, with `shards` shards; the settings must have been
-    /// validated ([`crate::config::Config::validate`]).
-    pub fn new(settings: ClusterSettings, shards: u32) -> Arc<Cluster> {
+    /// The cluster `settings` describe, with `shards` shards, keeping its hints and marks in
+    /// `handoff_dir`; the settings must have been validated
+    /// ([`crate::config::Config::validate`]).
+    pub fn new(
+        settings: ClusterSettings,
+        shards: u32,
+        handoff_dir: &std::path::Path,
+    ) -> Result<Arc<Cluster>, HandoffError> {
+        let handoff = Handoff::open(handoff_dir, &settings.self_name)?;
         let names: Vec<String> = settings.members.iter().map(|m| m.name.clone()).collect();
         let self_index = names
             .iter()
@@ -134,14 +158,15 @@ impl Cluster {
             .timeout(check_timeout(settings.health_check))
             .build()
             .unwrap_or_default();
-        Arc::new(Cluster {
+        Ok(Arc::new(Cluster {
             settings,
             self_index,
             ring,
             health: RwLock::new(health),
             client,
             channels: Mutex::new(vec![None; names.len()]),
-        })
+            handoff: Mutex::new(handoff),
+        }))
     }
 
     /// The settings the cluster was made from.
@@ -190,10 +215,33 @@ impl Cluster {
             || self.health.read().get(index).map(|h| h.state) == Some(MemberState::Up)
     }
 
-    /// The holder of `shard` that reads go to: the first holder that is up, primary first, so
-    /// that every member picks the same one; none when no holder is up.
+    /// The holder of `shard` that reads go to: the first holder that is up and misses none of
+    /// the shard's rows, primary first, so that every member picks the same one; none when
+    /// there is no such holder.
+    ///
+    /// Also none when as many holders as a write quorum are away: an acknowledged write may
+    /// then be on those alone, and the marks saying who misses it with them.
     pub fn reader(&self, shard: u32) -> Option<usize> {
-        self.holders(shard).iter().copied().find(|&m| self.is_up(m))
+        let holders = self.holders(shard);
+        let away = holders.iter().filter(|&&m| !self.is_up(m)).count();
+        if away >= self.write_quorum() {
+            return None;
+        }
+        let handoff = self.handoff.lock();
+        holders
+            .iter()
+            .copied()
+            .find(|&m| self.is_up(m) && !handoff.misses(&self.member(m).name, shard))
+    }
+
+    /// The handoff state of this member: its hints and marks.
+    pub fn handoff(&self) -> parking_lot::MutexGuard<'_, Handoff> {
+        self.handoff.lock()
+    }
+
+    /// The index of the member named `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.settings.members.iter().position(|m| m.name == name)
     }
 
     /// The gRPC channel to member `index`'s cluster port, connected lazily and shared by every
@@ -232,28 +280,31 @@ impl Cluster {
         }
     }
 
-    /// Checks every other member once, concurrently.
+    /// Checks every other member once, concurrently, and learns the marks and deliveries of
+    /// hints each one knows.
     pub async fn check_members(&self) {
         let checks = (0..self.len())
             .filter(|&i| i != self.self_index)
-            .map(|index| async move {
-                let url = format!("http://{}/ready", self.member(index).http);
-                let outcome = match self.client.get(&url).send().await {
-                    Ok(response) if response.status().is_success() => Ok(()),
-                    Ok(response) => Err(format!("/ready answered {}", response.status())),
-                    Err(e) => Err(e.to_string()),
-                };
-                (index, outcome)
-            });
+            .map(|index| async move { (index, self.check(index).await) });
         let outcomes = futures::future::join_all(checks).await;
         let now = crate::time::now_ns();
+        {
+            let mut handoff = self.handoff.lock();
+            let mut changed = false;
+            for state in outcomes.iter().filter_map(|(_, o)| o.as_ref().ok()) {
+                changed |= handoff.learn(state);
+            }
+            if changed && let Err(e) = handoff.save() {
+                tracing::error!(error = %e, "cannot record the marks learned from other members");
+            }
+        }
         let mut health = self.health.write();
         for (index, outcome) in outcomes {
             let entry = &mut health[index];
             let was = entry.state;
             entry.checked_ns = Some(now);
             match outcome {
-                Ok(()) => {
+                Ok(_) => {
                     entry.state = MemberState::Up;
                     entry.error = None;
                 }
@@ -268,7 +319,31 @@ impl Cluster {
         }
     }
 
-    /// Checks the members every `health_check` until `stop` completes.
+    /// Member `index`'s readiness and what it knows of hints.
+    async fn check(&self, index: usize) -> Result<HandoffState, String> {
+        let http = &self.member(index).http;
+        let ready = format!("http://{http}/ready");
+        match self.client.get(&ready).send().await {
+            Ok(response) if response.status().is_success() => {}
+            Ok(response) => return Err(format!("/ready answered {}", response.status())),
+            Err(e) => return Err(e.to_string()),
+        }
+        let handoff = format!("http://{http}{HANDOFF_PATH}");
+        let response = self
+            .client
+            .get(&handoff)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("{HANDOFF_PATH} answered {}", response.status()));
+        }
+        let body = response.bytes().await.map_err(|e| e.to_string())?;
+        serde_json::from_slice(&body).map_err(|e| format!("{HANDOFF_PATH}: {e}"))
+    }
+
+    /// Checks the members every `health_check`, and delivers the hints of those that are up,
+    /// until `stop` completes.
     pub async fn run_health_checks(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
         let mut tick = tokio::time::interval(self.settings.health_check);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -276,14 +351,124 @@ impl Cluster {
         loop {
             tokio::select! {
                 _ = &mut stop => return,
-                _ = tick.tick() => self.check_members().await,
+                _ = tick.tick() => {
+                    self.check_members().await;
+                    self.deliver_hints().await;
+                }
             }
         }
+    }
+
+    /// Delivers the hints kept for members that are up, oldest first, over
+    /// `ClusterIngest.Push`; stops at a member's first failure (it counts as down).
+    pub async fn deliver_hints(&self) {
+        let targets = self.handoff.lock().targets();
+        for target in targets {
+            let Some(index) = self.index_of(&target) else {
+                continue;
+            };
+            while self.is_up(index) {
+                let oldest = self.handoff.lock().oldest(&target);
+                let (seq, hint) = match oldest {
+                    Ok(Some(oldest)) => oldest,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::error!(member = %target, error = %e, "cannot read a hint");
+                        break;
+                    }
+                };
+                if let Err(e) = self.push(index, &hint.tenant, &hint.rows).await {
+                    tracing::warn!(member = %target, error = %e, "hint not delivered yet");
+                    break;
+                }
+                if let Err(e) = self.handoff.lock().delivered(&target, seq) {
+                    tracing::error!(member = %target, error = %e, "cannot record a delivered hint");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Pushes `rows` of `tenant` to member `index`'s ingester; a member that cannot be
+    /// reached is marked down. The error says why.
+    pub async fn push(
+        &self,
+        index: usize,
+        tenant: &str,
+        rows: &crate::ingest::Rows,
+    ) -> Result<u64, tonic::Status> {
+        let payload = postcard::to_stdvec(rows)
+            .map_err(|e| tonic::Status::internal(format!("cannot encode rows: {e}")))?;
+        let channel = self.channel(index).map_err(tonic::Status::unavailable)?;
+        let mut client = ClusterIngestClient::new(channel)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        let mut request = tonic::Request::new(PushRequest {
+            tenant: tenant.to_string(),
+            rows: payload,
+        });
+        request.set_timeout(PUSH_TIMEOUT);
+        match client.push(request).await {
+            Ok(response) => Ok(response.into_inner().stored),
+            Err(status) => {
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
+                ) {
+                    self.mark_down(index, status.message());
+                }
+                Err(status)
+            }
+        }
+    }
+
+    /// Records `marks` on member `index` (durably there).
+    pub async fn send_marks(&self, index: usize, marks: &[handoff::Mark]) -> Result<(), String> {
+        let channel = self.channel(index)?;
+        let mut client = ClusterIngestClient::new(channel);
+        let mut request = tonic::Request::new(crate::proto::MarkRequest {
+            marks: marks
+                .iter()
+                .map(|m| crate::proto::HandoffMark {
+                    source: m.source.clone(),
+                    target: m.target.clone(),
+                    seq: m.seq,
+                    shards: m.shards.clone(),
+                })
+                .collect(),
+        });
+        request.set_timeout(PUSH_TIMEOUT);
+        client.mark(request).await.map(|_| ()).map_err(|status| {
+            if matches!(
+                status.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
+            ) {
+                self.mark_down(index, status.message());
+            }
+            status.message().to_string()
+        })
     }
 
     /// Members, their state and the shards they hold, for `/api/v1/cluster`.
     pub fn status(&self) -> ClusterStatus {
         let health = self.health.read().clone();
+        let (hints_kept, missing_rows): (Vec<usize>, Vec<Vec<String>>) = {
+            let handoff = self.handoff.lock();
+            let names = &self.settings.members;
+            (
+                names.iter().map(|m| handoff.pending(&m.name)).collect(),
+                (0..self.ring.shards())
+                    .map(|shard| {
+                        self.holders(shard)
+                            .iter()
+                            .map(|&i| &names[i].name)
+                            .filter(|name| handoff.misses(name, shard))
+                            .cloned()
+                            .collect()
+                    })
+                    .collect(),
+            )
+        };
         let names = |indices: &[usize]| -> Vec<String> {
             indices
                 .iter()
@@ -310,6 +495,7 @@ impl Cluster {
                     health[index].state
                 };
                 MemberStatus {
+                    hints_kept: hints_kept[index],
                     name: member.name.clone(),
                     http: member.http.clone(),
                     internal: member.internal.clone(),
@@ -329,6 +515,7 @@ impl Cluster {
                 shard,
                 holders: names(self.holders(shard)),
                 reader: self.reader(shard).map(|i| self.member(i).name.clone()),
+                missing_rows: missing_rows[shard as usize].clone(),
             })
             .collect();
         ClusterStatus {

@@ -7,20 +7,15 @@
 //! twice, as any at-least-once OTLP pipeline may (compaction merges spans by span id).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::future::join_all;
-use tonic::transport::Channel;
 
 use super::{IngestError, Rows};
 use crate::cluster::Cluster;
+use crate::cluster::handoff::{Hint, Mark};
 use crate::ingester::{Ingester, log_shard, point_shard, shard_of};
-use crate::proto::cluster_ingest_client::ClusterIngestClient;
 use crate::proto::cluster_ingest_server::{ClusterIngest, ClusterIngestServer};
-use crate::proto::{PushRequest, PushResponse};
-
-/// How long a push to another member may take before it counts as failed.
-const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::proto::{MarkRequest, MarkResponse, PushRequest, PushResponse};
 
 /// Sends rows to the holders of their shards.
 #[derive(Debug, Clone)]
@@ -42,6 +37,9 @@ impl Distributor {
 
     /// Stores `rows` of `tenant` on the holders of their shards (`local` is this node's
     /// ingester); returns how many rows were stored once every shard has its write quorum.
+    /// Holders that missed rows while the quorum held get them as hints ([`handoff`]).
+    ///
+    /// [`handoff`]: crate::cluster::handoff
     pub async fn distribute(
         &self,
         local: &Ingester,
@@ -49,23 +47,26 @@ impl Distributor {
         rows: Rows,
     ) -> Result<usize, IngestError> {
         let count = rows.len();
-        let (per_member, shards) = self.split(rows);
+        let (mut per_member, shards) = self.split(rows);
         let self_index = self.cluster.self_index();
+        let own = per_member[self_index].take();
+        let per_member = per_member;
         let pushes = per_member
-            .into_iter()
+            .iter()
             .enumerate()
-            .filter_map(|(member, rows)| rows.map(|rows| (member, rows)))
-            .map(|(member, rows)| async move {
-                let outcome = if member == self_index {
-                    local_push(local, tenant, rows).await
-                } else {
-                    self.push(member, tenant, &rows).await
-                };
-                (member, outcome)
-            });
-        let outcomes = join_all(pushes).await;
+            .filter_map(|(member, rows)| rows.as_ref().map(|rows| (member, rows)))
+            .map(|(member, rows)| async move { (member, self.push(member, tenant, rows).await) });
+        let local = async {
+            match own {
+                Some(rows) => Some((self_index, local_push(local, tenant, rows).await)),
+                None => None,
+            }
+        };
+        let (outcomes, own) = futures::join!(join_all(pushes), local);
+        let outcomes: Vec<(usize, Result<usize, IngestError>)> =
+            outcomes.into_iter().chain(own).collect();
         let quorum = self.cluster.write_quorum();
-        for shard in shards {
+        for &shard in &shards {
             let holders = self.cluster.holders(shard);
             let stored = outcomes
                 .iter()
@@ -99,7 +100,109 @@ impl Distributor {
                 )));
             }
         }
+        // This member's own share failing is this write's failure, whatever the others did.
+        let own_failure = outcomes
+            .iter()
+            .position(|(member, outcome)| *member == self_index && outcome.is_err());
+        let mut outcomes = outcomes;
+        if let Some(at) = own_failure {
+            return outcomes.swap_remove(at).1.map(|_| count);
+        }
+        let missed: Vec<usize> = outcomes
+            .iter()
+            .filter(|(_, outcome)| outcome.is_err())
+            .map(|(member, _)| *member)
+            .collect();
+        if !missed.is_empty() {
+            let stored: Vec<usize> = outcomes
+                .iter()
+                .filter(|(_, outcome)| outcome.is_ok())
+                .map(|(member, _)| *member)
+                .collect();
+            self.hand_off(tenant, per_member, &missed, &stored, &shards)
+                .await?;
+        }
         Ok(count)
+    }
+
+    /// Keeps the rows the `missed` members should have stored as hints for them, and marks
+    /// them as missing rows of their shards on every member that can be reached; the members
+    /// in `stored` that hold those shards must record the marks, or the write fails.
+    async fn hand_off(
+        &self,
+        tenant: &str,
+        mut per_member: Vec<Option<Rows>>,
+        missed: &[usize],
+        stored: &[usize],
+        shards: &[u32],
+    ) -> Result<(), IngestError> {
+        let self_index = self.cluster.self_index();
+        let source = self.cluster.member(self_index).name.clone();
+        let mut marks = Vec::new();
+        for &member in missed {
+            let Some(rows) = per_member[member].take() else {
+                continue;
+            };
+            let target = self.cluster.member(member).name.clone();
+            let hint = Hint {
+                tenant: tenant.to_string(),
+                rows,
+            };
+            let cluster = self.cluster.clone();
+            let kept = {
+                let target = target.clone();
+                tokio::task::spawn_blocking(move || cluster.handoff().keep(&target, &hint))
+                    .await
+                    .map_err(|e| IngestError::Replication(e.to_string()))?
+            };
+            let seq = kept.map_err(|e| {
+                IngestError::Replication(format!("cannot keep a hint for {target}: {e}"))
+            })?;
+            let held: Vec<u32> = shards
+                .iter()
+                .copied()
+                .filter(|&s| self.cluster.holders(s).contains(&member))
+                .collect();
+            marks.push(Mark {
+                source: source.clone(),
+                target,
+                seq,
+                shards: held,
+            });
+        }
+        {
+            let cluster = self.cluster.clone();
+            let local = marks.clone();
+            tokio::task::spawn_blocking(move || cluster.handoff().record(&local))
+                .await
+                .map_err(|e| IngestError::Replication(e.to_string()))?
+                .map_err(|e| IngestError::Replication(format!("cannot record marks: {e}")))?;
+        }
+        let marked = |member: usize| {
+            marks.iter().any(|m| {
+                m.shards
+                    .iter()
+                    .any(|&s| self.cluster.holders(s).contains(&member))
+            })
+        };
+        let sends = (0..self.cluster.len())
+            .filter(|&m| m != self_index && !missed.contains(&m))
+            .map(|member| {
+                let marks = &marks;
+                async move { (member, self.cluster.send_marks(member, marks).await) }
+            });
+        for (member, outcome) in join_all(sends).await {
+            if let Err(e) = outcome {
+                let name = &self.cluster.member(member).name;
+                if stored.contains(&member) && marked(member) {
+                    return Err(IngestError::Replication(format!(
+                        "{name} stored rows but could not record which holders miss them: {e}"
+                    )));
+                }
+                tracing::warn!(member = %name, error = %e, "marks not sent; it learns them with its next health check");
+            }
+        }
+        Ok(())
     }
 
     /// The rows each member holds (none for members holding none of them), and the shards the
@@ -171,38 +274,13 @@ impl Distributor {
         if !self.cluster.is_up(member) {
             return Err(IngestError::Replication("down".into()));
         }
-        let payload = postcard::to_stdvec(rows)
-            .map_err(|e| IngestError::Replication(format!("cannot encode rows: {e}")))?;
-        let channel = self.channel(member)?;
-        let mut client = ClusterIngestClient::new(channel)
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
-        let mut request = tonic::Request::new(PushRequest {
-            tenant: tenant.to_string(),
-            rows: payload,
-        });
-        request.set_timeout(PUSH_TIMEOUT);
-        match client.push(request).await {
-            Ok(response) => Ok(response.into_inner().stored as usize),
+        match self.cluster.push(member, tenant, rows).await {
+            Ok(stored) => Ok(stored as usize),
             Err(status) if status.code() == tonic::Code::ResourceExhausted => {
                 Err(IngestError::LiveLimit(status.message().to_string()))
             }
-            Err(status) => {
-                if matches!(
-                    status.code(),
-                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
-                ) {
-                    self.cluster.mark_down(member, status.message());
-                }
-                Err(IngestError::Replication(status.message().to_string()))
-            }
+            Err(status) => Err(IngestError::Replication(status.message().to_string())),
         }
-    }
-
-    fn channel(&self, member: usize) -> Result<Channel, IngestError> {
-        self.cluster
-            .channel(member)
-            .map_err(IngestError::Replication)
     }
 }
 
@@ -220,12 +298,17 @@ async fn local_push(local: &Ingester, tenant: &str, rows: Rows) -> Result<usize,
 #[derive(Debug, Clone)]
 pub struct PushService {
     ingester: Arc<Ingester>,
+    cluster: Arc<Cluster>,
 }
 
 impl PushService {
-    /// The gRPC service storing pushed rows into `ingester`.
-    pub fn server(ingester: Arc<Ingester>) -> ClusterIngestServer<PushService> {
-        ClusterIngestServer::new(PushService { ingester })
+    /// The gRPC service storing pushed rows into `ingester`, and marks into `cluster`'s
+    /// handoff state.
+    pub fn server(
+        ingester: Arc<Ingester>,
+        cluster: Arc<Cluster>,
+    ) -> ClusterIngestServer<PushService> {
+        ClusterIngestServer::new(PushService { ingester, cluster })
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX)
     }
@@ -246,5 +329,28 @@ impl ClusterIngest for PushService {
         Ok(tonic::Response::new(PushResponse {
             stored: stored as u64,
         }))
+    }
+
+    async fn mark(
+        &self,
+        request: tonic::Request<MarkRequest>,
+    ) -> Result<tonic::Response<MarkResponse>, tonic::Status> {
+        let marks: Vec<Mark> = request
+            .into_inner()
+            .marks
+            .into_iter()
+            .map(|m| Mark {
+                source: m.source,
+                target: m.target,
+                seq: m.seq,
+                shards: m.shards,
+            })
+            .collect();
+        let cluster = self.cluster.clone();
+        tokio::task::spawn_blocking(move || cluster.handoff().record(&marks))
+            .await
+            .map_err(|e| tonic::Status::internal(e.to_string()))?
+            .map_err(|e| tonic::Status::internal(format!("cannot record marks: {e}")))?;
+        Ok(tonic::Response::new(MarkResponse {}))
     }
 }
