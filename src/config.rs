@@ -280,7 +280,7 @@ pub struct IngesterSettings {
     /// Complete traces are flushed at the latest this long after completing.
     #[serde(with = "crate::time::serde_duration")]
     pub max_block_age: Duration,
-    /// Complete traces are flushed once they hold this many bytes.
+    /// Complete traces are flushed once they take this many bytes of memory.
     pub max_block_bytes: usize,
     /// How often the flusher checks whether a block is due.
     #[serde(with = "crate::time::serde_duration")]
@@ -292,8 +292,8 @@ pub struct IngesterSettings {
     pub flushed_grace: Duration,
     /// Number of shards; a trace's shard is a hash of its id.
     pub shards: u32,
-    /// Most bytes one tenant may hold live and not yet flushed; exports past it are refused
-    /// with 429 / `RESOURCE_EXHAUSTED` before anything is written.
+    /// Most bytes of memory one tenant's live rows not yet cut into blocks may take; exports
+    /// past it are refused with 429 / `RESOURCE_EXHAUSTED` before anything is written.
     pub max_live_bytes_per_tenant: usize,
 }
 
@@ -438,7 +438,7 @@ impl Default for IngesterSettings {
         Self {
             trace_idle: Duration::from_secs(5),
             max_block_age: Duration::from_secs(30),
-            max_block_bytes: 128 << 20,
+            max_block_bytes: 512 << 20,
             flush_check: Duration::from_secs(1),
             flushed_grace: Duration::from_secs(120),
             shards: 1,

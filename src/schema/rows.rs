@@ -90,44 +90,57 @@ impl SpanRow {
         self.status_code == STATUS_CODE_ERROR
     }
 
-    /// A rough size of the span in memory, used to cut blocks by size.
+    /// The span's size in memory while held live, with what holding it costs: used to cut
+    /// blocks by size and to cap what a tenant holds.
     pub fn approx_bytes(&self) -> usize {
-        let attrs = attrs_bytes;
-        128 + self.name.len()
-            + self.status_message.len()
-            + self.service_name.len()
-            + self.trace_state.len()
-            + self.scope_name.len()
-            + self.scope_version.len()
-            + self.scope_schema_url.len()
-            + self.resource_schema_url.len()
-            + attrs(&self.span_attrs)
-            + attrs(&self.resource_attrs)
-            + attrs(&self.scope_attrs)
+        let text = |s: &str| heap_bytes(s.len());
+        size_of::<SpanRow>()
+            + HELD_SPAN_OVERHEAD
+            + text(&self.name)
+            + text(&self.status_message)
+            + text(&self.service_name)
+            + text(&self.trace_state)
+            + text(&self.scope_name)
+            + text(&self.scope_version)
+            + text(&self.scope_schema_url)
+            + text(&self.resource_schema_url)
+            + attrs_bytes(&self.span_attrs)
+            + attrs_bytes(&self.resource_attrs)
+            + attrs_bytes(&self.scope_attrs)
             + self
                 .events
                 .iter()
-                .map(|e| 32 + e.name.len() + attrs(&e.attrs))
+                .map(|e| size_of::<EventRow>() + text(&e.name) + attrs_bytes(&e.attrs))
                 .sum::<usize>()
             + self
                 .links
                 .iter()
-                .map(|l| 48 + attrs(&l.attrs))
+                .map(|l| size_of::<LinkRow>() + text(&l.trace_state) + attrs_bytes(&l.attrs))
                 .sum::<usize>()
     }
 }
 
-/// A rough size of an attribute list in memory.
+/// What holding a span live costs besides the span: its `Arc` and its entry in its trace's
+/// span map.
+const HELD_SPAN_OVERHEAD: usize = 48;
+
+/// Bytes `len` bytes of text take on the heap: the allocator hands out 16-byte steps, and an
+/// empty string allocates nothing.
+pub(crate) fn heap_bytes(len: usize) -> usize {
+    len.div_ceil(16) * 16
+}
+
+/// An attribute list's size in memory: its entries, and their keys' and values' text.
 pub(crate) fn attrs_bytes(attrs: &[(String, AttrValue)]) -> usize {
     attrs
         .iter()
         .map(|(k, v)| {
-            k.len()
-                + 16
+            size_of::<(String, AttrValue)>()
+                + heap_bytes(k.len())
                 + match v {
-                    AttrValue::Str(s) | AttrValue::Json(s) => s.len(),
-                    AttrValue::Bytes(b) => b.len(),
-                    _ => 8,
+                    AttrValue::Str(s) | AttrValue::Json(s) => heap_bytes(s.len()),
+                    AttrValue::Bytes(b) => heap_bytes(b.len()),
+                    _ => 0,
                 }
         })
         .sum()

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::rows::{AttrValue, SpanId, TraceId, attrs_bytes};
+use super::rows::{AttrValue, SpanId, TraceId, attrs_bytes, heap_bytes};
 
 /// One log record.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -124,37 +124,49 @@ pub struct PointRow {
 }
 
 impl LogRow {
-    /// A rough size of the record in memory, used to cut blocks by size.
+    /// The record's size in memory while held live (with its `Arc` and its slot in the list
+    /// of records): used to cut blocks by size and to cap what a tenant holds.
     pub fn approx_bytes(&self) -> usize {
+        let text = |s: &str| heap_bytes(s.len());
         let body = match &self.body {
-            Some(AttrValue::Str(s) | AttrValue::Json(s)) => s.len(),
-            Some(AttrValue::Bytes(b)) => b.len(),
-            Some(_) => 8,
-            None => 0,
+            Some(AttrValue::Str(s) | AttrValue::Json(s)) => text(s),
+            Some(AttrValue::Bytes(b)) => heap_bytes(b.len()),
+            _ => 0,
         };
-        96 + body
-            + self.severity_text.len()
-            + self.event_name.len()
-            + self.service_name.len()
-            + self.scope_name.len()
-            + self.scope_version.len()
+        size_of::<LogRow>()
+            + HELD_ROW_OVERHEAD
+            + body
+            + text(&self.severity_text)
+            + text(&self.event_name)
+            + text(&self.service_name)
+            + text(&self.scope_name)
+            + text(&self.scope_version)
+            + text(&self.resource_schema_url)
+            + text(&self.scope_schema_url)
             + attrs_bytes(&self.attrs)
             + attrs_bytes(&self.resource_attrs)
             + attrs_bytes(&self.scope_attrs)
     }
 }
 
+/// What holding a record or point live costs besides the row: its `Arc` and its slot.
+const HELD_ROW_OVERHEAD: usize = 24;
+
 impl PointRow {
-    /// A rough size of the point in memory, used to cut blocks by size.
+    /// The point's size in memory while held live, as [`LogRow::approx_bytes`].
     pub fn approx_bytes(&self) -> usize {
+        let text = |s: &str| heap_bytes(s.len());
         let exp = self.exp.as_ref().map_or(0, |e| {
-            32 + 8 * (e.positive_counts.len() + e.negative_counts.len())
+            size_of::<ExpBuckets>() + 8 * (e.positive_counts.len() + e.negative_counts.len())
         });
-        128 + self.metric_name.len()
-            + self.description.len()
-            + self.unit.len()
-            + self.service_name.len()
-            + self.scope_name.len()
+        size_of::<PointRow>()
+            + HELD_ROW_OVERHEAD
+            + text(&self.metric_name)
+            + text(&self.description)
+            + text(&self.unit)
+            + text(&self.service_name)
+            + text(&self.scope_name)
+            + text(&self.scope_version)
             + 8 * (self.explicit_bounds.len() + self.bucket_counts.len())
             + 16 * self.quantiles.len()
             + exp
@@ -163,7 +175,7 @@ impl PointRow {
             + self
                 .exemplars
                 .iter()
-                .map(|e| 64 + attrs_bytes(&e.attrs))
+                .map(|e| size_of::<ExemplarRow>() + attrs_bytes(&e.attrs))
                 .sum::<usize>()
     }
 

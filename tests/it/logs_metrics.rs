@@ -484,7 +484,7 @@ async fn logs_and_metrics_need_a_tenant_and_stay_with_it() {
 #[tokio::test]
 async fn a_tenant_at_its_live_limit_is_refused_with_429_before_anything_is_written() {
     let server = TestServer::start_with(|c| {
-        c.ingester.max_live_bytes_per_tenant = 2_000;
+        c.ingester.max_live_bytes_per_tenant = 20_000;
         // Nothing is flushed during the test, so the live bytes stay held.
         c.ingester.max_block_age = std::time::Duration::from_secs(3600);
         c.ingester.max_block_bytes = 1 << 30;
