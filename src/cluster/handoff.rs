@@ -23,8 +23,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ingest::Rows;
-
 /// Holder `target` misses rows of `shards` that member `source` keeps as its hint `seq`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Mark {
@@ -54,7 +52,8 @@ pub struct HandoffState {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Hint {
     pub tenant: String,
-    pub rows: Rows,
+    /// The rows as `ClusterIngest.Push` carries them (postcard-encoded `ingest::Rows`).
+    pub rows: Vec<u8>,
 }
 
 /// Errors of the handoff's files.
@@ -334,7 +333,7 @@ mod tests {
     fn hint(n: usize) -> Hint {
         Hint {
             tenant: "acme".into(),
-            rows: Rows::Spans(vec![Default::default(); n]),
+            rows: vec![7; n],
         }
     }
 
@@ -349,7 +348,7 @@ mod tests {
         let mut handoff = Handoff::open(dir.path(), "a").unwrap();
         assert_eq!(handoff.pending("b"), 2);
         let (seq, oldest) = handoff.oldest("b").unwrap().unwrap();
-        assert_eq!((seq, oldest.rows.len()), (first, 1));
+        assert_eq!((seq, oldest.rows), (first, vec![7]));
         handoff.delivered("b", seq).unwrap();
         drop(handoff);
         let mut handoff = Handoff::open(dir.path(), "a").unwrap();

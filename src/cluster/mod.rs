@@ -377,7 +377,7 @@ impl Cluster {
                         break;
                     }
                 };
-                if let Err(e) = self.push(index, &hint.tenant, &hint.rows).await {
+                if let Err(e) = self.push(index, &hint.tenant, hint.rows).await {
                     tracing::warn!(member = %target, error = %e, "hint not delivered yet");
                     break;
                 }
@@ -389,16 +389,14 @@ impl Cluster {
         }
     }
 
-    /// Pushes `rows` of `tenant` to member `index`'s ingester; a member that cannot be
-    /// reached is marked down. The error says why.
+    /// Pushes rows of `tenant` (`payload`, as `ClusterIngest.Push` carries them) to member
+    /// `index`'s ingester; a member that cannot be reached is marked down. The error says why.
     pub async fn push(
         &self,
         index: usize,
         tenant: &str,
-        rows: &crate::ingest::Rows,
+        payload: Vec<u8>,
     ) -> Result<u64, tonic::Status> {
-        let payload = postcard::to_stdvec(rows)
-            .map_err(|e| tonic::Status::internal(format!("cannot encode rows: {e}")))?;
         let channel = self.channel(index).map_err(tonic::Status::unavailable)?;
         let mut client = ClusterIngestClient::new(channel)
             .max_decoding_message_size(usize::MAX)

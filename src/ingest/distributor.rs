@@ -146,7 +146,7 @@ impl Distributor {
             let target = self.cluster.member(member).name.clone();
             let hint = Hint {
                 tenant: tenant.to_string(),
-                rows,
+                rows: encode(&rows)?,
             };
             let cluster = self.cluster.clone();
             let kept = {
@@ -274,7 +274,7 @@ impl Distributor {
         if !self.cluster.is_up(member) {
             return Err(IngestError::Replication("down".into()));
         }
-        match self.cluster.push(member, tenant, rows).await {
+        match self.cluster.push(member, tenant, encode(rows)?).await {
             Ok(stored) => Ok(stored as usize),
             Err(status) if status.code() == tonic::Code::ResourceExhausted => {
                 Err(IngestError::LiveLimit(status.message().to_string()))
@@ -282,6 +282,12 @@ impl Distributor {
             Err(status) => Err(IngestError::Replication(status.message().to_string())),
         }
     }
+}
+
+/// `rows` as `ClusterIngest.Push` carries them.
+fn encode(rows: &Rows) -> Result<Vec<u8>, IngestError> {
+    postcard::to_stdvec(rows)
+        .map_err(|e| IngestError::Replication(format!("cannot encode rows: {e}")))
 }
 
 async fn local_push(local: &Ingester, tenant: &str, rows: Rows) -> Result<usize, IngestError> {
