@@ -50,7 +50,6 @@ impl Distributor {
         let (mut per_member, shards) = self.split(rows);
         let self_index = self.cluster.self_index();
         let own = per_member[self_index].take();
-        let per_member = per_member;
         let pushes = per_member
             .iter()
             .enumerate()
@@ -63,7 +62,7 @@ impl Distributor {
             }
         };
         let (outcomes, own) = futures::join!(join_all(pushes), local);
-        let outcomes: Vec<(usize, Result<usize, IngestError>)> =
+        let mut outcomes: Vec<(usize, Result<usize, IngestError>)> =
             outcomes.into_iter().chain(own).collect();
         let quorum = self.cluster.write_quorum();
         for &shard in &shards {
@@ -104,7 +103,6 @@ impl Distributor {
         let own_failure = outcomes
             .iter()
             .position(|(member, outcome)| *member == self_index && outcome.is_err());
-        let mut outcomes = outcomes;
         if let Some(at) = own_failure {
             return outcomes.swap_remove(at).1.map(|_| count);
         }
