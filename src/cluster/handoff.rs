@@ -32,6 +32,28 @@ pub struct Mark {
     pub shards: Vec<u32>,
 }
 
+impl From<&Mark> for crate::proto::HandoffMark {
+    fn from(mark: &Mark) -> Self {
+        Self {
+            source: mark.source.clone(),
+            target: mark.target.clone(),
+            seq: mark.seq,
+            shards: mark.shards.clone(),
+        }
+    }
+}
+
+impl From<crate::proto::HandoffMark> for Mark {
+    fn from(mark: crate::proto::HandoffMark) -> Self {
+        Self {
+            source: mark.source,
+            target: mark.target,
+            seq: mark.seq,
+            shards: mark.shards,
+        }
+    }
+}
+
 /// How far member `source` has delivered its hints to `target`: every hint up to `through`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivered {
@@ -100,17 +122,14 @@ pub struct Handoff {
     hints: BTreeMap<String, BTreeSet<u64>>,
     /// Per (source, target): every hint up to this number was delivered.
     delivered: BTreeMap<(String, String), u64>,
-    marks: BTreeSet<Mark>,
+    /// The marks, one per (source, target): the newest hint they name and every shard they
+    /// name. A mark stands until that newest hint is delivered, so the marks stay as few as
+    /// the pairs of members however many writes a holder missed.
+    marks: BTreeMap<(String, String), (u64, BTreeSet<u32>)>,
 }
 
+/// The file holding the marks and deliveries a member knows (a [`HandoffState`]).
 const STATE_FILE: &str = "state.json";
-
-/// The marks and deliveries a member has recorded, as stored.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Stored {
-    marks: Vec<Mark>,
-    delivered: Vec<Delivered>,
-}
 
 impl Handoff {
     /// The handoff state of member `self_name` in `dir` (created): hints it keeps, marks and
@@ -119,12 +138,12 @@ impl Handoff {
         let hints_dir = dir.join("hints");
         std::fs::create_dir_all(&hints_dir).map_err(io_error(&hints_dir))?;
         let state_path = dir.join(STATE_FILE);
-        let stored: Stored = match std::fs::read(&state_path) {
+        let stored: HandoffState = match std::fs::read(&state_path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| HandoffError::Corrupt {
                 path: state_path.clone(),
                 message: e.to_string(),
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HandoffState::default(),
             Err(e) => return Err(io_error(&state_path)(e)),
         };
         let mut hints: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
@@ -156,12 +175,9 @@ impl Handoff {
             self_name: self_name.to_string(),
             hints,
             delivered: BTreeMap::new(),
-            marks: BTreeSet::new(),
+            marks: BTreeMap::new(),
         };
-        handoff.learn(&HandoffState {
-            marks: stored.marks,
-            delivered: stored.delivered,
-        });
+        handoff.learn(&stored);
         Ok(handoff)
     }
 
@@ -179,8 +195,8 @@ impl Handoff {
             .get(&(self.self_name.clone(), target.to_string()))
             .copied()
             .unwrap_or(0);
-        let kept = self.hints.entry(target.to_string()).or_default();
-        let seq = kept.last().copied().unwrap_or(0).max(delivered) + 1;
+        let newest = self.hints.get(target).and_then(|k| k.last().copied());
+        let seq = newest.unwrap_or(0).max(delivered) + 1;
         let dir = self.dir.join("hints").join(target);
         std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
         let path = self.hint_path(target, seq);
@@ -259,23 +275,30 @@ impl Handoff {
             }
         }
         for mark in &state.marks {
-            if !self.is_delivered(mark) {
-                changed |= self.marks.insert(mark.clone());
+            let pair = (mark.source.clone(), mark.target.clone());
+            if self.is_delivered(&pair, mark.seq) {
+                continue;
             }
+            let (seq, shards) = self.marks.entry(pair).or_default();
+            let before = (*seq, shards.len());
+            *seq = (*seq).max(mark.seq);
+            shards.extend(&mark.shards);
+            changed |= before != (*seq, shards.len());
         }
         let before = self.marks.len();
-        let delivered = std::mem::take(&mut self.marks);
-        self.marks = delivered
+        let marks = std::mem::take(&mut self.marks);
+        self.marks = marks
             .into_iter()
-            .filter(|m| !self.is_delivered(m))
+            .filter(|(pair, (seq, _))| !self.is_delivered(pair, *seq))
             .collect();
         changed || self.marks.len() != before
     }
 
-    fn is_delivered(&self, mark: &Mark) -> bool {
+    /// Whether every hint from `pair.0` to `pair.1` up to `seq` was delivered.
+    fn is_delivered(&self, pair: &(String, String), seq: u64) -> bool {
         self.delivered
-            .get(&(mark.source.clone(), mark.target.clone()))
-            .is_some_and(|through| mark.seq <= *through)
+            .get(pair)
+            .is_some_and(|through| seq <= *through)
     }
 
     /// Records marks, durably.
@@ -289,13 +312,8 @@ impl Handoff {
 
     /// Writes the marks and deliveries to the state file.
     pub fn save(&self) -> Result<(), HandoffError> {
-        let state = self.state();
         let path = self.dir.join(STATE_FILE);
-        let bytes = serde_json::to_vec(&Stored {
-            marks: state.marks,
-            delivered: state.delivered,
-        })
-        .map_err(|e| HandoffError::Corrupt {
+        let bytes = serde_json::to_vec(&self.state()).map_err(|e| HandoffError::Corrupt {
             path: path.clone(),
             message: e.to_string(),
         })?;
@@ -305,7 +323,16 @@ impl Handoff {
     /// What this member knows, to tell the others.
     pub fn state(&self) -> HandoffState {
         HandoffState {
-            marks: self.marks.iter().cloned().collect(),
+            marks: self
+                .marks
+                .iter()
+                .map(|((source, target), (seq, shards))| Mark {
+                    source: source.clone(),
+                    target: target.clone(),
+                    seq: *seq,
+                    shards: shards.iter().copied().collect(),
+                })
+                .collect(),
             delivered: self
                 .delivered
                 .iter()
@@ -322,7 +349,7 @@ impl Handoff {
     pub fn misses(&self, target: &str, shard: u32) -> bool {
         self.marks
             .iter()
-            .any(|m| m.target == target && m.shards.contains(&shard))
+            .any(|((_, t), (_, shards))| t == target && shards.contains(&shard))
     }
 }
 
@@ -390,5 +417,36 @@ mod tests {
             delivered: Vec::new(),
         }));
         assert!(!handoff.misses("b", 1));
+    }
+
+    #[test]
+    fn marks_of_one_source_and_holder_merge_and_stand_until_the_newest_is_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut handoff = Handoff::open(dir.path(), "c").unwrap();
+        let mark = |seq, shard| Mark {
+            source: "a".into(),
+            target: "b".into(),
+            seq,
+            shards: vec![shard],
+        };
+        handoff.record(&[mark(1, 1), mark(2, 2)]).unwrap();
+        assert_eq!(
+            handoff.state().marks,
+            vec![Mark {
+                source: "a".into(),
+                target: "b".into(),
+                seq: 2,
+                shards: vec![1, 2],
+            }]
+        );
+        handoff.learn(&HandoffState {
+            marks: Vec::new(),
+            delivered: vec![Delivered {
+                source: "a".into(),
+                target: "b".into(),
+                through: 1,
+            }],
+        });
+        assert!(handoff.misses("b", 1) && handoff.misses("b", 2));
     }
 }

@@ -406,18 +406,11 @@ impl Cluster {
             rows: payload,
         });
         request.set_timeout(PUSH_TIMEOUT);
-        match client.push(request).await {
-            Ok(response) => Ok(response.into_inner().stored),
-            Err(status) => {
-                if matches!(
-                    status.code(),
-                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
-                ) {
-                    self.mark_down(index, status.message());
-                }
-                Err(status)
-            }
-        }
+        client
+            .push(request)
+            .await
+            .map(|response| response.into_inner().stored)
+            .map_err(|status| self.failed(index, status))
     }
 
     /// Records `marks` on member `index` (durably there).
@@ -425,26 +418,26 @@ impl Cluster {
         let channel = self.channel(index)?;
         let mut client = ClusterIngestClient::new(channel);
         let mut request = tonic::Request::new(crate::proto::MarkRequest {
-            marks: marks
-                .iter()
-                .map(|m| crate::proto::HandoffMark {
-                    source: m.source.clone(),
-                    target: m.target.clone(),
-                    seq: m.seq,
-                    shards: m.shards.clone(),
-                })
-                .collect(),
+            marks: marks.iter().map(Into::into).collect(),
         });
         request.set_timeout(PUSH_TIMEOUT);
-        client.mark(request).await.map(|_| ()).map_err(|status| {
-            if matches!(
-                status.code(),
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
-            ) {
-                self.mark_down(index, status.message());
-            }
-            status.message().to_string()
-        })
+        client
+            .mark(request)
+            .await
+            .map(|_| ())
+            .map_err(|status| self.failed(index, status).message().to_string())
+    }
+
+    /// `status`, from a call to member `index`, after marking the member down when the status
+    /// says it could not be reached.
+    fn failed(&self, index: usize, status: tonic::Status) -> tonic::Status {
+        if matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
+        ) {
+            self.mark_down(index, status.message());
+        }
+        status
     }
 
     /// Members, their state and the shards they hold, for `/api/v1/cluster`.

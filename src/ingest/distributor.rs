@@ -343,12 +343,7 @@ impl ClusterIngest for PushService {
             .into_inner()
             .marks
             .into_iter()
-            .map(|m| Mark {
-                source: m.source,
-                target: m.target,
-                seq: m.seq,
-                shards: m.shards,
-            })
+            .map(Into::into)
             .collect();
         let cluster = self.cluster.clone();
         tokio::task::spawn_blocking(move || cluster.handoff().record(&marks))

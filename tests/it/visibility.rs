@@ -234,6 +234,16 @@ async fn push_traces(ingester: &spanlake::ingester::Ingester, traces: i64) -> i6
     sent
 }
 
+/// `SELECT count(*) FROM spans`, planned (its blocks listed) but not run.
+async fn planned_count(ctx: &SessionContext) -> Arc<dyn datafusion::physical_plan::ExecutionPlan> {
+    ctx.sql("SELECT count(*) FROM spans")
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap()
+}
+
 async fn run(plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>, ctx: &SessionContext) -> i64 {
     let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx())
         .await
@@ -247,13 +257,7 @@ async fn a_plan_made_before_a_flush_reads_the_flushed_rows_live_and_only_it_keep
     let opened = crate::common::open_holding_live(dir.path()).await;
     let sent = push_traces(&opened.ingester, 30).await;
     let ctx = opened.engine.session("single-tenant").unwrap();
-    let planned = ctx
-        .sql("SELECT count(*) FROM spans")
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
+    let planned = planned_count(&ctx).await;
 
     // Flushed after the plan listed (no) blocks: the plan still finds the rows live.
     opened.ingester.flush(true).await.unwrap();
@@ -287,13 +291,7 @@ async fn a_plan_older_than_the_grace_fails_rather_than_miss_released_rows() {
     let opened = spanlake::server::open(&config, false).await.unwrap();
     push_traces(&opened.ingester, 5).await;
     let ctx = opened.engine.session("single-tenant").unwrap();
-    let planned = ctx
-        .sql("SELECT count(*) FROM spans")
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
+    let planned = planned_count(&ctx).await;
     opened.ingester.flush(true).await.unwrap();
     assert_eq!(
         opened.ingester.live_span_count(),
